@@ -1,0 +1,33 @@
+# Two entry points: `make test` and `make demo`. Both create .venv at the repo
+# root and install the package from constraints.txt, so every machine gets the
+# versions CI got.
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+export TF_CPP_MIN_LOG_LEVEL ?= 2
+
+.PHONY: test test-keras3 test-legacy demo bench clean
+
+$(STAMP): setup.cfg pyproject.toml constraints.txt
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q -c constraints.txt pip setuptools
+	PIP_CONSTRAINT=$(CURDIR)/constraints.txt $(PY) -m pip install -q -e '.[test]'
+	touch $(STAMP)
+
+test: test-keras3 test-legacy
+
+test-keras3: $(STAMP)
+	TF_USE_LEGACY_KERAS=0 $(PY) -m pytest -q -p no:cacheprovider tests
+
+test-legacy: $(STAMP)
+	TF_USE_LEGACY_KERAS=1 $(PY) -m pytest -q -p no:cacheprovider tests
+
+demo: $(STAMP)
+	$(PY) -m keras_mbv3 demo --out runs/demo
+
+bench: $(STAMP)
+	$(PY) benchmarks/float_parity.py
+
+clean:
+	rm -rf $(VENV) build *.egg-info

@@ -1,0 +1,47 @@
+"""Argument checks shared by layers, applications and recipes.
+
+Each check raises ``ValueError`` (``TypeError`` for a wrong type) whose message
+names the argument, the value given and what is allowed.
+"""
+
+import numbers
+
+
+def fail(name, value, allowed, error=ValueError):
+    raise error(f"Invalid `{name}`: received {name}={value!r}; allowed: {allowed}.")
+
+
+def _is_int(value):
+    return isinstance(value, numbers.Integral) and not isinstance(value, bool)
+
+
+def positive_int(name, value):
+    if not _is_int(value):
+        fail(name, value, "a positive integer", TypeError)
+    if value < 1:
+        fail(name, value, "a positive integer")
+    return int(value)
+
+
+def odd_kernel(name, value):
+    positive_int(name, value)
+    if value % 2 == 0:
+        fail(name, value, "an odd positive integer such as 1, 3, 5 or 7")
+    return int(value)
+
+
+def one_of(name, value, allowed):
+    if value not in allowed:
+        fail(name, value, "one of " + ", ".join(repr(a) for a in allowed))
+    return value
+
+
+def fraction(name, value, allow_none=False):
+    """A number in (0, 1]."""
+    if value is None and allow_none:
+        return None
+    if not isinstance(value, numbers.Real) or isinstance(value, bool):
+        fail(name, value, "a number in (0, 1]" + (" or None" if allow_none else ""), TypeError)
+    if not 0 < value <= 1:
+        fail(name, value, "a number in (0, 1]" + (" or None" if allow_none else ""))
+    return float(value)

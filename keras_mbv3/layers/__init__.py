@@ -1,0 +1,30 @@
+"""MobileNetV3 building blocks as Keras layers (Keras 3 and tf_keras).
+
+Example::
+
+    from keras_mbv3 import keras
+    from keras_mbv3.layers import HardSwish, InvertedResidual
+
+    inputs = keras.Input((64, 64, 3))
+    x = keras.layers.Conv2D(16, 3, strides=2, padding="same")(inputs)
+    x = HardSwish()(x)
+    x = InvertedResidual(24, kernel_size=5, strides=2, expanded_filters=64,
+                         se_ratio=0.25, activation="hard_swish")(x)
+"""
+
+from keras_mbv3.layers.activations import HardSigmoid, HardSwish
+from keras_mbv3.layers.composite import CompositeLayer
+from keras_mbv3.layers.divisible import make_divisible
+from keras_mbv3.layers.inverted_residual import InvertedResidual
+from keras_mbv3.layers.lraspp import LRASPP
+from keras_mbv3.layers.squeeze_excite import SqueezeExcite
+
+__all__ = [
+    "HardSigmoid",
+    "HardSwish",
+    "SqueezeExcite",
+    "InvertedResidual",
+    "LRASPP",
+    "make_divisible",
+    "CompositeLayer",
+]

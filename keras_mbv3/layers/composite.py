@@ -1,0 +1,34 @@
+"""Base class of layers made only of sub-layers.
+
+A composite layer creates its sub-layers in ``build`` (their sizes depend on the
+input channels and, for stride-2 padding, on the input size), names them
+``{name}_{part}`` and calls nothing but them in ``call``. That is what lets
+``keras_mbv3.quantization`` flatten a model: calling ``layer.call`` on symbolic
+tensors records the sub-layers as nodes of the outer functional graph.
+"""
+
+import tensorflow as tf
+
+from keras_mbv3.backend import keras
+
+
+class CompositeLayer(keras.layers.Layer):
+    """A layer whose ``call`` only calls sub-layers created in ``build``."""
+
+    def _part(self, suffix):
+        """Keyword arguments for a sub-layer: its deterministic name and our dtype policy."""
+        return {"name": f"{self.name}_{suffix}", "dtype": self.dtype_policy}
+
+    @staticmethod
+    def _build_part(layer, input_shape):
+        """Build ``layer`` on ``input_shape`` and return its output shape."""
+        with tf.name_scope(layer.name):
+            layer.build(input_shape)
+        return layer.compute_output_shape(input_shape)
+
+    def _build_chain(self, layers, input_shape):
+        """Build ``layers`` one after the other; return the last output shape."""
+        shape = input_shape
+        for layer in layers:
+            shape = self._build_part(layer, shape)
+        return shape

@@ -1,0 +1,36 @@
+"""Shared fixtures. The suite runs once per Keras line (see the Makefile)."""
+
+import os
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+import numpy as np  # noqa: E402
+import pytest  # noqa: E402
+
+from keras_mbv3.backend import keras  # noqa: E402
+
+
+def randomize_batchnorm(model, seed=0):
+    """Give every BatchNormalization (nested ones too) non-trivial statistics and affine weights."""
+    rng = np.random.default_rng(seed)
+    for layer in model._flatten_layers(include_self=True, recursive=True):
+        if isinstance(layer, keras.layers.BatchNormalization):
+            gamma, beta, mean, var = layer.get_weights()
+            layer.set_weights([
+                rng.uniform(0.5, 1.5, gamma.shape).astype("float32"),
+                rng.normal(0, 0.1, beta.shape).astype("float32"),
+                rng.normal(0, 0.1, mean.shape).astype("float32"),
+                rng.uniform(0.5, 1.5, var.shape).astype("float32"),
+            ])  # fmt: skip
+
+
+@pytest.fixture
+def rng():
+    return np.random.default_rng(1234)
+
+
+@pytest.fixture
+def mixed_precision():
+    keras.mixed_precision.set_global_policy("mixed_float16")
+    yield
+    keras.mixed_precision.set_global_policy("float32")
