@@ -15,7 +15,10 @@ $(STAMP): setup.cfg pyproject.toml constraints.txt
 	PIP_CONSTRAINT=$(CURDIR)/constraints.txt $(PY) -m pip install -q -e '.[test]'
 	touch $(STAMP)
 
-test: test-keras3 test-legacy
+# The two Keras lines run side by side (one per core); each prints its own
+# pytest summary when it is done.
+test: $(STAMP)
+	$(MAKE) -j2 --output-sync=target test-keras3 test-legacy
 
 test-keras3: $(STAMP)
 	TF_USE_LEGACY_KERAS=0 $(PY) -m pytest -q -p no:cacheprovider tests

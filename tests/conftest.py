@@ -7,13 +7,14 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 import numpy as np  # noqa: E402
 import pytest  # noqa: E402
 
-from keras_mbv3.backend import keras  # noqa: E402
+from keras_mbv3.backend import IS_KERAS_3, keras  # noqa: E402
+from keras_mbv3.layers.composite import sublayers  # noqa: E402
 
 
 def randomize_batchnorm(model, seed=0):
     """Give every BatchNormalization (nested ones too) non-trivial statistics and affine weights."""
     rng = np.random.default_rng(seed)
-    for layer in model._flatten_layers(include_self=True, recursive=True):
+    for layer in [model] + sublayers(model):
         if isinstance(layer, keras.layers.BatchNormalization):
             gamma, beta, mean, var = layer.get_weights()
             layer.set_weights([
@@ -34,3 +35,8 @@ def mixed_precision():
     keras.mixed_precision.set_global_policy("mixed_float16")
     yield
     keras.mixed_precision.set_global_policy("float32")
+
+
+# Keras 3 compiles train steps with XLA by default ("auto"): tens of seconds of
+# compilation per model on 2 cores, for no benefit in a one-step test.
+NO_XLA = {"jit_compile": False} if IS_KERAS_3 else {}

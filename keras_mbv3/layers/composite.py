@@ -7,6 +7,8 @@ input channels and, for stride-2 padding, on the input size), names them
 tensors records the sub-layers as nodes of the outer functional graph.
 """
 
+import contextlib
+
 import tensorflow as tf
 
 from keras_mbv3.backend import keras
@@ -14,6 +16,13 @@ from keras_mbv3.backend import keras
 
 class CompositeLayer(keras.layers.Layer):
     """A layer whose ``call`` only calls sub-layers created in ``build``."""
+
+    def __call__(self, *args, **kwargs):
+        if _FlattenState.active:
+            # Inside flatten_model: run the sub-layers on the symbolic inputs so
+            # that they, not this layer, become nodes of the new graph.
+            return self.call(*args)
+        return super().__call__(*args, **kwargs)
 
     def _part(self, suffix):
         """Keyword arguments for a sub-layer: its deterministic name and our dtype policy."""
@@ -32,3 +41,26 @@ class CompositeLayer(keras.layers.Layer):
         for layer in layers:
             shape = self._build_part(layer, shape)
         return shape
+
+
+class _FlattenState:
+    active = False
+
+
+@contextlib.contextmanager
+def _flattening():
+    previous, _FlattenState.active = _FlattenState.active, True
+    try:
+        yield
+    finally:
+        _FlattenState.active = previous
+
+
+def sublayers(layer):
+    """All layers nested in ``layer`` (recursively, not ``layer`` itself), in both Keras lines."""
+    return list(layer._flatten_layers(include_self=False, recursive=True))
+
+
+def weighted_leaf_layers(layer):
+    """``{name: layer}`` of the nested layers that hold weights and have no sub-layers."""
+    return {sub.name: sub for sub in sublayers(layer) if sub.weights and not sublayers(sub)}

@@ -5,6 +5,7 @@ import pytest
 
 from keras_mbv3.backend import keras
 from keras_mbv3.layers import LRASPP, InvertedResidual, SqueezeExcite, make_divisible
+from keras_mbv3.layers.composite import sublayers
 
 
 def build(layer, shape):
@@ -49,7 +50,7 @@ def test_residual_only_when_shape_kept():
 def test_no_expand_conv_without_expanded_filters():
     layer = InvertedResidual(16, se_ratio=0.25, name="b")
     layer.build((None, 8, 8, 16))
-    names = {sub.name for sub in layer._flatten_layers(include_self=False)}
+    names = {sub.name for sub in sublayers(layer)}
     assert "b_expand" not in names and "b_depthwise" in names
     assert layer.squeeze_excite.reduce.filters == make_divisible(16 * 0.25)
 

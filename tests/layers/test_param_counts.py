@@ -11,6 +11,7 @@ import pytest
 
 from keras_mbv3.backend import IS_KERAS_3, keras
 from keras_mbv3.layers import InvertedResidual
+from keras_mbv3.layers.composite import weighted_leaf_layers
 from keras_mbv3.layers.inverted_residual import correct_pad
 
 if IS_KERAS_3:
@@ -101,9 +102,7 @@ def test_weighted_sublayer_names_match_keras3_application(application):
         pytest.skip("tf_keras.applications uses the tf.keras 2 names (mapped by the applications)")
     for index, parts in application_blocks(application).items():
         ours = block_as_layer(application, index, parts)
-        ours_named = {
-            layer.name for layer in ours._flatten_layers(include_self=False) if layer.weights and not layer._flatten_layers(include_self=False)
-        }
+        ours_named = set(weighted_leaf_layers(ours))
         prefix = "expanded_conv_" if index == 0 else f"expanded_conv_{index}_"
         theirs_named = {prefix + name for name, layer in parts.items() if layer.weights}
         assert ours_named == theirs_named

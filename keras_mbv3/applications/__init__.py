@@ -1,0 +1,22 @@
+"""MobileNetV3 models: classification, multi-scale features and LR-ASPP segmentation."""
+
+from keras_mbv3.applications.features import FeatureInfo, feature_info, feature_model
+from keras_mbv3.applications.mobilenet_v3 import (
+    MobileNetV3Large,
+    MobileNetV3Small,
+    decode_predictions,
+    preprocess_input,
+)
+from keras_mbv3.applications.segmentation import LRASPPMobileNetV3Large, LRASPPMobileNetV3Small
+
+__all__ = [
+    "MobileNetV3Large",
+    "MobileNetV3Small",
+    "preprocess_input",
+    "decode_predictions",
+    "feature_model",
+    "feature_info",
+    "FeatureInfo",
+    "LRASPPMobileNetV3Large",
+    "LRASPPMobileNetV3Small",
+]

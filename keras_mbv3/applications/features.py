@@ -1,0 +1,107 @@
+"""Multi-scale features of a MobileNetV3 for detection and segmentation.
+
+Level ``Pk`` is the last feature map whose *nominal* stride (what it would be
+without dilation) is ``2**k``: for Large, ``P1``..``P5`` are the outputs of
+``expanded_conv`` (16 ch), ``expanded_conv_2`` (24), ``expanded_conv_5`` (40),
+``expanded_conv_11`` (112) and the final 1x1 conv ``conv_1`` (960). With
+``output_stride`` below 32 the deeper levels keep its resolution.
+
+``tap="expansion"`` takes, for ``P1``..``P4``, the output of the expand conv
+(after its activation) of the block that downsamples next, as SSDLite does
+(for Large ``P4`` becomes ``expanded_conv_12_expand_hard_swish``, 672 channels);
+``P5``, and levels whose next block has no expand conv, keep their output tap.
+"""
+
+import dataclasses
+
+from keras_mbv3 import checks
+from keras_mbv3.backend import keras
+from keras_mbv3.layers import InvertedResidual
+from keras_mbv3.layers.flatten import flatten_model, layer_outputs
+
+LEVELS = ("P1", "P2", "P3", "P4", "P5")
+TAPS = ("output", "expansion")
+
+
+@dataclasses.dataclass(frozen=True)
+class FeatureInfo:
+    """One feature map: its level, the layer whose output it is, channels and stride."""
+
+    level: str
+    layer: str
+    channels: int
+    stride: int
+
+
+def _candidates(model):
+    """``(layer name, channels, stride, nominal stride, block)`` along the backbone, in order."""
+    stride, dilation = 1, 1
+    found = []
+    for layer in model.layers:
+        if isinstance(layer, InvertedResidual):
+            stride *= layer.strides
+            dilation = layer.dilation_rate
+            found.append((layer.name, layer.filters, stride, stride * dilation, layer))
+        elif layer.name == "conv":
+            stride *= layer.strides[0]
+        elif layer.name in ("conv_hard_swish", "conv_relu", "conv_1_hard_swish", "conv_1_relu"):
+            found.append((layer.name, _channels(model, layer), stride, stride * dilation, None))
+    if not found:
+        checks.fail("model", model.name, "a MobileNetV3 model of keras_mbv3.applications")
+    return found
+
+
+def _channels(model, layer):
+    return layer_outputs(model)[layer.name].shape[-1]
+
+
+def feature_info(model, tap="output"):
+    """``FeatureInfo`` of ``P1``..``P5`` of a ``keras_mbv3.applications`` MobileNetV3."""
+    checks.one_of("tap", tap, TAPS)
+    candidates = _candidates(model)
+    info = []
+    for k, level in enumerate(LEVELS, start=1):
+        at_level = [c for c in candidates if c[3] == 2**k]
+        if not at_level:
+            checks.fail("model", model.name, f"a MobileNetV3 backbone with a feature map at stride {2**k}")
+        name, channels, stride, _, _ = at_level[-1]
+        deeper = [c for c in candidates if c[3] > 2**k and c[4] is not None]
+        if tap == "expansion" and deeper and deeper[0][4].expanded_filters is not None:
+            block = deeper[0][4]
+            name, channels = f"{block.name}_expand_{block.activation}", block.expanded_filters
+        info.append(FeatureInfo(level, name, channels, stride))
+    return info
+
+
+def feature_model(model, levels=LEVELS, tap="output"):
+    """A model with the same input whose output is a dict ``{level: feature map}``.
+
+    Args:
+        model: a ``keras_mbv3.applications`` MobileNetV3 (any ``include_top``).
+        levels: which of ``"P1"``..``"P5"`` to return.
+        tap: ``"output"`` (block outputs) or ``"expansion"`` (SSDLite-style expand-conv taps).
+
+    Returns:
+        A functional model sharing ``model``'s layers; output ``{level: (batch, H/s, W/s, C)}``.
+    """
+    levels = tuple(levels) if isinstance(levels, (list, tuple)) else levels
+    if not isinstance(levels, tuple) or not levels:
+        checks.fail("levels", levels, f"a non-empty sequence of {LEVELS}")
+    for level in levels:
+        checks.one_of("levels", level, LEVELS)
+    info = {i.level: i for i in feature_info(model, tap)}
+    graph = flatten_model(model) if tap == "expansion" else model
+    tensors = layer_outputs(graph)
+    outputs = {level: tensors[_output_layer(graph, info[level].layer)] for level in levels}
+    return keras.Model(graph.inputs, outputs, name=f"{model.name}_features")
+
+
+def _output_layer(graph, name):
+    """The layer of ``graph`` whose output is the output of ``name`` (a block flattens into its last part)."""
+    names = layer_outputs(graph)
+    if name in names:
+        return name
+    for suffix in ("_add", "_project_bn"):
+        if name + suffix in names:
+            return name + suffix
+    raise KeyError(name)

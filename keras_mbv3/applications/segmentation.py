@@ -1,0 +1,84 @@
+"""LR-ASPP segmentation models (Section 6.3 of the paper)."""
+
+import os
+
+from keras_mbv3 import checks
+from keras_mbv3.applications import mobilenet_v3, weights as weight_files
+from keras_mbv3.applications.features import feature_info
+from keras_mbv3.backend import keras
+from keras_mbv3.layers import LRASPP
+from keras_mbv3.layers.flatten import layer_outputs
+
+LOW_LEVEL, HIGH_LEVEL = "P3", "P5"
+
+
+def _lraspp_model(backbone_fn, name, num_classes, input_shape, alpha, minimalistic, weights,
+                  backbone_weights, output_stride, reduced_tail, include_preprocessing, upsample):  # fmt: skip
+    checks.positive_int("num_classes", num_classes)
+    checks.one_of("output_stride", output_stride, (8, 16))
+    checks.one_of("upsample", upsample, (True, False))
+    if weights is not None and not (isinstance(weights, (str, os.PathLike)) and os.path.isfile(weights)):
+        checks.fail("weights", weights, "None or the path of an existing weights file of this model")
+    if input_shape is not None:
+        for size in tuple(input_shape)[:2]:
+            if size is not None and size % 16:
+                checks.fail("input_shape", tuple(input_shape), "height and width that are multiples of 16")
+    backbone = backbone_fn(
+        input_shape=input_shape, alpha=alpha, minimalistic=minimalistic, include_top=False,
+        weights=backbone_weights, include_preprocessing=include_preprocessing,
+        output_stride=output_stride, reduced_tail=reduced_tail,
+    )  # fmt: skip
+    taps = {i.level: i.layer for i in feature_info(backbone)}
+    tensors = layer_outputs(backbone)
+    low, high = tensors[taps[LOW_LEVEL]], tensors[taps[HIGH_LEVEL]]
+    logits = LRASPP(num_classes, name="lraspp")([low, high])
+    if upsample:
+        logits = keras.layers.UpSampling2D(8, interpolation="bilinear", name="upsample")(logits)
+    model = keras.Model(backbone.inputs, logits, name=name)
+    if weights is not None:
+        weight_files.load_weights(model, os.fspath(weights))
+    return model
+
+
+SEGMENTATION_DOC = """LR-ASPP semantic segmentation on a MobileNetV3{size} backbone.
+
+Low-level features at stride 8 (``P3``) and high-level features at stride 16
+(``P5``, the last 1x1 conv with the last stage dilated: ``output_stride=16``) feed the
+``LRASPP`` decoder; with ``upsample=True`` the logits are bilinearly upsampled
+to the input size. The output is logits (no softmax). With ``num_classes=21`` the
+Large model has the trainable parameter count of torchvision's
+``lraspp_mobilenet_v3_large``.
+
+Args:
+    num_classes: number of classes (background included).
+    input_shape: ``(height, width, 3)`` with height and width multiples of 16, or None.
+    alpha, minimalistic, reduced_tail, include_preprocessing: as ``MobileNetV3{size}``.
+    weights: None or the path of weights saved from this model.
+    backbone_weights: None, ``"imagenet"`` (the classification weights) or a path.
+    output_stride: 16 (the paper's) or 8.
+    upsample: upsample the logits 8x to the input size.
+
+Returns:
+    A functional model: ``(batch, H, W, num_classes)``, or ``(batch, H/8, W/8,
+    num_classes)`` without ``upsample``.
+"""
+
+
+def LRASPPMobileNetV3Large(num_classes, input_shape=None, alpha=1.0, minimalistic=False, weights=None,
+                           backbone_weights=None, output_stride=16, reduced_tail=False,
+                           include_preprocessing=True, upsample=True):  # fmt: skip
+    return _lraspp_model(mobilenet_v3.MobileNetV3Large, "LRASPPMobileNetV3Large", num_classes, input_shape,
+                         alpha, minimalistic, weights, backbone_weights, output_stride, reduced_tail,
+                         include_preprocessing, upsample)  # fmt: skip
+
+
+def LRASPPMobileNetV3Small(num_classes, input_shape=None, alpha=1.0, minimalistic=False, weights=None,
+                           backbone_weights=None, output_stride=16, reduced_tail=False,
+                           include_preprocessing=True, upsample=True):  # fmt: skip
+    return _lraspp_model(mobilenet_v3.MobileNetV3Small, "LRASPPMobileNetV3Small", num_classes, input_shape,
+                         alpha, minimalistic, weights, backbone_weights, output_stride, reduced_tail,
+                         include_preprocessing, upsample)  # fmt: skip
+
+
+LRASPPMobileNetV3Large.__doc__ = SEGMENTATION_DOC.format(size="Large")
+LRASPPMobileNetV3Small.__doc__ = SEGMENTATION_DOC.format(size="Small")
