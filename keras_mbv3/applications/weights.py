@@ -131,3 +131,17 @@ def load_weights(model, path):
         load_official_h5(model, path, names)
     else:
         model.load_weights(path)
+
+
+def copy_from_keras_applications(model, reference):
+    """Copy the weights of a ``keras.applications`` MobileNetV3 (either Keras line) into our ``model``."""
+    ours = weighted_leaf_layers(model)
+    theirs = weighted_leaf_layers(reference)
+    mapped = {official_to_ours(name): layer for name, layer in theirs.items()}
+    if set(mapped) != set(ours):
+        raise ValueError(
+            f"Invalid `reference`: received {reference.name!r}, whose layers do not match {model.name!r} "
+            f"(e.g. {sorted(set(mapped) ^ set(ours))[:3]}); allowed: the same variant, alpha and include_top."
+        )
+    for name, layer in ours.items():
+        layer.set_weights(mapped[name].get_weights())

@@ -125,3 +125,14 @@ def test_lraspp_save_load(tmp_path, rng):
 def test_lraspp_bad_arguments(kwargs, argument):
     with pytest.raises((ValueError, TypeError), match=f"`{argument}`"):
         LRASPPMobileNetV3Small(**kwargs)
+
+
+def test_count_madds_by_hand():
+    from keras_mbv3.applications.complexity import count_madds
+
+    inputs = keras.Input((8, 8, 4))
+    x = keras.layers.Conv2D(6, 3, strides=2, padding="same")(inputs)  # 4*4*6 * 9*4
+    x = keras.layers.DepthwiseConv2D(3, padding="same")(x)  # 4*4*6 * 9
+    x = keras.layers.GlobalAveragePooling2D()(x)
+    x = keras.layers.Dense(5)(x)  # 6*5
+    assert count_madds(keras.Model(inputs, x)) == 4 * 4 * 6 * 9 * 4 + 4 * 4 * 6 * 9 + 6 * 5

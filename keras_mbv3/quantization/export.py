@@ -1,0 +1,114 @@
+"""Export to ``.tflite``: float32, float16, dynamic-range and full int8."""
+
+import contextlib
+import io
+import os
+import tempfile
+
+import numpy as np
+import tensorflow as tf
+
+from keras_mbv3 import checks
+
+QUANTIZATIONS = ("int8", "float16", "float32", "dynamic")
+IO_TYPES = {"int8": tf.int8, "uint8": tf.uint8, "float32": tf.float32}
+REPRESENTATIVE_SAMPLES = 200
+
+
+def is_qat_model(model):
+    """Whether ``model`` was made by tfmot quantization-aware training (has quantize wrappers)."""
+    return any(type(layer).__name__ in ("QuantizeWrapper", "QuantizeWrapperV2", "QuantizeLayer") for layer in model.layers)
+
+
+def _representative(dataset):
+    """A TFLite representative-dataset generator from a callable, an array of images or a tf.data.Dataset."""
+    if callable(dataset):
+        return dataset
+    if isinstance(dataset, tf.data.Dataset):
+        dataset = dataset.unbatch().take(REPRESENTATIVE_SAMPLES).as_numpy_iterator()
+    images = np.asarray(list(dataset) if not isinstance(dataset, np.ndarray) else dataset)[:REPRESENTATIVE_SAMPLES]
+
+    def generator():
+        for image in images:
+            yield [image[None].astype(np.float32)]
+
+    return generator
+
+
+def convert(model, quantization="int8", representative_dataset=None, input_type="int8", output_type="int8"):
+    """Convert ``model`` to ``.tflite`` bytes; see ``export_tflite``."""
+    checks.one_of("quantization", quantization, QUANTIZATIONS)
+    checks.one_of("input_type", input_type, tuple(IO_TYPES))
+    checks.one_of("output_type", output_type, tuple(IO_TYPES))
+    qat = is_qat_model(model)
+    if quantization == "int8" and not qat and representative_dataset is None:
+        checks.fail(
+            "representative_dataset", None,
+            "calibration images (an array, a tf.data.Dataset or a generator) for int8 of a float model",
+        )  # fmt: skip
+    converter = tf.lite.TFLiteConverter.from_keras_model(model)
+    if quantization != "float32":
+        converter.optimizations = [tf.lite.Optimize.DEFAULT]
+    if quantization == "float16":
+        converter.target_spec.supported_types = [tf.float16]
+    if quantization == "int8":
+        converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
+        converter.inference_input_type = IO_TYPES[input_type]
+        converter.inference_output_type = IO_TYPES[output_type]
+        if representative_dataset is not None:
+            converter.representative_dataset = _representative(representative_dataset)
+    with contextlib.redirect_stdout(io.StringIO()):  # Keras 3's export prints every captured variable
+        return converter.convert()
+
+
+def write_atomically(data, path, overwrite=False):
+    """Write ``data`` to ``path`` whole or not at all; never replace an existing file unless ``overwrite``."""
+    path = os.fspath(path)
+    if os.path.exists(path) and not overwrite:
+        raise FileExistsError(f"{path!r} exists; pass overwrite=True (or --overwrite) to replace it.")
+    folder = os.path.dirname(os.path.abspath(path))
+    os.makedirs(folder, exist_ok=True)
+    fd, temp = tempfile.mkstemp(dir=folder, prefix=".partial-", suffix=os.path.basename(path))
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        if overwrite:
+            os.replace(temp, path)
+        else:
+            os.link(temp, path)  # fails if path appeared meanwhile: no silent overwrite
+            os.unlink(temp)
+    except BaseException:
+        if os.path.exists(temp):
+            os.unlink(temp)
+        raise
+
+
+def export_tflite(model, path=None, *, quantization="int8", representative_dataset=None, input_type="int8",
+                  output_type="int8", overwrite=False):  # fmt: skip
+    """Convert ``model`` to a ``.tflite`` flatbuffer and optionally write it.
+
+    Args:
+        model: a Keras model; a QAT model from ``quantize_model`` for QAT int8.
+        path: where to write the file, or None to only return the bytes. Written to
+            a temporary file and renamed, so it is whole or absent.
+        quantization: ``"int8"`` (full integer; a float model needs
+            ``representative_dataset``: post-training quantization), ``"float16"``,
+            ``"float32"`` or ``"dynamic"`` (int8 weights, float activations).
+        representative_dataset: calibration images for post-training int8: an
+            array ``(N, H, W, C)``, a ``tf.data.Dataset`` of images or batches, or a
+            TFLite generator function.
+        input_type, output_type: ``"int8"``, ``"uint8"`` or ``"float32"``: the I/O of
+            an int8 model (float models always take and give float32).
+        overwrite: replace an existing ``path``.
+
+    Returns:
+        The ``.tflite`` bytes.
+    """
+    if path is not None and os.path.exists(os.fspath(path)) and not overwrite:
+        raise FileExistsError(f"{os.fspath(path)!r} exists; pass overwrite=True to replace it.")
+    content = convert(model, quantization, representative_dataset, input_type, output_type)
+    if path is not None:
+        write_atomically(content, path, overwrite)
+    return content
