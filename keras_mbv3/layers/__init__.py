@@ -12,7 +12,7 @@ Example::
                          se_ratio=0.25, activation="hard_swish")(x)
 """
 
-from keras_mbv3.layers.activations import HardSigmoid, HardSwish
+from keras_mbv3.layers.activations import HardGate, HardSigmoid, HardSwish
 from keras_mbv3.layers.composite import CompositeLayer
 from keras_mbv3.layers.divisible import make_divisible
 from keras_mbv3.layers.inverted_residual import InvertedResidual
@@ -20,6 +20,7 @@ from keras_mbv3.layers.lraspp import LRASPP
 from keras_mbv3.layers.squeeze_excite import SqueezeExcite
 
 __all__ = [
+    "HardGate",
     "HardSigmoid",
     "HardSwish",
     "SqueezeExcite",

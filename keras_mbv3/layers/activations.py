@@ -4,17 +4,55 @@ import tensorflow as tf
 
 from keras_mbv3 import checks
 from keras_mbv3.backend import keras, register
+from keras_mbv3.layers.composite import _FlattenState
 
 ACTIVATIONS = ("relu", "hard_swish")
 GATES = ("hard_sigmoid", "sigmoid")
 
 
 @register
-class HardSigmoid(keras.layers.Layer):
-    """``relu6(x + 3) / 6``, the gate of the squeeze-and-excite block.
+class HardGate(keras.layers.Layer):
+    """``relu6(x + 3)``: the gate of the int8 form of the hard activations, range [0, 6].
+
+    Converts to one TFLite ``ADD`` with a fused ``RELU6``, which XNNPACK runs in int8.
 
     Input shape: any. Output shape: same as the input.
     """
+
+    def call(self, inputs):
+        return tf.nn.relu6(inputs + 3.0)
+
+    def compute_output_shape(self, input_shape):
+        return input_shape
+
+
+class _Decomposable(keras.layers.Layer):
+    """An activation that ``flatten_model(..., decompose_activations=True)`` rewrites into int8-friendly layers."""
+
+    def __call__(self, *args, **kwargs):
+        if _FlattenState.decompose:
+            return self.decompose(args[0])
+        return super().__call__(*args, **kwargs)
+
+    def _gate_and_scale(self):
+        return (
+            HardGate(name=f"{self.name}_gate", dtype=self.dtype_policy.name),
+            keras.layers.Rescaling(1.0 / 6.0, name=f"{self.name}_scale", dtype=self.dtype_policy.name),
+        )
+
+
+@register
+class HardSigmoid(_Decomposable):
+    """``relu6(x + 3) / 6``, the gate of the squeeze-and-excite block.
+
+    Decomposed for int8 as ``Rescaling(1/6)(HardGate(x))``.
+
+    Input shape: any. Output shape: same as the input.
+    """
+
+    def decompose(self, inputs):
+        gate, scale = self._gate_and_scale()
+        return scale(gate(inputs))
 
     def call(self, inputs):
         return tf.nn.relu6(inputs + 3.0) * (1.0 / 6.0)
@@ -24,14 +62,21 @@ class HardSigmoid(keras.layers.Layer):
 
 
 @register
-class HardSwish(keras.layers.Layer):
+class HardSwish(_Decomposable):
     """``x * relu6(x + 3) / 6``, the paper's h-swish.
 
     Written so that the TFLite converter fuses it into one ``HARD_SWISH`` op in
-    float export.
+    float export (the fastest float form). Decomposed for int8 as
+    ``Multiply([HardGate(x), Rescaling(1/6)(x)])``: an ADD with fused RELU6 and
+    two MULs, all taken by XNNPACK, where int8 ``HARD_SWISH`` is not.
 
     Input shape: any. Output shape: same as the input.
     """
+
+    def decompose(self, inputs):
+        gate, scale = self._gate_and_scale()
+        multiply = keras.layers.Multiply(name=f"{self.name}_mul", dtype=self.dtype_policy.name)
+        return multiply([gate(inputs), scale(inputs)])
 
     def call(self, inputs):
         return inputs * tf.nn.relu6(inputs + 3.0) * (1.0 / 6.0)

@@ -26,7 +26,7 @@ class CompositeLayer(keras.layers.Layer):
 
     def _part(self, suffix):
         """Keyword arguments for a sub-layer: its deterministic name and our dtype policy."""
-        return {"name": f"{self.name}_{suffix}", "dtype": self.dtype_policy}
+        return {"name": f"{self.name}_{suffix}", "dtype": self.dtype_policy.name}
 
     @staticmethod
     def _build_part(layer, input_shape):
@@ -45,15 +45,17 @@ class CompositeLayer(keras.layers.Layer):
 
 class _FlattenState:
     active = False
+    decompose = False
 
 
 @contextlib.contextmanager
-def _flattening():
-    previous, _FlattenState.active = _FlattenState.active, True
+def _flattening(decompose=False):
+    previous = _FlattenState.active, _FlattenState.decompose
+    _FlattenState.active, _FlattenState.decompose = True, decompose
     try:
         yield
     finally:
-        _FlattenState.active = previous
+        _FlattenState.active, _FlattenState.decompose = previous
 
 
 def sublayers(layer):

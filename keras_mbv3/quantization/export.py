@@ -52,7 +52,8 @@ def convert(model, quantization="int8", representative_dataset=None, input_type=
     if quantization == "float16":
         converter.target_spec.supported_types = [tf.float16]
     if quantization == "int8":
-        converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
+        if not qat:  # a QAT graph carries its ranges; the converter rejects this flag without calibration
+            converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
         converter.inference_input_type = IO_TYPES[input_type]
         converter.inference_output_type = IO_TYPES[output_type]
         if representative_dataset is not None:

@@ -1,0 +1,86 @@
+"""export_tflite: modes, I/O types, atomic writes; the LiteRT graph report."""
+
+import os
+
+import numpy as np
+import pytest
+
+from keras_mbv3.backend import keras
+from keras_mbv3.layers import HardSwish, InvertedResidual
+from keras_mbv3.quantization import export_tflite
+from keras_mbv3.quantization.export import write_atomically
+from keras_mbv3.quantization.litert import graph_report, interpreter, predict
+
+
+@pytest.fixture(scope="module")
+def model():
+    inputs = keras.Input((32, 32, 3))
+    x = keras.layers.Conv2D(16, 3, strides=2, padding="same")(inputs)
+    x = HardSwish()(x)
+    x = InvertedResidual(16, expanded_filters=96, se_ratio=0.25, activation="hard_swish", name="b")(x)
+    x = keras.layers.GlobalAveragePooling2D()(x)
+    return keras.Model(inputs, keras.layers.Dense(4)(x))
+
+
+@pytest.fixture
+def images(rng):
+    return rng.uniform(-1, 1, (16, 32, 32, 3)).astype("float32")
+
+
+def test_float32_export_matches_keras_and_keeps_fused_hard_swish(model, images):
+    content = export_tflite(model, quantization="float32")
+    np.testing.assert_allclose(predict(interpreter(content), images), model.predict(images, verbose=0), atol=1e-4)
+    report = graph_report(content)
+    assert report["ops"].get("HARD_SWISH", 0) >= 1  # the fastest float form
+
+
+@pytest.mark.parametrize("quantization", ["float16", "dynamic"])
+def test_reduced_float_exports_run(model, images, quantization):
+    content = export_tflite(model, quantization=quantization)
+    out = predict(interpreter(content), images)
+    np.testing.assert_allclose(out, model.predict(images, verbose=0), atol=0.05)
+    assert len(content) < len(export_tflite(model, quantization="float32"))
+
+
+@pytest.mark.parametrize("io_type, dtype", [("int8", np.int8), ("uint8", np.uint8), ("float32", np.float32)])
+def test_post_training_int8_io_types(model, images, io_type, dtype):
+    content = export_tflite(model, quantization="int8", representative_dataset=images, input_type=io_type,
+                            output_type=io_type)  # fmt: skip
+    runner = interpreter(content)
+    assert runner.get_input_details()[0]["dtype"] == dtype
+    assert runner.get_output_details()[0]["dtype"] == dtype
+    expected = model.predict(images, verbose=0)
+    assert np.abs(predict(runner, images) - expected).mean() < 0.1 * np.abs(expected).max()
+
+
+def test_int8_of_float_model_needs_representative_dataset(model):
+    with pytest.raises(ValueError, match="representative_dataset"):
+        export_tflite(model, quantization="int8")
+
+
+@pytest.mark.parametrize("kwargs, argument", [
+    (dict(quantization="int4"), "quantization"),
+    (dict(quantization="float32", input_type="int16"), "input_type"),
+    (dict(quantization="float32", output_type="bf16"), "output_type"),
+])  # fmt: skip
+def test_bad_export_arguments(model, kwargs, argument):
+    with pytest.raises(ValueError, match=f"`{argument}`"):
+        export_tflite(model, **kwargs)
+
+
+def test_no_overwrite_and_atomic_write(model, tmp_path):
+    path = tmp_path / "model.tflite"
+    path.write_bytes(b"user data")
+    with pytest.raises(FileExistsError, match="overwrite"):
+        export_tflite(model, str(path), quantization="float32")
+    assert path.read_bytes() == b"user data"
+    content = export_tflite(model, str(path), quantization="float32", overwrite=True)
+    assert path.read_bytes() == content
+    assert [p.name for p in tmp_path.iterdir()] == ["model.tflite"]  # no temporary left behind
+
+
+def test_failed_write_leaves_nothing(tmp_path):
+    target = tmp_path / "out.tflite"
+    with pytest.raises(TypeError):
+        write_atomically(object(), str(target))
+    assert not target.exists() and not os.listdir(tmp_path)
