@@ -18,8 +18,9 @@ legacy_only = pytest.mark.skipif(IS_KERAS_3, reason="tfmot QAT needs TF_USE_LEGA
 def test_keras3_error_says_how_to_switch():
     if not IS_KERAS_3:
         pytest.skip("the Keras 3 line only")
+    inputs = keras.Input((4,))
     with pytest.raises(RuntimeError, match="TF_USE_LEGACY_KERAS=1"):
-        quantize_model(keras.Model(keras.Input((4,)), keras.layers.Dense(2)(keras.Input((4,)))))
+        quantize_model(keras.Model(inputs, keras.layers.Dense(2)(inputs)))
 
 
 def user_model():
