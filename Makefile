@@ -27,7 +27,7 @@ test-legacy: $(STAMP)
 	TF_USE_LEGACY_KERAS=1 $(PY) -m pytest -q -p no:cacheprovider tests
 
 demo: $(STAMP)
-	$(PY) -m keras_mbv3 demo --out runs/demo
+	$(PY) -m keras_mbv3 recipe --data digits --model small --out runs/demo
 
 bench: $(STAMP)
 	$(PY) benchmarks/float_parity.py

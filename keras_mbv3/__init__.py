@@ -5,9 +5,18 @@
 
     from keras_mbv3 import keras
     from keras_mbv3.layers import InvertedResidual
-"""
 
-from keras_mbv3.backend import FLAVOUR, IS_KERAS_3, keras
+The Keras line is chosen on first use, not on ``import keras_mbv3``, so that the
+``mbv3`` command line can choose it before TensorFlow loads.
+"""
 
 __version__ = "0.1.0"
 __all__ = ["keras", "IS_KERAS_3", "FLAVOUR", "__version__"]
+
+
+def __getattr__(name):
+    if name in ("keras", "IS_KERAS_3", "FLAVOUR"):
+        from keras_mbv3 import backend
+
+        return getattr(backend, name)
+    raise AttributeError(f"module 'keras_mbv3' has no attribute {name!r}")
