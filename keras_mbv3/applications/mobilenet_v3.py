@@ -85,9 +85,13 @@ def _input(input_shape, input_tensor):
 def build_mobilenet_v3(
     spec, input_shape=None, alpha=1.0, minimalistic=False, include_top=True, weights="imagenet",
     input_tensor=None, classes=1000, pooling=None, dropout_rate=0.2, classifier_activation="softmax",
-    include_preprocessing=True, name=None, output_stride=32, reduced_tail=False,
+    include_preprocessing=True, name=None, output_stride=32, reduced_tail=False, relu_only=False,
 ):  # fmt: skip
-    """Build a MobileNetV3 from a ``specs.NetworkSpec``; see ``MobileNetV3Large`` for the arguments."""
+    """Build a MobileNetV3 from a ``specs.NetworkSpec``; see ``MobileNetV3Large`` for the arguments.
+
+    ``relu_only`` replaces every hard-swish with ReLU (same MAdds and weights):
+    the latency lower bound that the benchmarks compare the int8 form against.
+    """
     _check_arguments(weights, include_top, classes, alpha, minimalistic, pooling, dropout_rate,
                      classifier_activation, output_stride, reduced_tail)  # fmt: skip
     image, inputs = _input(input_shape, input_tensor)
@@ -96,7 +100,8 @@ def build_mobilenet_v3(
                       stacklevel=3)  # fmt: skip
     network = specs.minimalistic(spec) if minimalistic else spec
     network = specs.reduced_tail(network) if reduced_tail else network
-    activation = "relu" if minimalistic else "hard_swish"
+    network = specs.relu_only(network) if relu_only else network
+    activation = "relu" if minimalistic or relu_only else "hard_swish"
 
     x = image
     if include_preprocessing:

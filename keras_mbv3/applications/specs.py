@@ -79,6 +79,12 @@ def minimalistic(spec):
     return dataclasses.replace(spec, name=spec.name + "_minimalistic", blocks=blocks)
 
 
+def relu_only(spec):
+    """Every hard-swish replaced by ReLU, all else kept (a latency reference, not a paper model)."""
+    blocks = tuple(dataclasses.replace(b, activation=RE) for b in spec.blocks)
+    return dataclasses.replace(spec, name=spec.name + "_relu", blocks=blocks)
+
+
 def reduced_tail(spec):
     """Halve the channels of the last stage (Section 6.1.1 of the paper)."""
     tail = max(i for i, b in enumerate(spec.blocks) if b.strides == 2)

@@ -35,6 +35,22 @@ def _representative(dataset):
     return generator
 
 
+def _converter(model):
+    """A TFLite converter for ``model`` with batch size 1.
+
+    A model with a static input size is traced once and its variables frozen:
+    static shapes throughout, and 10x faster than ``from_keras_model`` (which
+    saves a SavedModel, tracing every layer: ~90 s for a QAT MobileNetV3Small).
+    """
+    if len(model.inputs) != 1 or None in tuple(model.inputs[0].shape[1:]):
+        return tf.lite.TFLiteConverter.from_keras_model(model)
+    from tensorflow.python.framework.convert_to_constants import convert_variables_to_constants_v2
+
+    spec = tf.TensorSpec((1,) + tuple(model.inputs[0].shape[1:]), model.inputs[0].dtype)
+    function = tf.function(lambda x: model(x, training=False)).get_concrete_function(spec)
+    return tf.lite.TFLiteConverter.from_concrete_functions([convert_variables_to_constants_v2(function)])
+
+
 def convert(model, quantization="int8", representative_dataset=None, input_type="int8", output_type="int8"):
     """Convert ``model`` to ``.tflite`` bytes; see ``export_tflite``."""
     checks.one_of("quantization", quantization, QUANTIZATIONS)
@@ -46,7 +62,7 @@ def convert(model, quantization="int8", representative_dataset=None, input_type=
             "representative_dataset", None,
             "calibration images (an array, a tf.data.Dataset or a generator) for int8 of a float model",
         )  # fmt: skip
-    converter = tf.lite.TFLiteConverter.from_keras_model(model)
+    converter = _converter(model)
     if quantization != "float32":
         converter.optimizations = [tf.lite.Optimize.DEFAULT]
     if quantization == "float16":
