@@ -11,11 +11,15 @@ from keras_mbv3.backend import IS_KERAS_3, keras  # noqa: E402
 from keras_mbv3.layers.composite import sublayers  # noqa: E402
 
 
-def randomize_batchnorm(model, seed=0):
-    """Give every BatchNormalization (nested ones too) non-trivial statistics and affine weights."""
+def randomize_batchnorm(model, seed=0, batchnorm_class=None):
+    """Give every BatchNormalization (nested ones too) non-trivial statistics and affine weights.
+
+    ``batchnorm_class`` defaults to the BN of the Keras line in use (pass
+    ``tf_keras.layers.BatchNormalization`` for tf_keras models under Keras 3).
+    """
     rng = np.random.default_rng(seed)
     for layer in [model] + sublayers(model):
-        if isinstance(layer, keras.layers.BatchNormalization):
+        if isinstance(layer, batchnorm_class or keras.layers.BatchNormalization):
             gamma, beta, mean, var = layer.get_weights()
             layer.set_weights([
                 rng.uniform(0.5, 1.5, gamma.shape).astype("float32"),

@@ -37,6 +37,7 @@ def _candidates(model):
     """``(layer name, channels, stride, nominal stride, block)`` along the backbone, in order."""
     stride, dilation = 1, 1
     found = []
+    outputs = layer_outputs(model)
     for layer in model.layers:
         if isinstance(layer, InvertedResidual):
             stride *= layer.strides
@@ -45,14 +46,10 @@ def _candidates(model):
         elif layer.name == "conv":
             stride *= layer.strides[0]
         elif layer.name in ("conv_hard_swish", "conv_relu", "conv_1_hard_swish", "conv_1_relu"):
-            found.append((layer.name, _channels(model, layer), stride, stride * dilation, None))
+            found.append((layer.name, outputs[layer.name].shape[-1], stride, stride * dilation, None))
     if not found:
         checks.fail("model", model.name, "a MobileNetV3 model of keras_mbv3.applications")
     return found
-
-
-def _channels(model, layer):
-    return layer_outputs(model)[layer.name].shape[-1]
 
 
 def feature_info(model, tap="output"):

@@ -22,9 +22,8 @@ def flatten_model(model, decompose_activations=False):
     Returns:
         A new functional model with the same inputs, outputs and name.
     """
-    if not getattr(model, "_is_graph_network", False) and type(model).__name__ != "Functional":
-        if not hasattr(model, "_nodes_by_depth"):
-            raise TypeError(f"Invalid `model`: received {type(model).__name__}; allowed: a functional Keras model.")
+    if not hasattr(model, "_nodes_by_depth"):
+        raise TypeError(f"Invalid `model`: received {type(model).__name__}; allowed: a functional Keras model.")
     inputs = [
         keras.Input(shape=t.shape[1:], batch_size=t.shape[0], dtype=t.dtype, name=_input_name(t))
         for t in model.inputs
