@@ -4,7 +4,7 @@ import tensorflow as tf
 
 from keras_mbv3 import checks
 from keras_mbv3.backend import keras, register
-from keras_mbv3.layers.composite import _FlattenState
+from keras_mbv3.layers.composite import _FlattenState, part
 
 ACTIVATIONS = ("relu", "hard_swish")
 GATES = ("hard_sigmoid", "sigmoid")
@@ -36,8 +36,8 @@ class _Decomposable(keras.layers.Layer):
 
     def _gate_and_scale(self):
         return (
-            HardGate(name=f"{self.name}_gate", dtype=self.dtype_policy.name),
-            keras.layers.Rescaling(1.0 / 6.0, name=f"{self.name}_scale", dtype=self.dtype_policy.name),
+            HardGate(**part(self, "gate")),
+            keras.layers.Rescaling(1.0 / 6.0, **part(self, "scale")),
         )
 
 
@@ -75,7 +75,7 @@ class HardSwish(_Decomposable):
 
     def decompose(self, inputs):
         gate, scale = self._gate_and_scale()
-        multiply = keras.layers.Multiply(name=f"{self.name}_mul", dtype=self.dtype_policy.name)
+        multiply = keras.layers.Multiply(**part(self, "mul"))
         return multiply([gate(inputs), scale(inputs)])
 
     def call(self, inputs):

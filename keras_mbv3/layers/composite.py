@@ -14,6 +14,11 @@ import tensorflow as tf
 from keras_mbv3.backend import keras
 
 
+def part(layer, suffix):
+    """Keyword arguments for a sub-layer of ``layer``: the name ``{name}_{suffix}`` and its dtype policy."""
+    return {"name": f"{layer.name}_{suffix}", "dtype": layer.dtype_policy.name}
+
+
 class CompositeLayer(keras.layers.Layer):
     """A layer whose ``call`` only calls sub-layers created in ``build``."""
 
@@ -25,8 +30,7 @@ class CompositeLayer(keras.layers.Layer):
         return super().__call__(*args, **kwargs)
 
     def _part(self, suffix):
-        """Keyword arguments for a sub-layer: its deterministic name and our dtype policy."""
-        return {"name": f"{self.name}_{suffix}", "dtype": self.dtype_policy.name}
+        return part(self, suffix)
 
     @staticmethod
     def _build_part(layer, input_shape):

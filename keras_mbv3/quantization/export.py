@@ -78,11 +78,16 @@ def convert(model, quantization="int8", representative_dataset=None, input_type=
         return converter.convert()
 
 
+def refuse_existing(path, overwrite):
+    """Raise ``FileExistsError`` if ``path`` exists and ``overwrite`` is false."""
+    if os.path.exists(path) and not overwrite:
+        raise FileExistsError(f"{path!r} exists; pass overwrite=True (or --overwrite) to replace it.")
+
+
 def write_atomically(data, path, overwrite=False):
     """Write ``data`` to ``path`` whole or not at all; never replace an existing file unless ``overwrite``."""
     path = os.fspath(path)
-    if os.path.exists(path) and not overwrite:
-        raise FileExistsError(f"{path!r} exists; pass overwrite=True (or --overwrite) to replace it.")
+    refuse_existing(path, overwrite)
     folder = os.path.dirname(os.path.abspath(path))
     os.makedirs(folder, exist_ok=True)
     fd, temp = tempfile.mkstemp(dir=folder, prefix=".partial-", suffix=os.path.basename(path))
@@ -123,8 +128,8 @@ def export_tflite(model, path=None, *, quantization="int8", representative_datas
     Returns:
         The ``.tflite`` bytes.
     """
-    if path is not None and os.path.exists(os.fspath(path)) and not overwrite:
-        raise FileExistsError(f"{os.fspath(path)!r} exists; pass overwrite=True to replace it.")
+    if path is not None:
+        refuse_existing(os.fspath(path), overwrite)  # before the (long) conversion
     content = convert(model, quantization, representative_dataset, input_type, output_type)
     if path is not None:
         write_atomically(content, path, overwrite)
