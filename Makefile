@@ -28,6 +28,7 @@ test-legacy: $(STAMP)
 
 demo: $(STAMP)
 	$(PY) -m keras_mbv3 recipe --data digits --model small --out runs/demo
+	$(PY) -m keras_mbv3 recipe --task segmentation --data digits-seg --model small --image-size 64 --epochs 12 --qat-epochs 2 --out runs/demo-seg
 
 bench: $(STAMP)
 	$(PY) benchmarks/float_parity.py

@@ -29,6 +29,22 @@ def randomize_batchnorm(model, seed=0, batchnorm_class=None):
             ])  # fmt: skip
 
 
+def fit_batchnorm_statistics(model, images):
+    """Set every BatchNormalization's moving statistics to those of ``images``, as training would.
+
+    An untrained model keeps mean 0 / variance 1 while its activations shrink
+    layer after layer; calibrated int8 ranges of such near-silent tensors are
+    unlike any trained model's.
+    """
+    batchnorms = [layer for layer in sublayers(model) if isinstance(layer, keras.layers.BatchNormalization)]
+    momenta = [layer.momentum for layer in batchnorms]
+    for layer in batchnorms:
+        layer.momentum = 0.0
+    model(images, training=True)
+    for layer, momentum in zip(batchnorms, momenta):
+        layer.momentum = momentum
+
+
 @pytest.fixture
 def rng():
     return np.random.default_rng(1234)

@@ -1,29 +1,159 @@
-"""The mbv3 command line: errors are one line, no traceback, non-zero exit."""
+"""The mbv3 command line: examples in --help, one-line errors, runs that resume, strategies (real subprocesses)."""
 
+import csv
+import json
+import os
+import signal
 import subprocess
 import sys
+import time
+
+import pytest
+
+from keras_mbv3.backend import IS_KERAS_3
+from keras_mbv3.recipes.cli import COMMANDS, main
+
+# The CLI runs on tf_keras whatever the line of the test process: its long
+# tests run once, on the Keras 3 line (the shorter one).
+once = pytest.mark.skipif(not IS_KERAS_3, reason="CLI subprocesses behave alike on both lines; run once")
 
 
-def run_cli(*args):
-    return subprocess.run([sys.executable, "-m", "keras_mbv3", *args], capture_output=True, text=True, timeout=300)
+# A user who has not chosen a Keras line: the CLI picks tf_keras (QAT needs it).
+USER_ENV = {k: v for k, v in os.environ.items() if k != "TF_USE_LEGACY_KERAS"}
 
 
-def test_help_shows_an_example():
-    result = run_cli("recipe", "--help")
-    assert result.returncode == 0 and "example: mbv3 recipe" in result.stdout
+def run_cli(*args, timeout=600):
+    """``mbv3 ARGS`` in a new process, as a user runs it."""
+    return subprocess.run([sys.executable, "-m", "keras_mbv3", *map(str, args)], capture_output=True, text=True,
+                          timeout=timeout, env=USER_ENV)  # fmt: skip
 
 
-def test_bad_flag_value_is_one_clear_line(tmp_path):
-    result = run_cli("recipe", "--data", "digits", "--model", "medium", "--out", str(tmp_path / "run"))
+def call_cli(capsys, *args):
+    """``mbv3 ARGS`` in this process (fast: TensorFlow is loaded once); a result like ``run_cli``'s."""
+    try:
+        code = main([str(a) for a in args])
+    except SystemExit as exit:  # argparse's own errors
+        code = exit.code
+    captured = capsys.readouterr()
+    return subprocess.CompletedProcess(args, code, captured.out, captured.err)
+
+
+def assert_one_line_error(result, *fragments):
     assert result.returncode != 0
     assert "Traceback" not in result.stderr
-    assert "`--model`" in result.stderr and "'medium'" in result.stderr and "small" in result.stderr
+    lines = [line for line in result.stderr.splitlines() if line.startswith("mbv3")]
+    assert len(lines) == 1, result.stderr
+    for fragment in fragments:
+        assert fragment in result.stderr, (fragment, result.stderr)
 
 
-def test_other_settings_in_existing_run_are_refused(tmp_path):
+@pytest.mark.parametrize("command", COMMANDS)
+def test_every_subcommand_help_shows_an_example(capsys, command):
+    result = call_cli(capsys, command, "--help")
+    assert result.returncode == 0 and f"example: mbv3 {command}" in result.stdout
+
+
+def test_error_in_a_new_process_has_no_traceback(tmp_path):
+    result = run_cli("recipe", "--model", "medium", "--out", tmp_path / "run")
+    assert_one_line_error(result, "`--model`", "'medium'", "small")
+
+
+@pytest.mark.parametrize("args, fragments", [
+    (["recipe", "--model", "medium"], ["`--model`", "'medium'", "small"]),
+    (["train", "--epochs", "0"], ["`--epochs`", "0", "positive integer"]),
+    (["train", "--image-size", "16"], ["`--image-size`", "16", "at least 32"]),
+    (["train", "--alpha", "-1"], ["`--alpha`", "-1"]),
+    (["train", "--task", "detection"], ["`--task`", "'detection'", "segmentation"]),
+    (["train", "--strategy", "tpu"], ["`--strategy`", "'tpu'", "mirrored"]),
+    (["train", "--strategy", "multi-worker"], ["`--strategy`", "TF_CONFIG"]),
+    (["train", "--weights", "/no/such/weights.h5"], ["`--weights`", "/no/such/weights.h5", "imagenet"]),
+    (["train", "--data", "/no/such/folder"], ["`--data`", "/no/such/folder", "folder"]),
+    (["train", "--data", "tfds:no_such_set_here"], ["`--data`", "tfds:no_such_set_here"]),
+    (["bench", "--threads", "0"], ["`--threads`", "0"]),
+    (["train", "--epochs", "two"], ["--epochs", "'two'"]),
+])  # fmt: skip
+def test_bad_flags_are_one_clear_line(capsys, tmp_path, args, fragments):
+    assert_one_line_error(call_cli(capsys, *args, "--out", tmp_path / "run"), *fragments)
+
+
+def test_missing_or_wrong_model_files(capsys, tmp_path):
+    out = tmp_path / "run"
+    assert_one_line_error(call_cli(capsys, "export", "--out", out), "float.keras", "mbv3 train")
+    assert_one_line_error(call_cli(capsys, "qat", "--out", out), "float.keras", "mbv3 train")
+    (tmp_path / "notes.txt").write_text("not a model")
+    assert_one_line_error(call_cli(capsys, "eval", "--out", out, "--file", tmp_path / "notes.txt"), "`--file`", ".tflite")
+    (tmp_path / "fake.tflite").write_bytes(b"not a flatbuffer at all")
+    assert_one_line_error(call_cli(capsys, "eval", "--out", out, "--file", tmp_path / "fake.tflite"), "`--file`",
+                          "fake.tflite")  # fmt: skip
+    (tmp_path / "fake.keras").write_bytes(b"not a zip")
+    assert_one_line_error(call_cli(capsys, "eval", "--out", out, "--file", tmp_path / "fake.keras"), "`--file`",
+                          "fake.keras")  # fmt: skip
+    assert_one_line_error(call_cli(capsys, "bench", "--out", out, "--file", tmp_path / "none.tflite"), "`--file`",
+                          "not found")  # fmt: skip
+    assert sorted(os.listdir(tmp_path)) == ["fake.keras", "fake.tflite", "notes.txt"]  # nothing written
+
+
+def test_other_settings_in_existing_run_are_refused(capsys, tmp_path):
     out = tmp_path / "run"
     out.mkdir()
     (out / "settings.json").write_text('{"data": "digits", "model": "large"}')
-    result = run_cli("recipe", "--out", str(out), "--image-size", "32")
-    assert result.returncode != 0 and "Traceback" not in result.stderr and "another --out" in result.stderr
+    result = call_cli(capsys, "train", "--out", out, "--model", "small")
+    assert_one_line_error(result, "another --out", "'large' there")
     assert (out / "settings.json").read_text() == '{"data": "digits", "model": "large"}'
+
+
+def epochs_logged(path):
+    return [int(row["epoch"]) for row in csv.DictReader(open(path))] if os.path.exists(path) else []
+
+
+@once
+def test_killed_training_resumes_and_the_recipe_keeps_int8_within_a_point_of_float(tmp_path):
+    """SIGKILL during epoch 2 of `train`; the rerun resumes there; `recipe` then reuses the float model,
+    fine-tunes with QAT and keeps int8 accuracy within 1 point of float; a finished recipe is reused."""
+    out = tmp_path / "run"
+    flags = ["--out", str(out), "--epochs", "6", "--batch-size", "32"]
+    args = [sys.executable, "-m", "keras_mbv3", "train", *flags]
+    process = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=USER_ENV)
+    deadline = time.time() + 400
+    while not epochs_logged(out / "float_history.csv") and time.time() < deadline:
+        time.sleep(0.5)
+    time.sleep(2)  # into the second epoch
+    process.send_signal(signal.SIGKILL)
+    process.wait()
+    assert epochs_logged(out / "float_history.csv") and not (out / "float.keras").exists()
+    finished = max(epochs_logged(out / "float_history.csv"))
+    result = subprocess.run(args, capture_output=True, text=True, timeout=600, env=USER_ENV)
+    assert result.returncode == 0, result.stderr
+    assert f"Epoch {finished + 2}/6" in result.stdout and "Epoch 1/6" not in result.stdout
+    assert sorted(set(epochs_logged(out / "float_history.csv"))) == list(range(6))
+    assert (out / "float.keras").exists() and not (out / "float_backup").exists()
+
+    result = run_cli("recipe", *flags, "--qat-epochs", "1", timeout=900)
+    assert result.returncode == 0, result.stderr
+    assert "[train] done before, reusing float.keras" in result.stdout
+    report = json.loads((out / "report.json").read_text())
+    float_accuracy, int8_accuracy = report["float"]["accuracy"], report["int8"]["accuracy"]
+    assert float_accuracy >= 0.9  # a trained model, not one at chance (0.1)
+    assert abs(int8_accuracy - float_accuracy) <= 0.01
+
+    stamps = {name: (out / name).stat().st_mtime_ns for name in ("float.keras", "qat.h5", "int8.tflite")}
+    again = run_cli("recipe", *flags, "--qat-epochs", "1")
+    assert again.returncode == 0, again.stderr
+    for step, name in (("train", "float.keras"), ("qat", "qat.h5"), ("export", "float.tflite")):
+        assert f"[{step}] done before, reusing {name}" in again.stdout
+    assert stamps == {name: (out / name).stat().st_mtime_ns for name in stamps}
+    assert json.loads((out / "report.json").read_text())["int8"]["accuracy"] == int8_accuracy
+
+
+@once
+def test_segmentation_training_with_mirrored_strategy_on_two_logical_cpus(tmp_path):
+    out = tmp_path / "seg"
+    result = run_cli("train", "--task", "segmentation", "--out", out, "--epochs", "1", "--strategy", "mirrored",
+                     "--cpu-devices", "2")  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    assert "strategy: mirrored, 2 replica(s)" in result.stdout
+    assert (out / "float.keras").exists() and epochs_logged(out / "float_history.csv") == [0]
+    assert json.loads((out / "settings.json").read_text())["data"] == "digits-seg"
+    evaluation = run_cli("eval", "--task", "segmentation", "--out", out, "--file", out / "float.keras")
+    assert evaluation.returncode == 0, evaluation.stderr
+    assert 0 < json.loads(evaluation.stdout[evaluation.stdout.index("{"):])["float.keras"]["miou"] <= 1

@@ -4,7 +4,6 @@ import tensorflow as tf
 
 from keras_mbv3 import checks
 from keras_mbv3.backend import keras, register
-from keras_mbv3.layers.composite import _FlattenState, part
 
 ACTIVATIONS = ("relu", "hard_swish")
 GATES = ("hard_sigmoid", "sigmoid")
@@ -26,33 +25,14 @@ class HardGate(keras.layers.Layer):
         return input_shape
 
 
-class _Decomposable(keras.layers.Layer):
-    """An activation that ``flatten_model(..., decompose_activations=True)`` rewrites into int8-friendly layers."""
-
-    def __call__(self, *args, **kwargs):
-        if _FlattenState.decompose:
-            return self.decompose(args[0])
-        return super().__call__(*args, **kwargs)
-
-    def _gate_and_scale(self):
-        return (
-            HardGate(**part(self, "gate")),
-            keras.layers.Rescaling(1.0 / 6.0, **part(self, "scale")),
-        )
-
-
 @register
-class HardSigmoid(_Decomposable):
+class HardSigmoid(keras.layers.Layer):
     """``relu6(x + 3) / 6``, the gate of the squeeze-and-excite block.
 
-    Decomposed for int8 as ``Rescaling(1/6)(HardGate(x))``.
+    ``keras_mbv3.quantization`` rewrites it for int8 as ``HardGate`` (``relu6(x + 3)``).
 
     Input shape: any. Output shape: same as the input.
     """
-
-    def decompose(self, inputs):
-        gate, scale = self._gate_and_scale()
-        return scale(gate(inputs))
 
     def call(self, inputs):
         return tf.nn.relu6(inputs + 3.0) * (1.0 / 6.0)
@@ -62,21 +42,17 @@ class HardSigmoid(_Decomposable):
 
 
 @register
-class HardSwish(_Decomposable):
+class HardSwish(keras.layers.Layer):
     """``x * relu6(x + 3) / 6``, the paper's h-swish.
 
     Written so that the TFLite converter fuses it into one ``HARD_SWISH`` op in
-    float export (the fastest float form). Decomposed for int8 as
-    ``Multiply([HardGate(x), Rescaling(1/6)(x)])``: an ADD with fused RELU6 and
-    two MULs, all taken by XNNPACK, where int8 ``HARD_SWISH`` is not.
+    float export (the fastest float form). ``keras_mbv3.quantization`` rewrites
+    it for int8 as ``Multiply([HardGate(x), x])`` with the 1/6 folded into the
+    convs that consume it: an ADD with fused RELU6 and a MUL, both taken by
+    XNNPACK, where int8 ``HARD_SWISH`` is not.
 
     Input shape: any. Output shape: same as the input.
     """
-
-    def decompose(self, inputs):
-        gate, scale = self._gate_and_scale()
-        multiply = keras.layers.Multiply(**part(self, "mul"))
-        return multiply([gate(inputs), scale(inputs)])
 
     def call(self, inputs):
         return inputs * tf.nn.relu6(inputs + 3.0) * (1.0 / 6.0)

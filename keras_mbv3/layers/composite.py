@@ -49,17 +49,16 @@ class CompositeLayer(keras.layers.Layer):
 
 class _FlattenState:
     active = False
-    decompose = False
 
 
 @contextlib.contextmanager
-def _flattening(decompose=False):
-    previous = _FlattenState.active, _FlattenState.decompose
-    _FlattenState.active, _FlattenState.decompose = True, decompose
+def _flattening():
+    previous = _FlattenState.active
+    _FlattenState.active = True
     try:
         yield
     finally:
-        _FlattenState.active, _FlattenState.decompose = previous
+        _FlattenState.active = previous
 
 
 def sublayers(layer):

@@ -6,7 +6,7 @@ from keras_mbv3.backend import IS_KERAS_3, keras
 from keras_mbv3.layers.composite import _flattening
 
 
-def flatten_model(model, decompose_activations=False):
+def flatten_model(model):
     """A functional model computing ``model`` with every composite layer replaced by its sub-layers.
 
     The new model shares the layer objects (and so the weights) of ``model`` and
@@ -15,9 +15,6 @@ def flatten_model(model, decompose_activations=False):
 
     Args:
         model: a functional model (such as any ``keras_mbv3.applications`` model).
-
-        decompose_activations: also rewrite ``HardSwish`` and ``HardSigmoid`` into
-            their int8-friendly form (``HardGate``, ``Rescaling``, ``Multiply``).
 
     Returns:
         A new functional model with the same inputs, outputs and name.
@@ -28,7 +25,7 @@ def flatten_model(model, decompose_activations=False):
         keras.Input(shape=t.shape[1:], batch_size=t.shape[0], dtype=t.dtype, name=_input_name(t))
         for t in model.inputs
     ]
-    with _flattening(decompose_activations):
+    with _flattening():
         outputs = model.call(inputs if len(inputs) > 1 else inputs[0])
     return keras.Model(inputs if len(inputs) > 1 else inputs[0], outputs, name=model.name)
 

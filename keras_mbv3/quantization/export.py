@@ -20,17 +20,30 @@ def is_qat_model(model):
     return any(type(layer).__name__ in ("QuantizeWrapper", "QuantizeWrapperV2", "QuantizeLayer") for layer in model.layers)
 
 
+def representative_images(dataset, limit=REPRESENTATIVE_SAMPLES):
+    """Up to ``limit`` images ``(N, H, W, C)`` float32 from an array, a ``tf.data.Dataset`` or an iterable.
+
+    A dataset may yield images or batches, alone or as ``(images, labels)``.
+    """
+    if isinstance(dataset, tf.data.Dataset):
+        if isinstance(dataset.element_spec, tuple):
+            dataset = dataset.map(lambda *element: element[0])
+        if len(dataset.element_spec.shape) == 4:
+            dataset = dataset.unbatch()
+        dataset = dataset.take(limit).as_numpy_iterator()
+    images = dataset if isinstance(dataset, np.ndarray) else np.asarray(list(dataset))
+    return images[:limit].astype(np.float32)
+
+
 def _representative(dataset):
-    """A TFLite representative-dataset generator from a callable, an array of images or a tf.data.Dataset."""
+    """A TFLite representative-dataset generator from a callable or what ``representative_images`` takes."""
     if callable(dataset):
         return dataset
-    if isinstance(dataset, tf.data.Dataset):
-        dataset = dataset.unbatch().take(REPRESENTATIVE_SAMPLES).as_numpy_iterator()
-    images = np.asarray(list(dataset) if not isinstance(dataset, np.ndarray) else dataset)[:REPRESENTATIVE_SAMPLES]
+    images = representative_images(dataset)
 
     def generator():
         for image in images:
-            yield [image[None].astype(np.float32)]
+            yield [image[None]]
 
     return generator
 

@@ -10,9 +10,14 @@ registry rejects (``Multiply``, ``Rescaling``).
 
 import functools
 
+import numpy as np
+import tensorflow as tf
+
 from keras_mbv3.backend import IS_KERAS_3, LEGACY_KERAS_ENV, keras
 from keras_mbv3.layers import LRASPP, HardGate, HardSigmoid, HardSwish, InvertedResidual, SqueezeExcite
-from keras_mbv3.layers.flatten import flatten_model
+from keras_mbv3.layers.flatten import flatten_model, layer_outputs
+from keras_mbv3.quantization.export import representative_images
+from keras_mbv3.quantization.int8_form import int8_form
 
 KERAS_3_ERROR = (
     "Quantization-aware training uses tensorflow-model-optimization, which needs tf_keras (Keras 2), "
@@ -92,14 +97,23 @@ def quantize_scope():
     return tfmot.quantization.keras.quantize_scope({**layers, **custom})
 
 
-def quantize_model(model):
+def quantize_model(model, representative_dataset=None):
     """A tfmot QAT model computing ``model`` (any model built with ``keras_mbv3.layers``).
 
     Composite layers are flattened first (same weights, same float outputs), so
     that BN folds into convs and every activation, multiply and add gets a
-    fake-quantizer; no ``Lambda``/``TFOpLambda`` is involved. Hard-swish and
-    hard-sigmoid take their int8 form: ``relu6(x + 3)`` with a fixed [0, 6] range
-    (one ADD with fused RELU6) times ``x / 6``, which XNNPACK runs in int8.
+    fake-quantizer; no ``Lambda``/``TFOpLambda`` is involved. The hard
+    activations take their int8 form (``keras_mbv3.quantization.int8_form``):
+    ``x * relu6(x + 3)`` with the gate in a fixed [0, 6] range and the 1/6
+    folded into the convs that read it, which XNNPACK runs in int8.
+
+    Args:
+        model: a functional tf_keras model.
+        representative_dataset: optional images (an array, a ``tf.data.Dataset``
+            of images or ``(images, labels)`` batches) to start every activation
+            range at the float model's (mean per-batch min and max) instead of
+            tfmot's [-6, 6]; short fine-tunes need it, since the moving averages
+            move 0.1% per step.
 
     Raises:
         RuntimeError: under Keras 3 (tfmot needs ``TF_USE_LEGACY_KERAS=1``).
@@ -111,8 +125,81 @@ def quantize_model(model):
             f"Invalid `model`: received {type(model).__name__}; allowed: a functional tf_keras model "
             "(Sequential and subclassed models cannot be flattened)."
         )
-    flat = flatten_model(model, decompose_activations=True)
+    folded = int8_form(flatten_model(model))
     scheme, _ = _scheme_classes()
     with quantize_scope():
-        annotated = tfmot.quantization.keras.quantize_annotate_model(flat)
-        return tfmot.quantization.keras.quantize_apply(annotated, scheme=scheme())
+        annotated = tfmot.quantization.keras.quantize_annotate_model(folded)
+        qat = tfmot.quantization.keras.quantize_apply(annotated, scheme=scheme())
+    if representative_dataset is not None:
+        calibrate_ranges(qat, folded, representative_images(representative_dataset, CALIBRATION_SAMPLES))
+    return qat
+
+
+CALIBRATION_SAMPLES = 256
+_RANGES = ("output", "post_activation")
+
+
+def _range_variables(qat_model):
+    """``{float layer name: (min variable, max variable)}`` of the moving-average activation ranges.
+
+    The input ``QuantizeLayer`` is listed under the name of the model input.
+    """
+    found = {}
+    for layer in qat_model.layers:
+        short = {v.name.split("/")[-1].split(":")[0]: v for v in layer.non_trainable_weights}
+        if type(layer).__name__ == "QuantizeLayer":
+            source = layer.inbound_nodes[0].inbound_layers
+            pair = (short.get(f"{layer.name}_min"), short.get(f"{layer.name}_max"))
+            found[source.name] = pair
+            continue
+        inner = getattr(layer, "layer", None)
+        for prefix in _RANGES:
+            if inner is not None and f"{prefix}_min" in short:
+                found[inner.name] = (short[f"{prefix}_min"], short[f"{prefix}_max"])
+    return {name: pair for name, pair in found.items() if pair[0] is not None and pair[1] is not None and not pair[0].shape.rank}
+
+
+def calibrate_ranges(qat_model, float_model, images, batch_size=32):
+    """Set ``qat_model``'s activation ranges to ``float_model``'s layer outputs on ``images``.
+
+    Each range becomes the mean over batches of the batch min and max (what
+    tfmot's moving average tends to), widened to hold 0. The weight ranges are
+    set by tfmot's own quantizers in training mode (otherwise only the first
+    training step sets them, and inference before it rounds small kernels to 0).
+    """
+    for layer in qat_model.layers:
+        for weight, quantizer, quantizer_vars in getattr(layer, "_weight_vars", []):
+            quantizer(weight, True, weights=quantizer_vars)
+    variables = _range_variables(qat_model)
+    tensors = layer_outputs(float_model)
+    names = [name for name in variables if name in tensors]
+    probe = keras.Model(float_model.inputs, [tensors[name] for name in names])
+    lows, highs = [], []
+    for start in range(0, len(images), batch_size):
+        outputs = probe(images[start : start + batch_size], training=False)
+        outputs = outputs if isinstance(outputs, (list, tuple)) else [outputs]
+        lows.append([float(np.min(o)) for o in outputs])
+        highs.append([float(np.max(o)) for o in outputs])
+    gate_inputs = _gate_inputs(float_model)
+    for name, low, high in zip(names, np.mean(lows, axis=0), np.mean(highs, axis=0)):
+        floor = GATE_INPUT_RANGE if name in gate_inputs else 0.0
+        minimum, maximum = variables[name]
+        minimum.assign(min(low, -floor))
+        maximum.assign(max(high, floor))
+
+
+# A HardGate's input range holds [-3, 3], the gate's domain: the ADD's constant 3
+# stays representable and its input/output scale ratio stays in what XNNPACK's
+# int8 ADD accepts (a near-silent channel of an untrained model otherwise gets a
+# range so narrow that XNNPACK rejects the ADD and splits the graph).
+GATE_INPUT_RANGE = 3.0
+
+
+def _gate_inputs(float_model):
+    """Names of the layers whose output feeds a ``HardGate`` of ``float_model``."""
+    names = set()
+    for layer in float_model.layers:
+        if isinstance(layer, HardGate):
+            for node in layer._inbound_nodes:
+                names.update(inbound.name for inbound in tf.nest.flatten(node.inbound_layers))
+    return names

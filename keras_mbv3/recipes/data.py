@@ -1,9 +1,108 @@
-"""Input pipelines (tf.data)."""
+"""Input pipelines (tf.data): the embedded digits, image folders, TensorFlow Datasets, segmentation sets.
+
+Every source becomes a ``Data``: batched, prefetched train and validation
+pipelines of float32 RGB images in [0, 255] (the models rescale them) with
+one-hot labels (classification) or int32 masks (segmentation). Splits are
+deterministic for a given seed.
+"""
+
+import dataclasses
+import os
 
 import numpy as np
 import tensorflow as tf
 
+from keras_mbv3 import checks
+from keras_mbv3.backend import keras
+
 DIGITS_CLASSES = 10
+TASKS = ("classification", "segmentation")
+EMBEDDED = {"classification": "digits", "segmentation": "digits-seg"}
+IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg")
+
+
+@dataclasses.dataclass
+class Data:
+    """Batched pipelines and what the model needs to know about them."""
+
+    train: tf.data.Dataset
+    val: tf.data.Dataset
+    classes: int
+    task: str
+    train_size: int
+    val_size: int
+
+    def images(self, limit):
+        """Up to ``limit`` training images (calibration of int8 ranges)."""
+        return np.stack([x for x, _ in self.train.unbatch().take(limit).as_numpy_iterator()])
+
+
+def load(data, task="classification", image_size=32, batch_size=64, data_dir=None, seed=0):
+    """The data set named by ``data`` (the ``--data`` flag).
+
+    Args:
+        data: ``"digits"`` / ``"digits-seg"`` (embedded), ``"tfds:NAME"`` (TensorFlow
+            Datasets, read from ``data_dir``, never downloaded here), or a folder:
+            ``train/`` and ``val/`` with one sub-folder of images per class
+            (classification), or ``images/`` and ``masks/`` (PNG label maps, same
+            file names; segmentation).
+        task: ``"classification"`` or ``"segmentation"``.
+        image_size: side of the square images fed to the model.
+    """
+    checks.one_of("--task", task, TASKS)
+    if data == "digits" and task == "classification":
+        (train_x, train_y), (val_x, val_y) = digits(image_size, seed=seed)
+        train, val, classes = _slices(train_x, train_y), _slices(val_x, val_y), DIGITS_CLASSES
+    elif data == "digits-seg" and task == "segmentation":
+        (train_x, train_y), (val_x, val_y) = digits_segmentation(image_size, seed=seed)
+        train, val, classes = _slices(train_x, train_y), _slices(val_x, val_y), DIGITS_CLASSES + 1
+    elif data.startswith("tfds:") and task == "classification":
+        train, val, classes = _tfds(data[len("tfds:"):], data_dir, image_size)
+    elif data not in ("digits", "digits-seg") and not data.startswith("tfds:"):
+        loader = _class_folders if task == "classification" else _segmentation_folder
+        train, val, classes = loader(data, image_size)
+    else:
+        checks.fail("--data", data, f"for --task {task}: {EMBEDDED[task]!r}, a folder"
+                    + (" or 'tfds:NAME'" if task == "classification" else ""))  # fmt: skip
+    train_size, val_size = _size(train), _size(val)
+    return Data(
+        train=_pipeline(train, classes, task, batch_size, training=True, seed=seed, size=train_size),
+        val=_pipeline(val, classes, task, batch_size, training=False, seed=seed, size=val_size),
+        classes=classes, task=task, train_size=train_size, val_size=val_size,
+    )  # fmt: skip
+
+
+def _slices(images, targets):
+    return tf.data.Dataset.from_tensor_slices((images, targets))
+
+
+def _size(dataset):
+    size = int(dataset.cardinality())
+    return size if size >= 0 else int(dataset.reduce(0, lambda n, _: n + 1))
+
+
+def _pipeline(dataset, classes, task, batch_size, training, seed, size):
+    if task == "classification":
+        dataset = dataset.map(lambda x, y: (x, tf.one_hot(tf.cast(y, tf.int32), classes)))
+    if training:
+        dataset = dataset.shuffle(min(size, 10_000), seed=seed, reshuffle_each_iteration=True)
+        augment = _translate if task == "classification" else _translate_pair
+        dataset = dataset.map(augment, num_parallel_calls=tf.data.AUTOTUNE)
+    return dataset.batch(batch_size).prefetch(tf.data.AUTOTUNE)
+
+
+def _translate(image, label):
+    """Small random translations (no flips: digits and text must not be mirrored)."""
+    size = tf.shape(image)[0]
+    padded = tf.pad(image, [[2, 2], [2, 2], [0, 0]])
+    return tf.image.random_crop(padded, tf.stack([size, size, 3])), label
+
+
+def _translate_pair(image, mask):
+    size = tf.shape(image)[0]
+    both = tf.concat([image, tf.cast(mask[..., None], image.dtype)], axis=-1)
+    both = tf.image.random_crop(tf.pad(both, [[2, 2], [2, 2], [0, 0]]), tf.stack([size, size, 4]))
+    return both[..., :3], tf.cast(both[..., 3], tf.int32)
 
 
 def digits(image_size=32, val_fraction=0.2, seed=0):
@@ -12,31 +111,136 @@ def digits(image_size=32, val_fraction=0.2, seed=0):
     Returns:
         ``(train, val)`` pairs of numpy arrays ``(images, labels)``: images
         ``(N, image_size, image_size, 3)`` float32 in [0, 255], labels int.
-        The split is deterministic for a given ``seed``.
     """
+    images, labels = _digit_scans()
+    images = tf.image.resize(images[..., None], (image_size, image_size), method="bilinear").numpy()
+    images = np.repeat(np.clip(images, 0, 255), 3, axis=-1)
+    return _split(images, labels, val_fraction, seed)
+
+
+def digits_segmentation(image_size=64, val_fraction=0.2, seed=0):
+    """The digits placed on a dark canvas; masks hold 0 for background and ``digit + 1`` on its strokes.
+
+    Each canvas holds one scan scaled to 40-60% of the side at a random place.
+    Returns ``(train, val)`` pairs ``(images (N, S, S, 3) float32, masks (N, S, S) int32)``.
+    """
+    scans, labels = _digit_scans()
+    rng = np.random.default_rng(seed)
+    images = np.zeros((len(scans), image_size, image_size), "float32")
+    masks = np.zeros((len(scans), image_size, image_size), "int32")
+    for i, (scan, label) in enumerate(zip(scans, labels)):
+        side = int(rng.integers(int(0.4 * image_size), int(0.6 * image_size) + 1))
+        digit = tf.image.resize(scan[..., None], (side, side), method="bilinear").numpy()[..., 0]
+        top, left = rng.integers(0, image_size - side + 1, size=2)
+        images[i, top : top + side, left : left + side] = digit
+        masks[i, top : top + side, left : left + side] = np.where(digit > 96, label + 1, 0)
+    return _split(np.repeat(images[..., None], 3, axis=-1), masks, val_fraction, seed)
+
+
+def _digit_scans():
     from sklearn.datasets import load_digits
 
     bunch = load_digits()
-    images = (bunch.images / 16.0 * 255.0).astype("float32")[..., None]
-    images = tf.image.resize(images, (image_size, image_size), method="bilinear").numpy()
-    images = np.repeat(np.clip(images, 0, 255), 3, axis=-1)
+    return (bunch.images / 16.0 * 255.0).astype("float32"), bunch.target
+
+
+def _split(images, targets, val_fraction, seed):
     order = np.random.default_rng(seed).permutation(len(images))
     n_val = int(round(len(images) * val_fraction))
     val, train = order[:n_val], order[n_val:]
-    return (images[train], bunch.target[train]), (images[val], bunch.target[val])
+    return (images[train], targets[train]), (images[val], targets[val])
 
 
-def dataset(images, labels, batch_size, num_classes, training, seed=0):
-    """A batched, prefetched ``tf.data`` pipeline with one-hot labels (shuffled and flipped-free augmentation when training)."""
-    data = tf.data.Dataset.from_tensor_slices((images, tf.one_hot(labels, num_classes)))
-    if training:
-        data = data.shuffle(len(images), seed=seed, reshuffle_each_iteration=True)
-        data = data.map(lambda x, y: (_augment(x), y), num_parallel_calls=tf.data.AUTOTUNE)
-    return data.batch(batch_size).prefetch(tf.data.AUTOTUNE)
+def _folder(path, *children):
+    """``path`` as a folder holding the sub-folders ``children``; a clear error otherwise."""
+    if not os.path.isdir(path):
+        checks.fail("--data", path, "'digits', 'digits-seg', 'tfds:NAME' or an existing folder")
+    for child in children:
+        if not os.path.isdir(os.path.join(path, child)):
+            checks.fail("--data", path, f"a folder holding {' and '.join(f'{c}/' for c in children)} "
+                        f"({os.path.join(path, child)!r} is missing)")  # fmt: skip
+        if not os.access(os.path.join(path, child), os.R_OK | os.X_OK):
+            checks.fail("--data", path, f"a readable folder ({os.path.join(path, child)!r} cannot be read)")
 
 
-def _augment(image):
-    """Small random translations (digits must not be flipped)."""
-    size = tf.shape(image)[0]
-    padded = tf.pad(image, [[2, 2], [2, 2], [0, 0]])
-    return tf.image.random_crop(padded, tf.stack([size, size, 3]))
+def _image_files(folder):
+    return sorted(f for f in os.listdir(folder) if f.lower().endswith(IMAGE_EXTENSIONS))
+
+
+def _class_folders(path, image_size):
+    """``path/train`` and ``path/val``, one sub-folder of PNG/JPEG images per class (the ImageNet layout)."""
+    _folder(path, "train", "val")
+    names = {}
+    for split in ("train", "val"):
+        root = os.path.join(path, split)
+        names[split] = sorted(d for d in os.listdir(root) if os.path.isdir(os.path.join(root, d)))
+        if not names[split]:
+            checks.fail("--data", path, f"class sub-folders in {root!r} (found none)")
+        empty = [d for d in names[split] if not _image_files(os.path.join(root, d))]
+        if empty:
+            checks.fail("--data", path, f"PNG or JPEG images in every class folder ({root!r}: {', '.join(empty)} empty)")
+    if names["train"] != names["val"]:
+        checks.fail("--data", path, f"the same class folders in train/ and val/ ({names['train']} vs {names['val']})")
+    splits = [
+        keras.utils.image_dataset_from_directory(
+            os.path.join(path, split), labels="inferred", label_mode="int", class_names=names["train"],
+            color_mode="rgb", batch_size=None, image_size=(image_size, image_size), shuffle=False,
+        )  # fmt: skip
+        for split in ("train", "val")
+    ]
+    return splits[0], splits[1], len(names["train"])
+
+
+def _segmentation_folder(path, image_size, val_every=5):
+    """``path/images`` and ``path/masks`` (PNG label maps with the images' base names); every 5th pair validates."""
+    _folder(path, "images", "masks")
+    images = _image_files(os.path.join(path, "images"))
+    masks = {os.path.splitext(f)[0]: f for f in os.listdir(os.path.join(path, "masks")) if f.lower().endswith(".png")}
+    missing = [f for f in images if os.path.splitext(f)[0] not in masks]
+    if not images or missing:
+        checks.fail("--data", path, "images with a PNG mask of the same name in masks/ "
+                    + (f"(no mask for {', '.join(missing[:3])})" if missing else "(no images found)"))  # fmt: skip
+    pairs = [(os.path.join(path, "images", f), os.path.join(path, "masks", masks[os.path.splitext(f)[0]]))
+             for f in images]  # fmt: skip
+    classes = 1 + max(int(tf.reduce_max(tf.io.decode_png(tf.io.read_file(m)))) for _, m in pairs)
+
+    def read(image_path, mask_path):
+        image = tf.io.decode_image(tf.io.read_file(image_path), channels=3, expand_animations=False)
+        mask = tf.io.decode_png(tf.io.read_file(mask_path), channels=1)
+        image = tf.image.resize(tf.cast(image, tf.float32), (image_size, image_size))
+        mask = tf.image.resize(mask, (image_size, image_size), method="nearest")
+        return image, tf.cast(mask[..., 0], tf.int32)
+
+    def dataset(selected):
+        columns = list(zip(*selected))
+        return tf.data.Dataset.from_tensor_slices((list(columns[0]), list(columns[1]))).map(read)
+
+    val = [p for i, p in enumerate(pairs) if i % val_every == val_every - 1]
+    train = [p for i, p in enumerate(pairs) if i % val_every != val_every - 1]
+    if not train or not val:
+        checks.fail("--data", path, f"at least {val_every} image/mask pairs (found {len(pairs)})")
+    return dataset(train), dataset(val), classes
+
+
+def _tfds(name, data_dir, image_size):
+    """A TensorFlow Datasets image classification set, already in ``data_dir`` (never downloaded here)."""
+    import tensorflow_datasets as tfds
+
+    try:
+        builder = tfds.builder(name, data_dir=data_dir)
+        splits = builder.info.splits
+        if "train" not in splits:
+            raise ValueError("no train split")
+    except Exception as error:  # tfds raises many kinds for a set it cannot find
+        checks.fail("--data", f"tfds:{name}", f"a TensorFlow Datasets name prepared in --data-dir={data_dir!r} ({error})")
+    held_out = next((s for s in ("validation", "test") if s in splits), None)
+    split = ["train", held_out] if held_out else ["train[:90%]", "train[90%:]"]
+    train, val = builder.as_dataset(split=split, as_supervised=True, shuffle_files=False)
+
+    def prepare(image, label):
+        image = tf.image.resize(tf.cast(image, tf.float32), (image_size, image_size))
+        if image.shape[-1] == 1:
+            image = tf.image.grayscale_to_rgb(image)
+        return image[..., :3], label
+
+    return train.map(prepare), val.map(prepare), builder.info.features["label"].num_classes

@@ -3,14 +3,15 @@
 import numpy as np
 import pytest
 
-from keras_mbv3.applications import LRASPPMobileNetV3Small, MobileNetV3Small
+from keras_mbv3.applications import LRASPPMobileNetV3Small, MobileNetV3Large, MobileNetV3Small
 from keras_mbv3.backend import IS_KERAS_3, keras
-from keras_mbv3.layers import HardSwish, InvertedResidual, SqueezeExcite
+from keras_mbv3.layers import HardSigmoid, HardSwish, InvertedResidual, SqueezeExcite
 from keras_mbv3.layers.flatten import flatten_model
 from keras_mbv3.quantization import export_tflite, quantize_model, quantize_scope
+from keras_mbv3.quantization.int8_form import int8_form
 from keras_mbv3.quantization.litert import graph_report, interpreter, predict
 
-from conftest import randomize_batchnorm
+from conftest import fit_batchnorm_statistics, randomize_batchnorm
 
 legacy_only = pytest.mark.skipif(IS_KERAS_3, reason="tfmot QAT needs TF_USE_LEGACY_KERAS=1")
 
@@ -37,25 +38,52 @@ def user_model():
     return keras.Model(inputs, keras.layers.Dense(3)(x))
 
 
-MODELS = {
+KINDS = {
     "small": lambda: MobileNetV3Small(weights=None, input_shape=(64, 64, 3), classes=5),
+    "large-0.75-no-top": lambda: MobileNetV3Large(weights=None, input_shape=(32, 32, 3), alpha=0.75,
+                                                  include_top=False, pooling="avg"),  # fmt: skip
+    "small-minimalistic-no-preprocessing-dilated": lambda: MobileNetV3Small(
+        weights=None, input_shape=(32, 32, 3), classes=3, minimalistic=True, include_preprocessing=False,
+        output_stride=8),  # fmt: skip
+    "large-dilated": lambda: MobileNetV3Large(weights=None, input_shape=(32, 32, 3), classes=3, output_stride=16),
+    "lraspp-small": lambda: LRASPPMobileNetV3Small(3, input_shape=(64, 64, 3)),
     "user": user_model,
 }
+# Hard activations that must keep the exact 1/6 (their output reaches an Add or a model output).
+EXACT = {"large-dilated": 1, "large-0.75-no-top": 2}
 
 
-@pytest.mark.parametrize("make", MODELS.values(), ids=MODELS.keys())
-@pytest.mark.parametrize("decompose", [False, True])
-def test_flattening_keeps_float_outputs(make, decompose, rng):
+@pytest.mark.parametrize("make", KINDS.values(), ids=KINDS.keys())
+def test_flattening_keeps_float_outputs(make, rng):
     model = make()
     randomize_batchnorm(model)
     x = rng.uniform(0, 255, (4,) + tuple(model.input_shape[1:])).astype("float32")
-    flat = flatten_model(model, decompose_activations=decompose)
+    flat = flatten_model(model)
     expected = model.predict(x, verbose=0)
     assert np.abs(flat.predict(x, verbose=0) - expected).max() / np.abs(expected).max() < 1e-5
     kinds = {type(layer).__name__ for layer in flat.layers}
-    assert not kinds & {"InvertedResidual", "SqueezeExcite", "TFOpLambda", "Lambda"}
-    if decompose:
-        assert not kinds & {"HardSwish", "HardSigmoid"}
+    assert not kinds & {"InvertedResidual", "SqueezeExcite", "LRASPP", "TFOpLambda", "Lambda"}
+
+
+@legacy_only
+@pytest.mark.parametrize("kind", KINDS)
+def test_int8_form_keeps_float_outputs_and_folds_the_sixth(kind, rng):
+    model = KINDS[kind]()
+    randomize_batchnorm(model)
+    flat = flatten_model(model)
+    folded = int8_form(flat)
+    x = rng.uniform(0, 255, (4,) + tuple(model.input_shape[1:])).astype("float32")
+    expected = model.predict(x, verbose=0)
+    assert np.abs(folded.predict(x, verbose=0) - expected).max() / np.abs(expected).max() < 1e-5
+    layers = {layer.name: layer for layer in folded.layers}
+    hard = [layer for layer in flat.layers if isinstance(layer, (HardSwish, HardSigmoid))]
+    assert bool(hard) == ("minimalistic" not in kind)
+    assert not any(isinstance(layer, (HardSwish, HardSigmoid)) for layer in folded.layers)
+    exact = [layer for layer in hard if f"{layer.name}_scale" in layers]
+    assert len(exact) == EXACT.get(kind, 0)
+    # Every SE gate reads a conv with bias and nothing else: its +3 went into the bias.
+    gates = [layer for layer in hard if isinstance(layer, HardSigmoid)]
+    assert all(isinstance(layers.get(f"{g.name}_relu6"), keras.layers.ReLU) for g in gates)
 
 
 @pytest.fixture(scope="module")
@@ -66,9 +94,9 @@ def qat_small():
     rng = np.random.default_rng(0)
     model = MobileNetV3Small(weights=None, input_shape=(64, 64, 3), classes=5)
     randomize_batchnorm(model)
-    qat = quantize_model(model)
-    qat.compile("adam", "sparse_categorical_crossentropy")
     x = rng.uniform(0, 255, (16, 64, 64, 3)).astype("float32")
+    qat = quantize_model(model)
+    qat.compile("adam", "sparse_categorical_crossentropy", run_eagerly=True)
     losses = qat.fit(x, rng.integers(0, 5, 16), epochs=2, verbose=0).history["loss"]
     return {"model": model, "qat": qat, "losses": losses, "int8": export_tflite(qat, quantization="int8")}
 
@@ -87,10 +115,7 @@ def test_qat_model_has_no_lambda_and_trains(qat_small):
 @legacy_only
 def test_int8_export_is_integer_single_partition_and_agrees(qat_small, rng):
     content, qat = qat_small["int8"], qat_small["qat"]
-    report = graph_report(content)
-    assert report["partitions"] == 1
-    assert not set(report["ops"]) & {"HARD_SWISH", "RELU", "RELU6", "MINIMUM"}
-    assert set(report["undelegated"]) <= {"SOFTMAX"}  # the last op; it does not split the graph
+    assert_fast_int8_graph(content)
     runner = interpreter(content)
     assert runner.get_input_details()[0]["dtype"] == np.int8
     assert runner.get_output_details()[0]["dtype"] == np.int8
@@ -115,12 +140,30 @@ def test_qat_model_saves_loads_and_trains_on(qat_small, tmp_path, rng):
     assert np.isfinite(loaded.fit(x, np.zeros(4), epochs=1, verbose=0).history["loss"][0])
 
 
+def assert_fast_int8_graph(content):
+    """One XNNPACK partition, nothing XNNPACK refuses in int8, no float islands."""
+    report = graph_report(content)
+    assert report["partitions"] == 1
+    assert not set(report["ops"]) & {"HARD_SWISH", "RELU", "RELU6", "MINIMUM", "QUANTIZE", "DEQUANTIZE"}
+    assert set(report["undelegated"]) <= {"SOFTMAX"}  # the last op; it does not split the graph
+
+
 @legacy_only
-def test_quantize_lraspp_and_user_model(rng):
-    for model in (LRASPPMobileNetV3Small(3, input_shape=(64, 64, 3)), user_model()):
-        qat = quantize_model(model)
-        x = rng.uniform(0, 255, (2,) + tuple(model.input_shape[1:])).astype("float32")
-        assert qat.predict(x, verbose=0).shape == model.predict(x, verbose=0).shape
+@pytest.mark.parametrize("kind", [k for k in KINDS if k != "small"])  # "small" is the qat_small fixture
+def test_every_kind_quantizes_trains_and_exports_fully_int8(kind, rng):
+    model = KINDS[kind]()
+    x = rng.uniform(0, 255, (4,) + tuple(model.input_shape[1:])).astype("float32")
+    fit_batchnorm_statistics(model, x)
+    qat = quantize_model(model, representative_dataset=x)
+    qat.compile(keras.optimizers.Adam(1e-5), "mse", run_eagerly=True)  # eager: 2 steps, no 20 s trace
+    target = model.predict(x, verbose=0)
+    assert np.isfinite(qat.fit(x, target, batch_size=2, epochs=1, verbose=0).history["loss"][0])
+    content = export_tflite(qat, quantization="int8")
+    assert_fast_int8_graph(content)
+    out = predict(interpreter(content), x)
+    assert out.shape == target.shape and np.all(np.isfinite(out))
+    # Agreement with the QAT model is tested on a trained model (qat_small): on these untrained
+    # ones with 1x1 final maps the int8 and fake-quant outputs drift apart (notes, session 2).
 
 
 @legacy_only

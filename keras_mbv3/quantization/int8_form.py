@@ -1,0 +1,221 @@
+"""The int8 form of a flat model: hard activations that XNNPACK runs in int8.
+
+``int8_form(flat_model)`` rewrites every ``HardSwish`` and ``HardSigmoid`` of a
+flat functional model (see ``keras_mbv3.layers.flatten``) so that the TFLite
+converter emits only ops XNNPACK takes in int8 (DESIGN.md, "The int8 graph"):
+
+* ``HardSwish(x)`` becomes ``Multiply([HardGate(x), x])``, six times the true
+  value. The 1/6 moves into the kernel of every conv or dense layer that reads
+  the output, through the linear layers in between (padding, pooling, dropout,
+  reshape, resize, and multiplies, whose scales compound). Where an output
+  also reaches a layer that cannot take a scale (a residual ``Add``, a model
+  output, ...), the exact ``Multiply([HardGate(x), Rescaling(1/6)(x)])`` is used.
+* ``HardSigmoid(x)`` (the SE gate) becomes ``HardGate(x)`` under the same rule;
+  when ``x`` comes straight from a conv with bias that feeds nothing else, the
+  +3 moves into that bias and the gate is a ``ReLU(6)``, which tfmot fuses
+  into the conv.
+* A ``Rescaling`` of images (the preprocessing ``x / 127.5 - 1``) becomes the
+  equal 1x1 ``DepthwiseConv2D`` (kernel = scale, bias = offset): one int8 op
+  that XNNPACK takes (an int8 ``MUL`` by the scalar it does not).
+
+The rewritten model computes the same float outputs (up to float rounding) with
+copies of the rescaled convs; every other layer object is shared.
+"""
+
+import dataclasses
+
+import numpy as np
+import tensorflow as tf
+
+from keras_mbv3.backend import keras
+from keras_mbv3.layers.activations import HardGate, HardSigmoid, HardSwish
+from keras_mbv3.layers.composite import part
+
+HARD_SCALE = 6.0
+
+_ABSORBERS = (keras.layers.Conv2D, keras.layers.DepthwiseConv2D, keras.layers.Dense)
+_LINEAR = (
+    keras.layers.ZeroPadding2D,
+    keras.layers.GlobalAveragePooling2D,
+    keras.layers.AveragePooling2D,
+    keras.layers.MaxPooling2D,
+    keras.layers.Dropout,
+    keras.layers.Reshape,
+    keras.layers.Flatten,
+    keras.layers.UpSampling2D,
+    keras.layers.Resizing,
+)
+
+
+@dataclasses.dataclass
+class _Scale:
+    """A tensor holds ``factor`` times its true value, because of the hard activations in ``sources``."""
+
+    factor: float = 1.0
+    sources: frozenset = frozenset()
+
+
+def int8_form(model):
+    """``model`` (flat, functional, tf_keras) with its hard activations in int8 form; same float outputs."""
+    nodes = _topological_nodes(model)
+    consumers = _consumers(nodes)
+    output_ids = {id(t) for t in tf.nest.flatten(model.outputs)}
+    unscaled = _choose_unscaled(nodes, output_ids)
+    bias_gates = _bias_gates(nodes, unscaled, consumers, output_ids)
+    scales = _scales(nodes, unscaled)
+    return _rebuild(model, nodes, unscaled, bias_gates, scales)
+
+
+def _topological_nodes(model):
+    return [node for depth in sorted(model._nodes_by_depth, reverse=True) for node in model._nodes_by_depth[depth]]
+
+
+def _consumers(nodes):
+    consumers = {}
+    for node in nodes:
+        for tensor in node.keras_inputs:
+            consumers.setdefault(id(tensor), []).append(node)
+    return consumers
+
+
+def _producer(tensor):
+    history = tensor._keras_history
+    return history.layer._inbound_nodes[history.node_index]
+
+
+def _is_hard(node):
+    return isinstance(node.layer, (HardSwish, HardSigmoid))
+
+
+def _scales(nodes, unscaled):
+    """``{id(output tensor): _Scale}`` when the hard activations not in ``unscaled`` drop their 1/6."""
+    scales = {}
+    for node in nodes:
+        inputs = [scales.get(id(t), _Scale()) for t in node.keras_inputs]
+        layer = node.layer
+        if _is_hard(node) and id(node) not in unscaled:
+            out = _Scale(HARD_SCALE, frozenset([id(node)]))
+        elif isinstance(layer, _LINEAR) and inputs:
+            out = inputs[0]
+        elif isinstance(layer, keras.layers.Multiply):
+            out = _Scale(
+                float(np.prod([s.factor for s in inputs])), frozenset().union(*(s.sources for s in inputs))
+            )
+        else:
+            out = _Scale()
+        for tensor in tf.nest.flatten(node.outputs):
+            scales[id(tensor)] = out
+    return scales
+
+
+def _violations(nodes, scales, output_ids):
+    """Hard activations whose scaled output reaches a layer that cannot absorb the scale."""
+    bad = set()
+    for node in nodes:
+        if isinstance(node.layer, _ABSORBERS + _LINEAR + (keras.layers.Multiply,)):
+            continue
+        for tensor in node.keras_inputs:
+            bad |= scales.get(id(tensor), _Scale()).sources
+    for tensor_id in output_ids:
+        bad |= scales.get(tensor_id, _Scale()).sources
+    return bad
+
+
+def _choose_unscaled(nodes, output_ids):
+    """ids of the hard-activation nodes that keep the exact 1/6 (their output cannot move it)."""
+    unscaled = set()
+    while True:
+        bad = _violations(nodes, _scales(nodes, unscaled), output_ids) - unscaled
+        if not bad:
+            return unscaled
+        unscaled |= bad
+
+
+def _bias_gates(nodes, unscaled, consumers, output_ids):
+    """ids of the conv nodes whose bias takes the +3 of the scaled ``HardSigmoid`` that alone reads them."""
+    convs = set()
+    for node in nodes:
+        if not isinstance(node.layer, HardSigmoid) or id(node) in unscaled:
+            continue
+        (tensor,) = node.keras_inputs
+        producer = _producer(tensor)
+        layer = producer.layer
+        if (
+            isinstance(layer, _ABSORBERS)
+            and layer.use_bias
+            and keras.activations.serialize(layer.activation) == "linear"
+            and len(consumers.get(id(tensor), [])) == 1
+            and id(tensor) not in output_ids
+        ):
+            convs.add(id(producer))
+    return convs
+
+
+def _rebuild(model, nodes, unscaled, bias_gates, scales):
+    new = {}
+    for node in nodes:
+        layer = node.layer
+        if node.is_input:
+            (tensor,) = tf.nest.flatten(node.outputs)
+            new[id(tensor)] = keras.Input(
+                shape=tensor.shape[1:], batch_size=tensor.shape[0], dtype=tensor.dtype, name=layer.name
+            )
+            continue
+        args, kwargs = tf.nest.map_structure(
+            lambda t: new[id(t)] if id(t) in new else t, (node.call_args, node.call_kwargs)
+        )
+        x = args[0]
+        if isinstance(layer, HardSwish):
+            outputs = _hard_swish(layer, x, exact=id(node) in unscaled)
+        elif isinstance(layer, HardSigmoid):
+            gated_bias = id(_producer(node.keras_inputs[0])) in bias_gates
+            outputs = _hard_sigmoid(layer, x, exact=id(node) in unscaled, gated_bias=gated_bias)
+        elif isinstance(layer, _ABSORBERS):
+            input_scale = scales.get(id(node.keras_inputs[0]), _Scale()).factor
+            shift = HARD_SCALE / 2 if id(node) in bias_gates else 0.0
+            outputs = _rescaled_copy(layer, x, input_scale, shift) if (input_scale != 1 or shift) else layer(x)
+        elif isinstance(layer, keras.layers.Rescaling) and len(x.shape) == 4:
+            outputs = _rescaling_as_depthwise(layer, x)
+        else:
+            outputs = layer(*args, **kwargs)
+        for old, tensor in zip(tf.nest.flatten(node.outputs), tf.nest.flatten(outputs)):
+            new[id(old)] = tensor
+    inputs = [new[id(t)] for t in model.inputs]
+    outputs = tf.nest.map_structure(lambda t: new[id(t)], model.outputs)
+    return keras.Model(inputs if len(inputs) > 1 else inputs[0], outputs if len(outputs) > 1 else outputs[0], name=model.name)
+
+
+def _hard_swish(layer, x, exact):
+    gate = HardGate(**part(layer, "gate"))(x)
+    if exact:
+        x = keras.layers.Rescaling(1.0 / HARD_SCALE, **part(layer, "scale"))(x)
+    return keras.layers.Multiply(**part(layer, "mul"))([gate, x])
+
+
+def _hard_sigmoid(layer, x, exact, gated_bias):
+    if gated_bias:
+        return keras.layers.ReLU(max_value=HARD_SCALE, **part(layer, "relu6"))(x)
+    gate = HardGate(**part(layer, "gate"))(x)
+    return keras.layers.Rescaling(1.0 / HARD_SCALE, **part(layer, "scale"))(gate) if exact else gate
+
+
+def _rescaled_copy(layer, x, input_scale, bias_shift):
+    """A copy of the conv/dense ``layer`` called on ``x``, which is ``input_scale`` times larger; ``bias_shift`` added."""
+    copy = layer.__class__.from_config(layer.get_config())
+    outputs = copy(x)
+    kernel, *rest = layer.get_weights()
+    if rest:
+        rest[0] = rest[0] + bias_shift
+    copy.set_weights([kernel / input_scale, *rest])
+    return outputs
+
+
+def _rescaling_as_depthwise(layer, x):
+    """``x * scale + offset`` (per image channel) as the equal 1x1 depthwise conv with bias."""
+    channels = x.shape[-1]
+    conv = keras.layers.DepthwiseConv2D(1, name=layer.name, dtype=layer.dtype_policy.name)
+    outputs = conv(x)
+    kernel = np.broadcast_to(np.asarray(layer.scale, "float32"), (channels,)).reshape(1, 1, channels, 1)
+    bias = np.broadcast_to(np.asarray(layer.offset, "float32"), (channels,))
+    conv.set_weights([kernel, bias])
+    return outputs

@@ -1,0 +1,143 @@
+"""Float training and QAT fine-tuning with Keras callbacks, resumable and distributable.
+
+A run folder holds each step's result (``float.keras``, ``qat.h5``) written
+whole, its per-epoch log (``*_history.csv``) and, while the step runs, a
+``BackupAndRestore`` folder: a run killed at any point resumes from its last
+finished epoch when started again with the same folder.
+"""
+
+import csv
+import os
+import shutil
+import tempfile
+
+import numpy as np
+import tensorflow as tf
+
+from keras_mbv3 import checks
+from keras_mbv3.applications import (
+    LRASPPMobileNetV3Large,
+    LRASPPMobileNetV3Small,
+    MobileNetV3Large,
+    MobileNetV3Small,
+)
+from keras_mbv3.backend import keras
+from keras_mbv3.layers.composite import sublayers
+
+MODELS = {
+    "small": (MobileNetV3Small, LRASPPMobileNetV3Small, False),
+    "large": (MobileNetV3Large, LRASPPMobileNetV3Large, False),
+    "small-minimalistic": (MobileNetV3Small, LRASPPMobileNetV3Small, True),
+    "large-minimalistic": (MobileNetV3Large, LRASPPMobileNetV3Large, True),
+}
+STRATEGIES = ("default", "mirrored", "multi-worker")
+WEIGHT_DECAY = 1e-5  # the paper's
+CALIBRATION_IMAGES = 256
+
+
+def strategy(name, cpu_devices=1):
+    """The ``tf.distribute`` strategy for ``--strategy`` (call before TensorFlow creates its devices).
+
+    ``cpu_devices`` > 1 splits the CPU into that many logical devices, so that
+    ``mirrored`` replicates over them on a machine without GPUs.
+    """
+    checks.one_of("--strategy", name, STRATEGIES)
+    checks.positive_int("--cpu-devices", cpu_devices)
+    if cpu_devices > 1:
+        cpu = tf.config.list_physical_devices("CPU")[0]
+        tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * cpu_devices)
+    if name == "mirrored":
+        return tf.distribute.MirroredStrategy()
+    if name == "multi-worker":
+        if "TF_CONFIG" not in os.environ:
+            checks.fail("--strategy", name, "'multi-worker' only with the TF_CONFIG environment variable set")
+        return tf.distribute.MultiWorkerMirroredStrategy()
+    return tf.distribute.get_strategy()
+
+
+def is_chief(distribution):
+    resolver = getattr(distribution, "cluster_resolver", None)
+    if resolver is None or not resolver.task_type:
+        return True
+    return resolver.task_type == "chief" or (resolver.task_type == "worker" and resolver.task_id == 0)
+
+
+def build_model(name, alpha, image_size, classes, steps, task="classification", weights=None):
+    """A MobileNetV3 classifier or LR-ASPP segmenter, with BN momentum suited to ``steps`` training steps.
+
+    keras.applications' BN momentum 0.999 averages over ~1000 steps: on a small
+    data set the moving statistics never converge and validation sits at chance.
+    ``weights`` (``"imagenet"`` or a weights file of the backbone without top)
+    initializes the backbone.
+    """
+    checks.one_of("--model", name, tuple(MODELS))
+    classifier, segmenter, minimalistic = MODELS[name]
+    shape = (image_size, image_size, 3)
+    if task == "segmentation":
+        model = segmenter(classes, input_shape=shape, alpha=alpha, minimalistic=minimalistic, backbone_weights=weights)
+    else:
+        model = classifier(input_shape=shape, alpha=alpha, minimalistic=minimalistic, weights=None, classes=classes)
+        if weights is not None:
+            backbone = classifier(input_shape=shape, alpha=alpha, minimalistic=minimalistic, weights=weights,
+                                  include_top=False)  # fmt: skip
+            for layer in backbone.layers:
+                if layer.weights:
+                    model.get_layer(layer.name).set_weights(layer.get_weights())
+    momentum = float(np.clip(1.0 - 10.0 / max(steps, 1), 0.9, 0.999))
+    for layer in sublayers(model):
+        if isinstance(layer, keras.layers.BatchNormalization):
+            layer.momentum = momentum
+    return model
+
+
+def _schedule(base_rate, steps, warmup_fraction=0.05):
+    warmup = max(1, int(steps * warmup_fraction))
+    return keras.optimizers.schedules.CosineDecay(
+        0.0, decay_steps=max(1, steps - warmup), warmup_target=base_rate, warmup_steps=warmup
+    )
+
+
+def compile_for(model, task, rate, steps, label_smoothing=0.1):
+    """AdamW with warm-up + cosine decay; label-smoothed cross-entropy (classification) or pixel-wise (segmentation)."""
+    if task == "segmentation":
+        loss = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
+        metrics = [keras.metrics.SparseCategoricalAccuracy(name="accuracy")]
+    else:
+        loss = keras.losses.CategoricalCrossentropy(label_smoothing=label_smoothing)
+        metrics = ["accuracy"]
+    optimizer = keras.optimizers.AdamW(_schedule(rate, steps), weight_decay=WEIGHT_DECAY)
+    model.compile(optimizer=optimizer, loss=loss, metrics=metrics)
+
+
+def fit(model, data, epochs, work_dir, log_name, chief=True):
+    """``model.fit`` with a progress bar, a per-epoch CSV log and ``BackupAndRestore`` in ``work_dir``."""
+    backup = os.path.join(work_dir, f"{log_name}_backup")
+    if not chief:  # the other workers of a multi-worker run keep their state out of the run folder
+        backup = tempfile.mkdtemp(prefix=f"{log_name}_backup_")
+    callbacks = [
+        keras.callbacks.CSVLogger(os.path.join(work_dir if chief else backup, f"{log_name}_history.csv"), append=True),
+        keras.callbacks.BackupAndRestore(backup),
+    ]
+    model.fit(data.train, validation_data=data.val, epochs=epochs, callbacks=callbacks, verbose=1)
+    shutil.rmtree(backup, ignore_errors=True)  # finished: the step's result is what counts now
+
+
+def read_history(path):
+    """``{metric: [value per epoch]}`` from a CSV log (the last row of an epoch that a resumed run redid)."""
+    if not os.path.exists(path):
+        return {}
+    rows = {int(row["epoch"]): row for row in csv.DictReader(open(path))}
+    ordered = [rows[e] for e in sorted(rows)]
+    return {key: [float(row[key]) for row in ordered] for key in (ordered[0] if ordered else {}) if key != "epoch"}
+
+
+def save(model, path, chief=True):
+    """Save whole (temporary file, then rename); other workers save to a temporary folder (collective saves)."""
+    if not chief:
+        folder = tempfile.mkdtemp()
+        model.save(os.path.join(folder, os.path.basename(path)))
+        shutil.rmtree(folder, ignore_errors=True)
+        return
+    temp = path + ".partial" + os.path.splitext(path)[1]
+    model.save(temp)
+    os.replace(temp, path)

@@ -1,0 +1,127 @@
+"""Data sources of the recipes: embedded sets, image folders, TensorFlow Datasets (built locally), errors."""
+
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from keras_mbv3.recipes import data
+
+
+def write_image(path, array):
+    """PNG or JPEG by extension; ``array`` HxW (grayscale), HxWx3 or HxWx4 uint8."""
+    array = array if array.ndim == 3 else array[..., None]
+    encoded = tf.io.encode_png(array) if str(path).endswith(".png") else tf.io.encode_jpeg(array[..., :3])
+    tf.io.write_file(str(path), encoded)
+
+
+def class_folder(root, rng, classes=("cat", "dog"), per_class=4):
+    """An ImageNet-layout folder mixing PNG/JPEG, grayscale, RGB and RGBA images of various sizes."""
+    kinds = [("png", (20, 24)), ("jpg", (30, 30, 3)), ("png", (16, 16, 4)), ("jpeg", (25, 18, 3))]
+    for split in ("train", "val"):
+        for label, name in enumerate(classes):
+            folder = root / split / name
+            folder.mkdir(parents=True)
+            for i in range(per_class):
+                ext, shape = kinds[i % len(kinds)]
+                write_image(folder / f"{i}.{ext}", rng.integers(label * 100, label * 100 + 50, shape).astype("uint8"))
+    return root
+
+
+def test_digits_and_digits_segmentation_shapes():
+    digits = data.load("digits", image_size=32, batch_size=16)
+    images, labels = next(iter(digits.val))
+    assert images.shape == (16, 32, 32, 3) and labels.shape == (16, 10) and digits.classes == 10
+    assert digits.train_size + digits.val_size == 1797
+    seg = data.load("digits-seg", task="segmentation", image_size=48, batch_size=8)
+    images, masks = next(iter(seg.val))
+    assert images.shape == (8, 48, 48, 3) and masks.shape == (8, 48, 48) and masks.dtype == tf.int32
+    assert seg.classes == 11 and 0 < int(tf.reduce_max(masks)) <= 10  # background 0, digit d as d + 1
+
+
+def test_class_folder_converts_every_image_to_rgb(tmp_path, rng):
+    loaded = data.load(str(class_folder(tmp_path / "set", rng)), image_size=32, batch_size=4)
+    assert (loaded.classes, loaded.train_size, loaded.val_size) == (2, 8, 8)
+    images, labels = [np.concatenate(parts) for parts in zip(*loaded.val.as_numpy_iterator())]
+    assert images.shape == (8, 32, 32, 3)
+    # Class 1 images were drawn in [100, 150), class 0 in [0, 50): the labels follow the folders.
+    assert np.all(images[labels.argmax(-1) == 1].mean(axis=(1, 2, 3)) > images[labels.argmax(-1) == 0].max() - 1)
+
+
+def test_segmentation_folder(tmp_path, rng):
+    root = tmp_path / "seg"
+    (root / "images").mkdir(parents=True)
+    (root / "masks").mkdir()
+    for i in range(10):
+        write_image(root / "images" / f"{i}.jpg", rng.integers(0, 255, (40, 40, 3)).astype("uint8"))
+        write_image(root / "masks" / f"{i}.png", rng.integers(0, 3, (40, 40)).astype("uint8"))
+    loaded = data.load(str(root), task="segmentation", image_size=32, batch_size=2)
+    assert (loaded.classes, loaded.train_size, loaded.val_size) == (3, 8, 2)
+    images, masks = next(iter(loaded.val))
+    assert images.shape == (2, 32, 32, 3) and masks.shape == (2, 32, 32)
+
+
+def test_tfds_reads_a_locally_built_data_set(tmp_path):
+    import tensorflow_datasets as tfds
+
+    class TinyShapes(tfds.core.GeneratorBasedBuilder):
+        """Two classes of 12x12 grayscale squares, built here (nothing downloaded)."""
+
+        VERSION = tfds.core.Version("1.0.0")
+
+        def _info(self):
+            return tfds.core.DatasetInfo(builder=self, features=tfds.features.FeaturesDict({
+                "image": tfds.features.Image(shape=(12, 12, 1)), "label": tfds.features.ClassLabel(num_classes=2)}),
+                supervised_keys=("image", "label"))  # fmt: skip
+
+        def _split_generators(self, dl_manager):
+            return {"train": self._generate_examples(12), "test": self._generate_examples(4)}
+
+        def _generate_examples(self, n):
+            for i in range(n):
+                yield i, {"image": np.full((12, 12, 1), 200 * (i % 2), np.uint8), "label": i % 2}
+
+    TinyShapes(data_dir=str(tmp_path)).download_and_prepare()
+    loaded = data.load("tfds:tiny_shapes", image_size=32, batch_size=4, data_dir=str(tmp_path))
+    assert (loaded.classes, loaded.train_size, loaded.val_size) == (2, 12, 4)
+    images, labels = next(iter(loaded.val))
+    assert images.shape == (4, 32, 32, 3)
+    np.testing.assert_allclose(images.numpy().mean(axis=(1, 2, 3)), 200 * labels.numpy().argmax(-1), atol=1e-3)
+
+
+@pytest.mark.parametrize("layout, message", [
+    ("missing", "existing folder"),
+    ("no-val", "val/"),
+    ("empty-class", "empty"),
+    ("no-classes", "class sub-folders"),
+    ("mismatch", "same class folders"),
+])  # fmt: skip
+def test_bad_folders_name_the_problem(tmp_path, rng, layout, message):
+    root = tmp_path / "set"
+    if layout != "missing":
+        class_folder(root, rng)
+    if layout == "no-val":
+        import shutil
+
+        shutil.rmtree(root / "val")
+    elif layout == "empty-class":
+        (root / "train" / "bird").mkdir()
+        (root / "val" / "bird").mkdir()
+    elif layout == "no-classes":
+        import shutil
+
+        shutil.rmtree(root / "train")
+        (root / "train").mkdir()
+    elif layout == "mismatch":
+        (root / "val" / "dog").rename(root / "val" / "wolf")
+    with pytest.raises(ValueError, match=message) as error:
+        data.load(str(root), image_size=32)
+    assert "`--data`" in str(error.value)
+
+
+def test_bad_task_and_tfds_name(tmp_path):
+    with pytest.raises(ValueError, match="`--task`"):
+        data.load("digits", task="detection")
+    with pytest.raises(ValueError, match="`--data`.*digits-seg"):
+        data.load("digits", task="segmentation")
+    with pytest.raises(ValueError, match="tfds:no_such_set"):
+        data.load("tfds:no_such_set", data_dir=str(tmp_path))

@@ -1,0 +1,92 @@
+"""Bad calls across the public API: each raises ValueError/TypeError naming the argument, the value and what is allowed.
+
+The layers' and applications' own argument tables live in tests/layers/test_behaviour.py
+and tests/applications/test_parity.py; this table covers the rest of the API.
+"""
+
+import numpy as np
+import pytest
+
+from keras_mbv3.applications import (
+    LRASPPMobileNetV3Large,
+    LRASPPMobileNetV3Small,
+    MobileNetV3Small,
+    feature_model,
+)
+from keras_mbv3.backend import IS_KERAS_3, keras
+from keras_mbv3.layers import HardSwish, InvertedResidual, SqueezeExcite, make_divisible
+from keras_mbv3.quantization import export_tflite, quantize_model
+from keras_mbv3.recipes import data, recipe
+
+
+def tiny():
+    inputs = keras.Input((32, 32, 3))
+    return keras.Model(inputs, keras.layers.GlobalAveragePooling2D()(HardSwish()(inputs)))
+
+
+def small():
+    return MobileNetV3Small(weights=None, input_shape=(32, 32, 3), include_top=False)
+
+
+# (call, error types, argument, value or None when the value has no short repr)
+BAD = [
+    (lambda: feature_model(small(), levels=("P6",)), ValueError, "levels", "P6"),
+    (lambda: feature_model(small(), levels=()), ValueError, "levels", ()),
+    (lambda: feature_model(small(), tap="middle"), ValueError, "tap", "middle"),
+    (lambda: feature_model(tiny()), ValueError, "model", None),
+    (lambda: LRASPPMobileNetV3Small(0), ValueError, "num_classes", 0),
+    (lambda: LRASPPMobileNetV3Small(-3), ValueError, "num_classes", -3),
+    (lambda: LRASPPMobileNetV3Small(2.5), TypeError, "num_classes", 2.5),
+    (lambda: LRASPPMobileNetV3Large(3, output_stride=32), ValueError, "output_stride", 32),
+    (lambda: LRASPPMobileNetV3Large(3, upsample="yes"), ValueError, "upsample", "yes"),
+    (lambda: LRASPPMobileNetV3Small(3, input_shape=(100, 100, 3)), ValueError, "input_shape", None),
+    (lambda: LRASPPMobileNetV3Small(3, weights="/no/such.weights.h5"), ValueError, "weights", "/no/such.weights.h5"),
+    (lambda: export_tflite(tiny(), quantization="int4"), ValueError, "quantization", "int4"),
+    (lambda: export_tflite(tiny(), quantization="float32", input_type="int16"), ValueError, "input_type", "int16"),
+    (lambda: export_tflite(tiny(), quantization="float32", output_type="bf16"), ValueError, "output_type", "bf16"),
+    (lambda: export_tflite(tiny(), quantization="int8"), ValueError, "representative_dataset", None),
+    (lambda: make_divisible(10, divisor=-8), ValueError, "divisor", -8),
+    (lambda: InvertedResidual(16, se_ratio="x"), TypeError, "se_ratio", "x"),
+    (lambda: SqueezeExcite(divisor=2.5), TypeError, "divisor", 2.5),
+    (lambda: data.load("digits", task="detection"), ValueError, "--task", "detection"),
+    (lambda: data.load("digits", task="segmentation"), ValueError, "--data", "digits"),
+    (lambda: data.load("/no/such/folder"), ValueError, "--data", "/no/such/folder"),
+    (lambda: recipe.Run("runs/x", model="medium"), ValueError, "--model", "medium"),
+    (lambda: recipe.Run("runs/x", image_size=16), ValueError, "--image-size", 16),
+    (lambda: recipe.Run("runs/x", epochs=0), ValueError, "--epochs", 0),
+    (lambda: recipe.Run("runs/x", qat_epochs=-1), ValueError, "--qat-epochs", -1),
+    (lambda: recipe.Run("runs/x", batch_size=2.0), TypeError, "--batch-size", 2.0),
+    (lambda: recipe.Run("runs/x", alpha=0), ValueError, "--alpha", 0),
+    (lambda: recipe.Run("runs/x", weights="/no/weights.h5"), ValueError, "--weights", "/no/weights.h5"),
+]
+if not IS_KERAS_3:
+    BAD += [
+        (lambda: quantize_model(keras.Sequential([keras.layers.Dense(2)])), TypeError, "model", None),
+        (lambda: quantize_model("MobileNetV3Small"), TypeError, "model", None),
+    ]
+
+
+@pytest.mark.parametrize("call, error, argument, value", BAD, ids=[f"{a}={v!r}" for _, _, a, v in BAD])
+def test_bad_call_names_argument_value_and_what_is_allowed(call, error, argument, value):
+    with pytest.raises(error) as info:
+        call()
+    message = str(info.value)
+    assert f"`{argument}`" in message and "allowed" in message, message
+    if value is not None:
+        assert f"{argument}={value!r}" in message, message
+
+
+def test_quantize_model_under_keras_3_says_how_to_switch():
+    if not IS_KERAS_3:
+        pytest.skip("the Keras 3 line only")
+    with pytest.raises(RuntimeError, match="TF_USE_LEGACY_KERAS=1"):
+        quantize_model(tiny())
+
+
+def test_export_to_a_folder_or_missing_folder_is_refused(tmp_path):
+    with pytest.raises(FileExistsError, match="overwrite"):
+        export_tflite(tiny(), str(tmp_path), quantization="float32")
+    assert list(tmp_path.iterdir()) == []
+    content = export_tflite(tiny(), str(tmp_path / "new" / "m.tflite"), quantization="float32")
+    assert (tmp_path / "new" / "m.tflite").read_bytes() == content
+    assert np.frombuffer(content[4:8], np.uint8).tobytes() == b"TFL3"
