@@ -7,7 +7,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 export TF_CPP_MIN_LOG_LEVEL ?= 2
 
-.PHONY: test test-keras3 test-legacy demo bench clean
+.PHONY: test test-keras3 test-legacy demo demo-seg bench clean
 
 $(STAMP): setup.cfg pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
@@ -28,6 +28,9 @@ test-legacy: $(STAMP)
 
 demo: $(STAMP)
 	$(PY) -m keras_mbv3 recipe --data digits --model small --out runs/demo
+
+# LR-ASPP segmentation on the embedded digits-seg (about 5 minutes more).
+demo-seg: $(STAMP)
 	$(PY) -m keras_mbv3 recipe --task segmentation --data digits-seg --model small --image-size 64 --epochs 12 --qat-epochs 2 --out runs/demo-seg
 
 bench: $(STAMP)

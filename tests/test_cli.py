@@ -13,9 +13,10 @@ import pytest
 from keras_mbv3.backend import IS_KERAS_3
 from keras_mbv3.recipes.cli import COMMANDS, main
 
-# The CLI runs on tf_keras whatever the line of the test process: its long
-# tests run once, on the Keras 3 line (the shorter one).
+# The CLI runs on tf_keras whatever the line of the test process: each long
+# test runs once, on the line that has time for it.
 once = pytest.mark.skipif(not IS_KERAS_3, reason="CLI subprocesses behave alike on both lines; run once")
+once_legacy = pytest.mark.skipif(IS_KERAS_3, reason="CLI subprocesses behave alike on both lines; run once")
 
 
 # A user who has not chosen a Keras line: the CLI picks tf_keras (QAT needs it).
@@ -108,8 +109,8 @@ def epochs_logged(path):
 
 @once
 def test_killed_training_resumes_and_the_recipe_keeps_int8_within_a_point_of_float(tmp_path):
-    """SIGKILL during epoch 2 of `train`; the rerun resumes there; `recipe` then reuses the float model,
-    fine-tunes with QAT and keeps int8 accuracy within 1 point of float; a finished recipe is reused."""
+    """SIGKILL during epoch 2 of `train` and of the recipe's QAT: each rerun resumes there; int8
+    accuracy stays within 1 point of float; a finished recipe is reused, not recomputed."""
     out = tmp_path / "run"
     flags = ["--out", str(out), "--epochs", "6", "--batch-size", "32"]
     args = [sys.executable, "-m", "keras_mbv3", "train", *flags]
@@ -128,16 +129,28 @@ def test_killed_training_resumes_and_the_recipe_keeps_int8_within_a_point_of_flo
     assert sorted(set(epochs_logged(out / "float_history.csv"))) == list(range(6))
     assert (out / "float.keras").exists() and not (out / "float_backup").exists()
 
-    result = run_cli("recipe", *flags, "--qat-epochs", "1", timeout=900)
+    # The recipe reuses the float model; QAT is killed during its second epoch and resumes there.
+    recipe_args = [sys.executable, "-m", "keras_mbv3", "recipe", *flags, "--qat-epochs", "2"]
+    process = subprocess.Popen(recipe_args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=USER_ENV)
+    deadline = time.time() + 600
+    while not epochs_logged(out / "qat_history.csv") and time.time() < deadline:
+        time.sleep(0.5)
+    time.sleep(2)
+    process.send_signal(signal.SIGKILL)
+    process.wait()
+    assert epochs_logged(out / "qat_history.csv") == [0] and not (out / "qat.h5").exists()
+    result = subprocess.run(recipe_args, capture_output=True, text=True, timeout=900, env=USER_ENV)
     assert result.returncode == 0, result.stderr
     assert "[train] done before, reusing float.keras" in result.stdout
+    assert "Epoch 2/2" in result.stdout and "Epoch 1/2" not in result.stdout
+    assert epochs_logged(out / "qat_history.csv") == [0, 1]
     report = json.loads((out / "report.json").read_text())
     float_accuracy, int8_accuracy = report["float"]["accuracy"], report["int8"]["accuracy"]
     assert float_accuracy >= 0.9  # a trained model, not one at chance (0.1)
     assert abs(int8_accuracy - float_accuracy) <= 0.01
 
     stamps = {name: (out / name).stat().st_mtime_ns for name in ("float.keras", "qat.h5", "int8.tflite")}
-    again = run_cli("recipe", *flags, "--qat-epochs", "1")
+    again = run_cli("recipe", *flags, "--qat-epochs", "2")
     assert again.returncode == 0, again.stderr
     for step, name in (("train", "float.keras"), ("qat", "qat.h5"), ("export", "float.tflite")):
         assert f"[{step}] done before, reusing {name}" in again.stdout
@@ -145,7 +158,7 @@ def test_killed_training_resumes_and_the_recipe_keeps_int8_within_a_point_of_flo
     assert json.loads((out / "report.json").read_text())["int8"]["accuracy"] == int8_accuracy
 
 
-@once
+@once_legacy
 def test_segmentation_training_with_mirrored_strategy_on_two_logical_cpus(tmp_path):
     out = tmp_path / "seg"
     result = run_cli("train", "--task", "segmentation", "--out", out, "--epochs", "1", "--strategy", "mirrored",
@@ -157,3 +170,36 @@ def test_segmentation_training_with_mirrored_strategy_on_two_logical_cpus(tmp_pa
     evaluation = run_cli("eval", "--task", "segmentation", "--out", out, "--file", out / "float.keras")
     assert evaluation.returncode == 0, evaluation.stderr
     assert 0 < json.loads(evaluation.stdout[evaluation.stdout.index("{"):])["float.keras"]["miou"] <= 1
+
+
+def free_ports(count):
+    import socket
+
+    sockets = [socket.socket() for _ in range(count)]
+    for s in sockets:
+        s.bind(("127.0.0.1", 0))
+    ports = [s.getsockname()[1] for s in sockets]
+    for s in sockets:
+        s.close()
+    return ports
+
+
+@once_legacy
+def test_multi_worker_training_with_two_local_workers(tmp_path):
+    ports = free_ports(2)
+    cluster = {"worker": [f"127.0.0.1:{port}" for port in ports]}
+    processes = []
+    for index in range(2):
+        env = {**USER_ENV, "TF_CONFIG": json.dumps({"cluster": cluster, "task": {"type": "worker", "index": index}})}
+        args = [sys.executable, "-m", "keras_mbv3", "train", "--out", str(tmp_path / "run"), "--epochs", "1",
+                "--strategy", "multi-worker"]  # shared --out, as on a shared file system  # fmt: skip
+        log = open(tmp_path / f"worker{index}.log", "w")  # files, not pipes: a full pipe would stall a worker
+        processes.append(subprocess.Popen(args, stdout=log, stderr=subprocess.STDOUT, text=True, env=env))
+    for index, process in enumerate(processes):
+        process.wait(timeout=600)
+        output = (tmp_path / f"worker{index}.log").read_text()
+        assert process.returncode == 0, output[-3000:]
+        assert "strategy: multi-worker, 2 replica(s)" in output
+    out = tmp_path / "run"
+    assert (out / "float.keras").exists() and epochs_logged(out / "float_history.csv") == [0]  # one log: the chief's
+    assert sorted(p.name for p in out.iterdir()) == ["float.keras", "float_history.csv", "settings.json", "timings.json"]

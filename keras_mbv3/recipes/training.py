@@ -110,16 +110,23 @@ def compile_for(model, task, rate, steps, label_smoothing=0.1):
 
 
 def fit(model, data, epochs, work_dir, log_name, chief=True):
-    """``model.fit`` with a progress bar, a per-epoch CSV log and ``BackupAndRestore`` in ``work_dir``."""
+    """``model.fit`` with a progress bar, a per-epoch CSV log and ``BackupAndRestore`` in ``work_dir``.
+
+    All workers of a multi-worker run share ``work_dir`` (a shared file system):
+    Keras writes the other workers' checkpoints to temporary sub-folders, and
+    their CSV logs go to a temporary folder.
+    """
     backup = os.path.join(work_dir, f"{log_name}_backup")
-    if not chief:  # the other workers of a multi-worker run keep their state out of the run folder
-        backup = tempfile.mkdtemp(prefix=f"{log_name}_backup_")
+    log_dir = work_dir if chief else tempfile.mkdtemp(prefix=f"{log_name}_log_")
     callbacks = [
-        keras.callbacks.CSVLogger(os.path.join(work_dir if chief else backup, f"{log_name}_history.csv"), append=True),
+        keras.callbacks.CSVLogger(os.path.join(log_dir, f"{log_name}_history.csv"), append=True),
         keras.callbacks.BackupAndRestore(backup),
     ]
     model.fit(data.train, validation_data=data.val, epochs=epochs, callbacks=callbacks, verbose=1)
-    shutil.rmtree(backup, ignore_errors=True)  # finished: the step's result is what counts now
+    if chief:
+        shutil.rmtree(backup, ignore_errors=True)  # finished: the step's result is what counts now
+    else:
+        shutil.rmtree(log_dir, ignore_errors=True)
 
 
 def read_history(path):

@@ -5,7 +5,7 @@ import os
 import numpy as np
 import pytest
 
-from keras_mbv3.backend import keras
+from keras_mbv3.backend import IS_KERAS_3, keras
 from keras_mbv3.layers import HardSwish, InvertedResidual
 from keras_mbv3.quantization import export_tflite
 from keras_mbv3.quantization.export import write_atomically
@@ -84,3 +84,39 @@ def test_failed_write_leaves_nothing(tmp_path):
     with pytest.raises(TypeError):
         write_atomically(object(), str(target))
     assert not target.exists() and not os.listdir(tmp_path)
+
+
+EXPORT_SCRIPT = """
+import sys
+from keras_mbv3 import keras
+from keras_mbv3.layers import HardSwish
+from keras_mbv3.quantization import export_tflite
+inputs = keras.Input((32, 32, 3))
+x = HardSwish()(keras.layers.Conv2D(8, 3)(inputs))
+export_tflite(keras.Model(inputs, keras.layers.GlobalAveragePooling2D()(x)), sys.argv[1], quantization="float32")
+print("done", flush=True)
+"""
+
+
+@pytest.mark.skipif(not IS_KERAS_3, reason="a subprocess test; once is enough (the Keras 3 line)")
+@pytest.mark.parametrize("delay", [2.5, 6.0, None])  # None: let it finish
+def test_export_killed_at_any_moment_leaves_the_whole_file_or_none(tmp_path, delay):
+    import subprocess
+    import sys
+    import time
+
+    path = tmp_path / "model.tflite"
+    process = subprocess.Popen([sys.executable, "-c", EXPORT_SCRIPT, str(path)], stdout=subprocess.PIPE, text=True)
+    if delay is None:
+        process.wait(timeout=300)
+    else:
+        time.sleep(delay)
+        process.kill()
+        process.wait()
+    if process.stdout.read() == "done\n":
+        assert path.exists()
+    if path.exists():  # whole, never a prefix of the model
+        runner = interpreter(path.read_bytes())
+        assert runner.get_output_details()[0]["shape"].tolist() == [1, 8]
+    leftovers = [p.name for p in tmp_path.iterdir() if p.name != "model.tflite"]
+    assert all(name.startswith(".partial-") for name in leftovers)  # never at the destination's name
