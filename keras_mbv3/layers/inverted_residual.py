@@ -19,14 +19,15 @@ def correct_pad(spatial_size, kernel_size):
 
     Returns:
         ``((top, bottom), (left, right))``: one pixel less at the top and left
-        for even or unknown sizes, so that outputs line up with TF "same".
+        for even or unknown sizes, so that outputs line up with TF "same"
+        (never negative: a 1x1 kernel needs no padding).
     """
     half = kernel_size // 2
     if spatial_size[0] is None or spatial_size[1] is None:
         adjust = (1, 1)
     else:
         adjust = (1 - spatial_size[0] % 2, 1 - spatial_size[1] % 2)
-    return ((half - adjust[0], half), (half - adjust[1], half))
+    return ((max(half - adjust[0], 0), half), (max(half - adjust[1], 0), half))
 
 
 @register

@@ -97,6 +97,12 @@ def refuse_existing(path, overwrite):
         raise FileExistsError(f"{path!r} exists; pass overwrite=True (or --overwrite) to replace it.")
 
 
+def _umask():
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
 def write_atomically(data, path, overwrite=False):
     """Write ``data`` to ``path`` whole or not at all; never replace an existing file unless ``overwrite``."""
     path = os.fspath(path)
@@ -105,6 +111,7 @@ def write_atomically(data, path, overwrite=False):
     os.makedirs(folder, exist_ok=True)
     fd, temp = tempfile.mkstemp(dir=folder, prefix=".partial-", suffix=os.path.basename(path))
     try:
+        os.chmod(temp, 0o666 & ~_umask())  # mkstemp's 0600 would hide the user's file from their group
         with os.fdopen(fd, "wb") as f:
             f.write(data)
             f.flush()

@@ -4,12 +4,13 @@ import math
 
 import numpy as np
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from keras_mbv3.layers import InvertedResidual, SqueezeExcite, make_divisible
 
-SETTINGS = settings(max_examples=12, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+# derandomize: CI sees the same examples every run (a sweep of 300 random ones passed locally)
+SETTINGS = settings(max_examples=25, deadline=None, derandomize=True, suppress_health_check=[HealthCheck.too_slow])
 
 
 @st.composite
@@ -28,6 +29,11 @@ def bneck_arguments(draw):
 
 @SETTINGS
 @given(arguments=bneck_arguments(), height=st.integers(3, 12), width=st.integers(3, 12), channels=st.integers(1, 12))
+@example(  # found by hypothesis: a 1x1 stride-2 depthwise on an even width got padding (-1, 0)
+    arguments=dict(filters=1, kernel_size=1, strides=2, expanded_filters=None, se_ratio=None, activation="relu",
+                   dilation_rate=1),
+    height=3, width=4, channels=1,
+)  # fmt: skip
 def test_inverted_residual_shape_and_config(arguments, height, width, channels):
     layer = InvertedResidual(**arguments)
     x = np.random.default_rng(0).normal(size=(2, height, width, channels)).astype("float32")

@@ -77,6 +77,9 @@ def test_no_overwrite_and_atomic_write(model, tmp_path):
     content = export_tflite(model, str(path), quantization="float32", overwrite=True)
     assert path.read_bytes() == content
     assert [p.name for p in tmp_path.iterdir()] == ["model.tflite"]  # no temporary left behind
+    mask = os.umask(0)
+    os.umask(mask)
+    assert path.stat().st_mode & 0o777 == 0o666 & ~mask  # like any file the user writes, not mkstemp's 0600
 
 
 def test_failed_write_leaves_nothing(tmp_path):
