@@ -81,6 +81,8 @@ def test_missing_or_wrong_model_files(capsys, tmp_path):
     out = tmp_path / "run"
     assert_one_line_error(call_cli(capsys, "export", "--out", out), "float.keras", "mbv3 train")
     assert_one_line_error(call_cli(capsys, "qat", "--out", out), "float.keras", "mbv3 train")
+    assert_one_line_error(call_cli(capsys, "eval", "--out", out), "float.tflite", "mbv3 export")
+    assert_one_line_error(call_cli(capsys, "bench", "--out", out), "float.tflite", "mbv3 export")
     (tmp_path / "notes.txt").write_text("not a model")
     assert_one_line_error(call_cli(capsys, "eval", "--out", out, "--file", tmp_path / "notes.txt"), "`--file`", ".tflite")
     (tmp_path / "fake.tflite").write_bytes(b"not a flatbuffer at all")

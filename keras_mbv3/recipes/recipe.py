@@ -157,9 +157,14 @@ class Run:
             export_tflite(qat, self.paths["int8_tflite"], quantization="int8")
         self._timed("export", start)
 
+    def _exported(self):
+        for key in ("float_tflite", "int8_tflite"):
+            self._require(key, "export")
+        return {k: self.paths[f"{k}_tflite"] for k in ("float", "int8")}
+
     def evaluate(self, files=None):
         """``{name: {"accuracy"|"miou": value}}`` of model files (default: the run's two ``.tflite``)."""
-        files = files or {k: self.paths[f"{k}_tflite"] for k in ("float", "int8")}
+        files = files or self._exported()
         self.record_settings(EVAL_SETTINGS, write=False)
         cached = self.path("eval.json")
         results = json.load(open(cached)) if os.path.exists(cached) else {}
@@ -176,7 +181,8 @@ class Run:
 
     def bench(self, files=None, threads=1, rounds=15):
         """``{name: median ms}`` on LiteRT (default: the run's two ``.tflite``)."""
-        files = files or {k: self.paths[f"{k}_tflite"] for k in ("float", "int8")}
+        checks.positive_int("--threads", threads)  # flags first, then files
+        files = files or self._exported()
         start = time.time()
         latency = evaluation.bench(files, threads=threads, rounds=rounds)
         self._timed("bench", start)
