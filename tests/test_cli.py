@@ -205,3 +205,13 @@ def test_multi_worker_training_with_two_local_workers(tmp_path):
     out = tmp_path / "run"
     assert (out / "float.keras").exists() and epochs_logged(out / "float_history.csv") == [0]  # one log: the chief's
     assert sorted(p.name for p in out.iterdir()) == ["float.keras", "float_history.csv", "settings.json", "timings.json"]
+
+
+def test_bad_data_folders_are_one_clear_line(capsys, tmp_path):
+    (tmp_path / "set" / "train" / "cat").mkdir(parents=True)
+    (tmp_path / "set" / "val" / "cat").mkdir(parents=True)
+    result = call_cli(capsys, "train", "--data", tmp_path / "set", "--out", tmp_path / "run")
+    assert_one_line_error(result, "`--data`", "empty")  # a class folder without images
+    result = call_cli(capsys, "train", "--data", tmp_path / "set" / "train", "--out", tmp_path / "run")
+    assert_one_line_error(result, "`--data`", "val/")  # not the ImageNet layout
+    assert not (tmp_path / "run" / "float.keras").exists()

@@ -105,17 +105,18 @@ class Run:
 
     def train(self):
         """Float training into ``float.keras``."""
+        data = self.data  # a bad --data fails here, before the folder records its settings
         self.record_settings(["data", "task", "model", "alpha", "image_size", "batch_size", "seed", "epochs", "weights"])
         if not self._step("train", [FILES["float"]]):
             return
         start, s = time.time(), self.settings
         keras.utils.set_random_seed(s["seed"])
-        steps = s["epochs"] * -(-self.data.train_size // s["batch_size"])
+        steps = s["epochs"] * -(-data.train_size // s["batch_size"])
         with self.distribution.scope():
-            model = training.build_model(s["model"], s["alpha"], s["image_size"], self.data.classes, steps,
+            model = training.build_model(s["model"], s["alpha"], s["image_size"], data.classes, steps,
                                          s["task"], s["weights"])  # fmt: skip
             training.compile_for(model, s["task"], FLOAT_RATE, steps)
-        training.fit(model, self.data, s["epochs"], self.out, "float", self.chief)
+        training.fit(model, data, s["epochs"], self.out, "float", self.chief)
         training.save(model, self.paths["float"], self.chief)
         self._timed("train", start)
 
@@ -127,17 +128,18 @@ class Run:
     def qat(self):
         """QAT fine-tuning of ``float.keras`` (ranges calibrated on training images) into ``qat.h5``."""
         self._require("float", "train")
+        data = self.data  # a bad --data fails here, before the folder records its settings
         self.record_settings(["data", "task", "image_size", "batch_size", "seed", "qat_epochs"])
         if not self._step("qat", [FILES["qat"]]):
             return
         start, s = time.time(), self.settings
         keras.utils.set_random_seed(s["seed"])
-        steps = s["qat_epochs"] * -(-self.data.train_size // s["batch_size"])
+        steps = s["qat_epochs"] * -(-data.train_size // s["batch_size"])
         with self.distribution.scope():
             model = keras.models.load_model(self.paths["float"])
-            qat = quantize_model(model, representative_dataset=self.data.images(training.CALIBRATION_IMAGES))
+            qat = quantize_model(model, representative_dataset=data.images(training.CALIBRATION_IMAGES))
             training.compile_for(qat, s["task"], QAT_RATE, steps)
-        training.fit(qat, self.data, s["qat_epochs"], self.out, "qat", self.chief)
+        training.fit(qat, data, s["qat_epochs"], self.out, "qat", self.chief)
         training.save(qat, self.paths["qat"], self.chief)
         self._timed("qat", start)
 
