@@ -103,22 +103,27 @@ class Run:
         if self.chief:
             write_atomically(json.dumps(timings, indent=2).encode(), self.path("timings.json"), overwrite=True)
 
+    def _fit_step(self, name, log_name, path, epochs, rate, make_model):
+        """Seed, make (in the strategy's scope) and compile a model, fit it resumably and save it to ``path``."""
+        start, s, data = time.time(), self.settings, self.data
+        keras.utils.set_random_seed(s["seed"])
+        steps = epochs * -(-data.train_size // s["batch_size"])
+        with self.distribution.scope():
+            model = make_model(steps)
+            training.compile_for(model, s["task"], rate, steps)
+        training.fit(model, data, epochs, self.out, log_name, self.chief)
+        training.save(model, path, self.chief)
+        self._timed(name, start)
+
     def train(self):
         """Float training into ``float.keras``."""
         data = self.data  # a bad --data fails here, before the folder records its settings
         self.record_settings(["data", "task", "model", "alpha", "image_size", "batch_size", "seed", "epochs", "weights"])
         if not self._step("train", [FILES["float"]]):
             return
-        start, s = time.time(), self.settings
-        keras.utils.set_random_seed(s["seed"])
-        steps = s["epochs"] * -(-data.train_size // s["batch_size"])
-        with self.distribution.scope():
-            model = training.build_model(s["model"], s["alpha"], s["image_size"], data.classes, steps,
-                                         s["task"], s["weights"])  # fmt: skip
-            training.compile_for(model, s["task"], FLOAT_RATE, steps)
-        training.fit(model, data, s["epochs"], self.out, "float", self.chief)
-        training.save(model, self.paths["float"], self.chief)
-        self._timed("train", start)
+        s = self.settings
+        self._fit_step("train", "float", self.paths["float"], s["epochs"], FLOAT_RATE, lambda steps: training.build_model(
+            s["model"], s["alpha"], s["image_size"], data.classes, steps, s["task"], s["weights"]))  # fmt: skip
 
     def _require(self, key, command):
         if not os.path.exists(self.paths[key]):
@@ -132,16 +137,9 @@ class Run:
         self.record_settings(["data", "task", "image_size", "batch_size", "seed", "qat_epochs"])
         if not self._step("qat", [FILES["qat"]]):
             return
-        start, s = time.time(), self.settings
-        keras.utils.set_random_seed(s["seed"])
-        steps = s["qat_epochs"] * -(-data.train_size // s["batch_size"])
-        with self.distribution.scope():
-            model = keras.models.load_model(self.paths["float"])
-            qat = quantize_model(model, representative_dataset=data.images(training.CALIBRATION_IMAGES))
-            training.compile_for(qat, s["task"], QAT_RATE, steps)
-        training.fit(qat, data, s["qat_epochs"], self.out, "qat", self.chief)
-        training.save(qat, self.paths["qat"], self.chief)
-        self._timed("qat", start)
+        self._fit_step("qat", "qat", self.paths["qat"], self.settings["qat_epochs"], QAT_RATE, lambda steps: quantize_model(
+            keras.models.load_model(self.paths["float"]),
+            representative_dataset=data.images(training.CALIBRATION_IMAGES)))  # fmt: skip
 
     def export(self):
         """``float.tflite`` (float32, fused HARD_SWISH) and ``int8.tflite`` (fully integer) from the trained models."""
