@@ -150,6 +150,7 @@ def test_killed_training_resumes_and_the_recipe_keeps_int8_within_a_point_of_flo
     float_accuracy, int8_accuracy = report["float"]["accuracy"], report["int8"]["accuracy"]
     assert float_accuracy >= 0.9  # a trained model, not one at chance (0.1)
     assert abs(int8_accuracy - float_accuracy) <= 0.01
+    assert report["int8"]["size_bytes"] < 0.3 * report["float"]["size_bytes"]  # issue 5's size target
 
     stamps = {name: (out / name).stat().st_mtime_ns for name in ("float.keras", "qat.h5", "int8.tflite")}
     again = run_cli("recipe", *flags, "--qat-epochs", "2")

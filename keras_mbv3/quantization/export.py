@@ -64,9 +64,30 @@ def _converter(model):
     return tf.lite.TFLiteConverter.from_concrete_functions([convert_variables_to_constants_v2(function)])
 
 
-def convert(model, quantization="int8", representative_dataset=None, input_type="int8", output_type="int8"):
+def strip_tensor_names(content):
+    """``.tflite`` bytes without the names of inner tensors; inputs, outputs and signatures keep theirs.
+
+    The converter names each inner tensor after every op fused into it
+    (``model/block/Conv2D;model/block/BiasAdd;...``): 33 KB, 1.8% of a 32x32
+    MobileNetV3Small int8 file. ``flatbuffer_utils.strip_strings`` also drops the
+    input/output names and the signatures that ``get_signature_runner`` needs.
+    """
+    from tensorflow.lite.tools import flatbuffer_utils
+
+    model = flatbuffer_utils.read_model_from_bytearray(bytearray(content))
+    for subgraph in model.subgraphs:
+        named = set(subgraph.inputs) | set(subgraph.outputs)
+        for index, tensor in enumerate(subgraph.tensors):
+            if index not in named:
+                tensor.name = None
+    return bytes(flatbuffer_utils.convert_object_to_bytearray(model))
+
+
+def convert(model, quantization="int8", representative_dataset=None, input_type="int8", output_type="int8",
+            strip_names=False):  # fmt: skip
     """Convert ``model`` to ``.tflite`` bytes; see ``export_tflite``."""
     checks.one_of("quantization", quantization, QUANTIZATIONS)
+    checks.one_of("strip_names", strip_names, (False, True))
     checks.one_of("input_type", input_type, tuple(IO_TYPES))
     checks.one_of("output_type", output_type, tuple(IO_TYPES))
     qat = is_qat_model(model)
@@ -88,7 +109,8 @@ def convert(model, quantization="int8", representative_dataset=None, input_type=
         if representative_dataset is not None:
             converter.representative_dataset = _representative(representative_dataset)
     with contextlib.redirect_stdout(io.StringIO()):  # Keras 3's export prints every captured variable
-        return converter.convert()
+        content = converter.convert()
+    return strip_tensor_names(content) if strip_names else content
 
 
 def refuse_existing(path, overwrite):
@@ -128,7 +150,7 @@ def write_atomically(data, path, overwrite=False):
 
 
 def export_tflite(model, path=None, *, quantization="int8", representative_dataset=None, input_type="int8",
-                  output_type="int8", overwrite=False):  # fmt: skip
+                  output_type="int8", strip_names=False, overwrite=False):  # fmt: skip
     """Convert ``model`` to a ``.tflite`` flatbuffer and optionally write it.
 
     Args:
@@ -143,6 +165,9 @@ def export_tflite(model, path=None, *, quantization="int8", representative_datas
             TFLite generator function.
         input_type, output_type: ``"int8"``, ``"uint8"`` or ``"float32"``: the I/O of
             an int8 model (float models always take and give float32).
+        strip_names: drop the names of inner tensors (``strip_tensor_names``): a
+            smaller file to ship, the same graph and outputs; tools such as
+            Netron then show ops without their Keras layer names.
         overwrite: replace an existing ``path``.
 
     Returns:
@@ -150,7 +175,7 @@ def export_tflite(model, path=None, *, quantization="int8", representative_datas
     """
     if path is not None:
         refuse_existing(os.fspath(path), overwrite)  # before the (long) conversion
-    content = convert(model, quantization, representative_dataset, input_type, output_type)
+    content = convert(model, quantization, representative_dataset, input_type, output_type, strip_names)
     if path is not None:
         write_atomically(content, path, overwrite)
     return content

@@ -1,5 +1,6 @@
 """Accuracy or mIoU of a ``.keras``/``.h5`` or ``.tflite`` model on a validation pipeline, and LiteRT latency."""
 
+import contextlib
 import os
 
 import numpy as np
@@ -36,10 +37,7 @@ def load_predictor(path):
     from keras_mbv3.quantization import quantize_scope
 
     try:
-        if path.endswith(".h5"):
-            with quantize_scope():
-                model = keras.models.load_model(path, compile=False)
-        else:
+        with quantize_scope() if path.endswith(".h5") else contextlib.nullcontext():  # .h5: a QAT model
             model = keras.models.load_model(path, compile=False)
     except (OSError, ValueError) as error:
         checks.fail("--file", path, f"a Keras model saved by keras_mbv3 ({type(error).__name__}: {error})")

@@ -142,7 +142,11 @@ class Run:
             representative_dataset=data.images(training.CALIBRATION_IMAGES)))  # fmt: skip
 
     def export(self):
-        """``float.tflite`` (float32, fused HARD_SWISH) and ``int8.tflite`` (fully integer) from the trained models."""
+        """``float.tflite`` (float32, fused HARD_SWISH) and ``int8.tflite`` (fully integer) from the trained models.
+
+        Both are files to ship: inner tensor names are stripped from both alike
+        (``export_tflite(strip_names=True)``); ``float.keras`` and ``qat.h5`` keep the layer names.
+        """
         self._require("float", "train")
         self._require("qat", "qat")
         if not self._step("export", [FILES["float_tflite"], FILES["int8_tflite"]]):
@@ -150,11 +154,11 @@ class Run:
         start = time.time()
         if not os.path.exists(self.paths["float_tflite"]):
             export_tflite(keras.models.load_model(self.paths["float"]), self.paths["float_tflite"],
-                          quantization="float32")  # fmt: skip
+                          quantization="float32", strip_names=True)  # fmt: skip
         if not os.path.exists(self.paths["int8_tflite"]):
             with quantize_scope():
                 qat = keras.models.load_model(self.paths["qat"])
-            export_tflite(qat, self.paths["int8_tflite"], quantization="int8")
+            export_tflite(qat, self.paths["int8_tflite"], quantization="int8", strip_names=True)
         self._timed("export", start)
 
     def _exported(self):

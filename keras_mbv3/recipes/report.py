@@ -27,7 +27,7 @@ def markdown(report):
         f"| float32 | {f[metric]:.2%} | {f['latency_ms']:.3f} ms | {f['size_bytes']:,} B |\n"
         f"| int8 (QAT) | {q[metric]:.2%} | {q['latency_ms']:.3f} ms | {q['size_bytes']:,} B |\n"
         f"| int8 / float | {q[metric] - f[metric]:+.2%} | {q['latency_ms'] / f['latency_ms']:.2f}x | "
-        f"{q['size_bytes'] / f['size_bytes']:.2f}x |\n\n"
+        f"{q['size_bytes'] / f['size_bytes']:.3f}x |\n\n"
         f"Validation images: {report['validation_images']}. Step times (s): "
         + (", ".join(f"{k} {v:.0f}" for k, v in timings.items()) or "-")
         + "\n"
@@ -35,7 +35,7 @@ def markdown(report):
 
 
 def plot(report, histories):
-    """PNG bytes: metric and latency, float vs int8, and the training curves (float, then QAT)."""
+    """PNG bytes: metric, latency and file size, float vs int8 (values on the bars), and the training curves."""
     import io
 
     import matplotlib
@@ -44,23 +44,28 @@ def plot(report, histories):
     from matplotlib import pyplot
 
     metric = _metric(report)
-    figure, (left, middle, right) = pyplot.subplots(1, 3, figsize=(13, 3.8))
+    figure, axes = pyplot.subplots(1, 4, figsize=(16, 3.8))
     kinds = ["float", "int8"]
-    left.bar(kinds, [report[k][metric] for k in kinds], color=["tab:blue", "tab:orange"])
-    left.set_title(f"validation {metric}")
-    left.set_ylim(0, 1)
-    middle.bar(kinds, [report[k]["latency_ms"] for k in kinds], color=["tab:blue", "tab:orange"])
-    middle.set_title("LiteRT latency, 1 thread (ms)")
-    offset = 0
+    panels = [
+        (f"validation {metric}", [report[k][metric] for k in kinds], "{:.2%}"),
+        ("LiteRT latency, 1 thread (ms)", [report[k]["latency_ms"] for k in kinds], "{:.3f} ms"),
+        ("file size (MB)", [report[k]["size_bytes"] / 1e6 for k in kinds], "{:.2f} MB"),
+    ]
+    for axis, (title, values, label) in zip(axes, panels):
+        bars = axis.bar(kinds, values, color=["tab:blue", "tab:orange"])
+        axis.bar_label(bars, labels=[label.format(v) for v in values], label_type="center", color="white")
+        axis.set_title(title)
+    axes[0].set_ylim(0, 1)
+    curves, offset = axes[-1], 0
     for name, history in histories.items():
         values = history.get("val_accuracy", [])
         epochs = range(offset + 1, offset + len(values) + 1)
-        right.plot(epochs, values, marker="o", label=f"{name} val accuracy")
-        right.plot(epochs, history.get("accuracy", []), linestyle="--", label=f"{name} train accuracy")
+        curves.plot(epochs, values, marker="o", label=f"{name} val accuracy")
+        curves.plot(epochs, history.get("accuracy", []), linestyle="--", label=f"{name} train accuracy")
         offset += len(values)
-    right.set_title("training curves")
-    right.set_xlabel("epoch")
-    right.legend(fontsize=7)
+    curves.set_title("training curves")
+    curves.set_xlabel("epoch")
+    curves.legend(fontsize=7)
     figure.tight_layout()
     buffer = io.BytesIO()
     figure.savefig(buffer, format="png", dpi=90)

@@ -53,6 +53,22 @@ def test_post_training_int8_io_types(model, images, io_type, dtype):
     assert np.abs(predict(runner, images) - expected).mean() < 0.1 * np.abs(expected).max()
 
 
+@pytest.mark.parametrize("quantization", ["float32", "int8"])
+def test_strip_names_keeps_graph_outputs_and_io_names(model, images, quantization):
+    calibration = images if quantization == "int8" else None
+    named = export_tflite(model, quantization=quantization, representative_dataset=calibration)
+    stripped = export_tflite(model, quantization=quantization, representative_dataset=calibration, strip_names=True)
+    assert len(stripped) < len(named)
+    assert graph_report(stripped) == graph_report(named)
+    np.testing.assert_array_equal(predict(interpreter(stripped), images), predict(interpreter(named), images))
+    runners = interpreter(named), interpreter(stripped)
+    for details in ("get_input_details", "get_output_details"):
+        assert [d["name"] for d in getattr(runners[1], details)()] == [d["name"] for d in getattr(runners[0], details)()]
+    io = {d["index"] for d in runners[1].get_input_details() + runners[1].get_output_details()}
+    inner = [d["name"] for d in runners[1].get_tensor_details() if d["index"] not in io]
+    assert inner and not any(inner)
+
+
 def test_int8_of_float_model_needs_representative_dataset(model):
     with pytest.raises(ValueError, match="representative_dataset"):
         export_tflite(model, quantization="int8")
@@ -62,6 +78,7 @@ def test_int8_of_float_model_needs_representative_dataset(model):
     (dict(quantization="int4"), "quantization"),
     (dict(quantization="float32", input_type="int16"), "input_type"),
     (dict(quantization="float32", output_type="bf16"), "output_type"),
+    (dict(quantization="float32", strip_names="yes"), "strip_names"),
 ])  # fmt: skip
 def test_bad_export_arguments(model, kwargs, argument):
     with pytest.raises(ValueError, match=f"`{argument}`"):
