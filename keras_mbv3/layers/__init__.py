@@ -17,6 +17,7 @@ from keras_mbv3.layers.composite import CompositeLayer
 from keras_mbv3.layers.divisible import make_divisible
 from keras_mbv3.layers.inverted_residual import InvertedResidual
 from keras_mbv3.layers.lraspp import LRASPP
+from keras_mbv3.layers.space_to_depth import SpaceToDepth
 from keras_mbv3.layers.squeeze_excite import SqueezeExcite
 
 __all__ = [
@@ -26,6 +27,7 @@ __all__ = [
     "SqueezeExcite",
     "InvertedResidual",
     "LRASPP",
+    "SpaceToDepth",
     "make_divisible",
     "CompositeLayer",
 ]

@@ -14,7 +14,7 @@ import numpy as np
 import tensorflow as tf
 
 from keras_mbv3.backend import IS_KERAS_3, LEGACY_KERAS_ENV, keras
-from keras_mbv3.layers import LRASPP, HardGate, HardSigmoid, HardSwish, InvertedResidual, SqueezeExcite
+from keras_mbv3.layers import LRASPP, HardGate, HardSigmoid, HardSwish, InvertedResidual, SpaceToDepth, SqueezeExcite
 from keras_mbv3.layers.flatten import flatten_model, layer_outputs
 from keras_mbv3.quantization.export import representative_images
 from keras_mbv3.quantization.int8_form import int8_form
@@ -75,6 +75,7 @@ def _scheme_classes():
             for layer_class in (HardSwish, HardSigmoid, keras.layers.Multiply, keras.layers.Rescaling):
                 self._layer_quantize_map[layer_class] = output
             self._layer_quantize_map[HardGate] = FixedRangeOutputQuantizeConfig()
+            self._layer_quantize_map[SpaceToDepth] = registry._no_quantize(SpaceToDepth)  # as tfmot's Reshape
 
     class MobileNetV3QuantizeScheme(scheme.Default8BitQuantizeScheme):
         """tfmot's default 8-bit layout transforms with ``MobileNetV3QuantizeRegistry``."""
@@ -93,7 +94,8 @@ def quantize_scope():
     """Context in which saved QAT models of this package load (``keras.models.load_model``)."""
     tfmot = _tfmot()
     _, custom = _scheme_classes()
-    layers = {cls.__name__: cls for cls in (HardGate, HardSwish, HardSigmoid, SqueezeExcite, InvertedResidual, LRASPP)}
+    layers = {cls.__name__: cls for cls in (HardGate, HardSwish, HardSigmoid, SpaceToDepth, SqueezeExcite,
+                                            InvertedResidual, LRASPP)}  # fmt: skip
     return tfmot.quantization.keras.quantize_scope({**layers, **custom})
 
 

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 from keras_mbv3.backend import keras
-from keras_mbv3.layers import LRASPP, InvertedResidual, SqueezeExcite, make_divisible
+from keras_mbv3.layers import LRASPP, InvertedResidual, SpaceToDepth, SqueezeExcite, make_divisible
 from keras_mbv3.layers.composite import sublayers
 
 
@@ -81,6 +81,15 @@ def test_squeeze_excite_gates_channels(rng):
     assert gate.min() >= 0 and gate.max() <= 1
 
 
+def test_space_to_depth_moves_patches_into_channels(rng):
+    x = rng.normal(size=(2, 6, 4, 3)).astype("float32")
+    y = np.asarray(build(SpaceToDepth(2), (6, 4, 3))(x))
+    assert y.shape == (2, 3, 2, 12)
+    for i, j in [(0, 0), (0, 1), (1, 0), (1, 1)]:  # channel (i * 2 + j) * 3 + c is pixel (2r + i, 2s + j, c)
+        np.testing.assert_array_equal(y[..., (i * 2 + j) * 3:(i * 2 + j + 1) * 3], x[:, i::2, j::2])
+    assert SpaceToDepth(2).compute_output_shape((None, 6, None, 3)) == (None, 3, None, 12)
+
+
 def test_lraspp_matches_its_definition(rng):
     layer = LRASPP(num_classes=3, filters=8)
     low = rng.normal(size=(2, 8, 8, 4)).astype("float32")
@@ -116,6 +125,7 @@ BAD = [
     (lambda: LRASPP(0), "num_classes", 0),
     (lambda: LRASPP(3, filters=-2), "filters", -2),
     (lambda: make_divisible(10, divisor=0), "divisor", 0),
+    (lambda: SpaceToDepth(1), "block_size", 1),
     (lambda: build(LRASPP(3), (8, 8, 4)), "inputs", None),
     (lambda: LRASPP(3)([keras.Input((9, 9, 4)), keras.Input((4, 4, 6))]), "inputs", None),
 ]
@@ -135,6 +145,7 @@ def test_bad_arguments_raise_naming_argument_and_value(make, argument, value):
     (lambda: InvertedResidual("16"), "filters"),
     (lambda: InvertedResidual(16, kernel_size=3.0), "kernel_size"),
     (lambda: SqueezeExcite(se_ratio="big"), "se_ratio"),
+    (lambda: SpaceToDepth(2.0), "block_size"),
 ])  # fmt: skip
 def test_wrong_types_raise_type_error(make, argument):
     with pytest.raises(TypeError, match=f"`{argument}`"):

@@ -9,7 +9,7 @@ import pytest
 from conftest import NO_XLA, randomize_batchnorm
 from keras_mbv3.backend import IS_KERAS_3, keras
 from keras_mbv3.layers.composite import sublayers
-from keras_mbv3.layers import LRASPP, HardSigmoid, HardSwish, InvertedResidual, SqueezeExcite
+from keras_mbv3.layers import LRASPP, HardSigmoid, HardSwish, InvertedResidual, SpaceToDepth, SqueezeExcite
 
 LAYERS = [
     HardSigmoid(name="hs"),
@@ -19,6 +19,7 @@ LAYERS = [
                      activation="hard_swish", name="bneck"),
     InvertedResidual(16, dilation_rate=2, name="dilated"),
     LRASPP(num_classes=7, filters=32, name="lraspp"),
+    SpaceToDepth(block_size=4, name="s2d"),
 ]  # fmt: skip
 
 
@@ -48,7 +49,7 @@ def test_registered_under_package_name(layer):
 def every_layer_model(size=32):
     """A small model that uses every layer of the package."""
     image = keras.Input((size, size, 3))
-    x = keras.layers.Conv2D(16, 3, strides=2, padding="same")(image)
+    x = keras.layers.Conv2D(16, 2, padding="same")(SpaceToDepth(2, name="s2d")(image))
     x = HardSwish()(x)
     low = InvertedResidual(16, kernel_size=3, name="block0")(x)
     x = InvertedResidual(24, kernel_size=5, strides=2, expanded_filters=64, se_ratio=0.25,

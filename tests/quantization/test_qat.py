@@ -5,7 +5,7 @@ import pytest
 
 from keras_mbv3.applications import LRASPPMobileNetV3Small, MobileNetV3Large, MobileNetV3Small
 from keras_mbv3.backend import IS_KERAS_3, keras
-from keras_mbv3.layers import HardSigmoid, HardSwish, InvertedResidual, SqueezeExcite
+from keras_mbv3.layers import HardSigmoid, HardSwish, InvertedResidual, SpaceToDepth, SqueezeExcite
 from keras_mbv3.layers.flatten import flatten_model
 from keras_mbv3.quantization import export_tflite, quantize_model, quantize_scope
 from keras_mbv3.quantization.int8_form import int8_form
@@ -84,6 +84,35 @@ def test_int8_form_keeps_float_outputs_and_folds_the_sixth(kind, rng):
     # Every SE gate reads a conv with bias and nothing else: its +3 went into the bias.
     gates = [layer for layer in hard if isinstance(layer, HardSigmoid)]
     assert all(isinstance(layers.get(f"{g.name}_relu6"), keras.layers.ReLU) for g in gates)
+    # The stem (3x3 stride 2 on RGB) became SpaceToDepth and a 2x2 conv on 12 channels; a preprocessing
+    # Rescaling moved after the SpaceToDepth.
+    (s2d,) = [layer for layer in folded.layers if isinstance(layer, SpaceToDepth)]
+    (stem,) = [layer for layer in folded.layers if getattr(layer, "kernel_size", None) == (2, 2)]
+    assert s2d.output.shape[-1] == 12 and stem.input.shape[-1] == 12 and stem.strides == (1, 1)
+    assert (s2d.input is folded.input) and ((stem.input is s2d.output) == ("no-preprocessing" in kind))
+
+
+@legacy_only
+@pytest.mark.parametrize("size, channels, kernel, strides, padding, rewritten", [
+    ((8, 8), 3, 3, 2, "same", True),
+    ((6, 10), 1, 3, 2, "same", True),
+    ((8, 8), 4, 3, 2, "same", True),
+    ((7, 8), 3, 3, 2, "same", False),  # odd height
+    ((8, 8), 5, 3, 2, "same", False),  # too many channels to gain
+    ((8, 8), 3, 3, 2, "valid", False),
+    ((8, 8), 3, 3, 1, "same", False),
+    ((8, 8), 3, 5, 2, "same", False),
+])  # fmt: skip
+def test_few_channel_stride_2_convs_become_space_to_depth(size, channels, kernel, strides, padding, rewritten, rng):
+    inputs = keras.Input(size + (channels,))
+    x = keras.layers.Rescaling(1 / 127.5, offset=-1)(inputs)
+    x = keras.layers.Conv2D(5, kernel, strides=strides, padding=padding, bias_initializer="random_normal")(x)
+    model = keras.Model(inputs, keras.layers.ReLU()(x))
+    folded = int8_form(model)
+    assert any(isinstance(layer, SpaceToDepth) for layer in folded.layers) == rewritten
+    x = rng.uniform(0, 255, (3,) + size + (channels,)).astype("float32")
+    expected = model.predict(x, verbose=0)
+    np.testing.assert_allclose(folded.predict(x, verbose=0), expected, atol=1e-5 * np.abs(expected).max())
 
 
 @pytest.fixture(scope="module")
@@ -116,6 +145,7 @@ def test_qat_model_has_no_lambda_and_trains(qat_small):
 def test_int8_export_is_integer_single_partition_and_agrees(qat_small, rng):
     content, qat = qat_small["int8"], qat_small["qat"]
     assert_fast_int8_graph(content)
+    assert graph_report(content)["ops"]["SPACE_TO_DEPTH"] == 1
     runner = interpreter(content)
     assert runner.get_input_details()[0]["dtype"] == np.int8
     assert runner.get_output_details()[0]["dtype"] == np.int8
