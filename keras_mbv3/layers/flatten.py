@@ -22,7 +22,7 @@ def flatten_model(model):
     if not hasattr(model, "_nodes_by_depth"):
         raise TypeError(f"Invalid `model`: received {type(model).__name__}; allowed: a functional Keras model.")
     inputs = [
-        keras.Input(shape=t.shape[1:], batch_size=t.shape[0], dtype=t.dtype, name=_input_name(t))
+        keras.Input(shape=t.shape[1:], batch_size=t.shape[0], dtype=t.dtype, name=input_layer_name(t))
         for t in model.inputs
     ]
     with _flattening():
@@ -30,7 +30,8 @@ def flatten_model(model):
     return keras.Model(inputs if len(inputs) > 1 else inputs[0], outputs, name=model.name)
 
 
-def _input_name(tensor):
+def input_layer_name(tensor):
+    """The name of the ``Input`` layer that made the model input ``tensor`` (either Keras line)."""
     history = tensor._keras_history
     layer = history.operation if IS_KERAS_3 else history.layer
     return layer.name

@@ -9,7 +9,8 @@ from keras_mbv3.backend import IS_KERAS_3, keras
 from keras_mbv3.layers import HardSwish, InvertedResidual
 from keras_mbv3.quantization import export_tflite
 from keras_mbv3.quantization.export import write_atomically
-from keras_mbv3.quantization.litert import graph_report, interpreter, predict
+from keras_mbv3.layers.flatten import input_layer_name
+from keras_mbv3.quantization.litert import _dequantize, _quantize, graph_report, interpreter, predict
 
 
 @pytest.fixture(scope="module")
@@ -67,6 +68,18 @@ def test_strip_names_keeps_graph_outputs_and_io_names(model, images, quantizatio
     io = {d["index"] for d in runners[1].get_input_details() + runners[1].get_output_details()}
     inner = [d["name"] for d in runners[1].get_tensor_details() if d["index"] not in io]
     assert inner and not any(inner)
+
+
+@pytest.mark.parametrize("quantization", ["float32", "int8"])
+def test_signature_runner_gives_the_same_outputs(model, images, quantization):
+    content = export_tflite(model, quantization=quantization, representative_dataset=images, strip_names=True)
+    runner = interpreter(content)
+    name = input_layer_name(model.inputs[0])
+    assert runner.get_signature_list() == {"serving_default": {"inputs": [name], "outputs": ["output_0"]}}
+    (detail,), (out_detail,) = runner.get_input_details(), runner.get_output_details()
+    signature = runner.get_signature_runner()
+    outputs = [_dequantize(signature(**{name: _quantize(x[None], detail)})["output_0"], out_detail)[0] for x in images[:4]]
+    np.testing.assert_array_equal(np.stack(outputs), predict(interpreter(content), images[:4]))
 
 
 def test_int8_of_float_model_needs_representative_dataset(model):

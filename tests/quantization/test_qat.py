@@ -147,6 +147,7 @@ def test_int8_export_is_integer_single_partition_and_agrees(qat_small, rng):
     assert_fast_int8_graph(content)
     assert graph_report(content)["ops"]["SPACE_TO_DEPTH"] == 1
     runner = interpreter(content)
+    assert runner.get_signature_list() == {"serving_default": {"inputs": [qat.inputs[0].name], "outputs": ["output_0"]}}
     assert runner.get_input_details()[0]["dtype"] == np.int8
     assert runner.get_output_details()[0]["dtype"] == np.int8
     x = rng.uniform(0, 255, (8, 64, 64, 3)).astype("float32")
