@@ -31,7 +31,7 @@ demo: $(STAMP)
 
 # LR-ASPP segmentation on the embedded digits-seg (about 5 minutes more).
 demo-seg: $(STAMP)
-	$(PY) -m keras_mbv3 recipe --task segmentation --data digits-seg --model small --image-size 64 --epochs 12 --qat-epochs 2 --out runs/demo-seg
+	$(PY) -m keras_mbv3 recipe --task segmentation --data digits-seg --model small --image-size 64 --epochs 24 --qat-epochs 2 --out runs/demo-seg
 
 bench: $(STAMP)
 	$(PY) benchmarks/float_parity.py
