@@ -189,7 +189,7 @@ def _moved_rescalings(nodes, consumers, stems, output_ids):
     moved = set()
     for node in nodes:
         layer = node.layer
-        if not isinstance(layer, keras.layers.Rescaling) or node.is_input:
+        if not isinstance(layer, keras.layers.Rescaling):
             continue
         (tensor,) = tf.nest.flatten(node.outputs)
         readers = consumers.get(id(tensor), [])
@@ -229,7 +229,8 @@ def _rebuild(model, nodes, unscaled, bias_gates, scales, stems, moved):
             stem = id(node) in stems
             if stem and id(_producer(node.keras_inputs[0])) not in moved:
                 x = SpaceToDepth(2, name=f"{layer.name}_space_to_depth")(x)
-            outputs = _rescaled_copy(layer, x, input_scale, shift, stem) if (input_scale != 1 or shift or stem) else layer(x)
+            changed = input_scale != 1 or shift or stem
+            outputs = _rescaled_copy(layer, x, input_scale, shift, stem) if changed else layer(x)
         elif isinstance(layer, keras.layers.Rescaling) and len(x.shape) == 4:
             if id(node) in moved:
                 x = SpaceToDepth(2, name=f"{layer.name}_space_to_depth")(x)
