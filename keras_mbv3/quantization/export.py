@@ -3,6 +3,7 @@
 import contextlib
 import io
 import os
+import socket
 import tempfile
 
 import numpy as np
@@ -148,13 +149,46 @@ def _umask():
     return mask
 
 
+def _host_prefix():
+    """Temporaries are ``.partial-HOST-PID-RANDOM-NAME``: a later write can tell which writer left one."""
+    return f".partial-{socket.gethostname()}-"
+
+
+def _running(pid):
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # another user's process
+        return True
+    return True
+
+
+def _remove_stale_temporaries(folder, name):
+    """Delete the temporaries of ``name`` in ``folder`` whose writer, on this host, no longer runs (it was killed).
+
+    Writers on other hosts (a shared folder) and running ones keep theirs.
+    """
+    prefix = _host_prefix()
+    for entry in os.listdir(folder):
+        pid, _, rest = entry[len(prefix):].partition("-")
+        if entry.startswith(prefix) and pid.isdigit() and rest.partition("-")[2] == name and not _running(int(pid)):
+            with contextlib.suppress(FileNotFoundError):  # another writer removed it first
+                os.unlink(os.path.join(folder, entry))
+
+
 def write_atomically(data, path, overwrite=False):
-    """Write ``data`` to ``path`` whole or not at all; never replace an existing file unless ``overwrite``."""
+    """Write ``data`` to ``path`` whole or not at all; never replace an existing file unless ``overwrite``.
+
+    The data goes to a temporary file beside ``path``, renamed when whole; the
+    temporaries that killed writers left for ``path`` are deleted first.
+    """
     path = os.fspath(path)
     refuse_existing(path, overwrite)
-    folder = os.path.dirname(os.path.abspath(path))
+    folder, name = os.path.split(os.path.abspath(path))
     os.makedirs(folder, exist_ok=True)
-    fd, temp = tempfile.mkstemp(dir=folder, prefix=".partial-", suffix=os.path.basename(path))
+    _remove_stale_temporaries(folder, name)
+    fd, temp = tempfile.mkstemp(dir=folder, prefix=f"{_host_prefix()}{os.getpid()}-", suffix="-" + name)
     try:
         os.chmod(temp, 0o666 & ~_umask())  # mkstemp's 0600 would hide the user's file from their group
         with os.fdopen(fd, "wb") as f:

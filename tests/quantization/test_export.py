@@ -153,3 +153,23 @@ def test_export_killed_at_any_moment_leaves_the_whole_file_or_none(tmp_path, del
         assert runner.get_output_details()[0]["shape"].tolist() == [1, 8]
     leftovers = [p.name for p in tmp_path.iterdir() if p.name != "model.tflite"]
     assert all(name.startswith(".partial-") for name in leftovers)  # never at the destination's name
+    write_atomically(b"again", str(path), overwrite=True)  # the next write clears what the killed one left
+    assert [p.name for p in tmp_path.iterdir()] == ["model.tflite"]
+
+
+def test_a_write_removes_only_temporaries_of_killed_writers_on_this_host(tmp_path):
+    import socket
+    import subprocess
+    import sys
+
+    dead = int(subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True,
+                              text=True).stdout)  # fmt: skip
+    host = socket.gethostname()
+    kept = [f".partial-{host}-{os.getpid()}-abc_12-model.tflite",  # a writer still running
+            f".partial-elsewhere.example-{dead}-abc_12-model.tflite",  # another host's writer
+            f".partial-{host}-{dead}-abc_12-other.tflite"]  # another file's  # fmt: skip
+    stale = f".partial-{host}-{dead}-abc_12-model.tflite"
+    for name in kept + [stale]:
+        (tmp_path / name).write_bytes(b"partial")
+    write_atomically(b"data", str(tmp_path / "model.tflite"))
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(kept + ["model.tflite"])
