@@ -16,8 +16,9 @@ import dataclasses
 
 from keras_mbv3 import checks
 from keras_mbv3.backend import keras
+from keras_mbv3.graph import layer_outputs
 from keras_mbv3.layers import InvertedResidual
-from keras_mbv3.layers.flatten import flatten_model, layer_outputs
+from keras_mbv3.layers.flatten import flatten_model
 
 LEVELS = ("P1", "P2", "P3", "P4", "P5")
 TAPS = ("output", "expansion")

@@ -6,8 +6,8 @@ from keras_mbv3 import checks
 from keras_mbv3.applications import mobilenet_v3, weights as weight_files
 from keras_mbv3.applications.features import feature_info
 from keras_mbv3.backend import keras
+from keras_mbv3.graph import layer_outputs
 from keras_mbv3.layers import LRASPP
-from keras_mbv3.layers.flatten import layer_outputs
 
 LOW_LEVEL, HIGH_LEVEL = "P3", "P5"
 

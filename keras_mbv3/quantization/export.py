@@ -3,38 +3,22 @@
 import contextlib
 import io
 import os
-import socket
-import tempfile
 
 import numpy as np
 import tensorflow as tf
 
 from keras_mbv3 import checks
-from keras_mbv3.layers.flatten import input_layer_name
+from keras_mbv3.files import refuse_existing, write_atomically
+from keras_mbv3.graph import input_name
+from keras_mbv3.quantization.calibration import representative_images
 
 QUANTIZATIONS = ("int8", "float16", "float32", "dynamic")
 IO_TYPES = {"int8": tf.int8, "uint8": tf.uint8, "float32": tf.float32}
-REPRESENTATIVE_SAMPLES = 200
 
 
 def is_qat_model(model):
     """Whether ``model`` was made by tfmot quantization-aware training (has quantize wrappers)."""
     return any(type(layer).__name__ in ("QuantizeWrapper", "QuantizeWrapperV2", "QuantizeLayer") for layer in model.layers)
-
-
-def representative_images(dataset, limit=REPRESENTATIVE_SAMPLES):
-    """Up to ``limit`` images ``(N, H, W, C)`` float32 from an array, a ``tf.data.Dataset`` or an iterable.
-
-    A dataset may yield images or batches, alone or as ``(images, labels)``.
-    """
-    if isinstance(dataset, tf.data.Dataset):
-        if isinstance(dataset.element_spec, tuple):
-            dataset = dataset.map(lambda *element: element[0])
-        if len(dataset.element_spec.shape) == 4:
-            dataset = dataset.unbatch()
-        dataset = dataset.take(limit).as_numpy_iterator()
-    images = dataset if isinstance(dataset, np.ndarray) else np.asarray(list(dataset))
-    return images[:limit].astype(np.float32)
 
 
 def _representative(dataset):
@@ -134,76 +118,7 @@ def convert(model, quantization="int8", representative_dataset=None, input_type=
             converter.representative_dataset = _representative(representative_dataset)
     with contextlib.redirect_stdout(io.StringIO()):  # Keras 3's export prints every captured variable
         content = converter.convert()
-    return _finish(content, [input_layer_name(t) for t in model.inputs], strip_names)
-
-
-def refuse_existing(path, overwrite):
-    """Raise ``FileExistsError`` if ``path`` exists and ``overwrite`` is false."""
-    if os.path.exists(path) and not overwrite:
-        raise FileExistsError(f"{path!r} exists; pass overwrite=True (or --overwrite) to replace it.")
-
-
-def _umask():
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask
-
-
-def _host_prefix():
-    """Temporaries are ``.partial-HOST-PID-RANDOM-NAME``: a later write can tell which writer left one."""
-    return f".partial-{socket.gethostname()}-"
-
-
-def _running(pid):
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:  # another user's process
-        return True
-    return True
-
-
-def _remove_stale_temporaries(folder, name):
-    """Delete the temporaries of ``name`` in ``folder`` whose writer, on this host, no longer runs (it was killed).
-
-    Writers on other hosts (a shared folder) and running ones keep theirs.
-    """
-    prefix = _host_prefix()
-    for entry in os.listdir(folder):
-        pid, _, rest = entry[len(prefix):].partition("-")
-        if entry.startswith(prefix) and pid.isdigit() and rest.partition("-")[2] == name and not _running(int(pid)):
-            with contextlib.suppress(FileNotFoundError):  # another writer removed it first
-                os.unlink(os.path.join(folder, entry))
-
-
-def write_atomically(data, path, overwrite=False):
-    """Write ``data`` to ``path`` whole or not at all; never replace an existing file unless ``overwrite``.
-
-    The data goes to a temporary file beside ``path``, renamed when whole; the
-    temporaries that killed writers left for ``path`` are deleted first.
-    """
-    path = os.fspath(path)
-    refuse_existing(path, overwrite)
-    folder, name = os.path.split(os.path.abspath(path))
-    os.makedirs(folder, exist_ok=True)
-    _remove_stale_temporaries(folder, name)
-    fd, temp = tempfile.mkstemp(dir=folder, prefix=f"{_host_prefix()}{os.getpid()}-", suffix="-" + name)
-    try:
-        os.chmod(temp, 0o666 & ~_umask())  # mkstemp's 0600 would hide the user's file from their group
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        if overwrite:
-            os.replace(temp, path)
-        else:
-            os.link(temp, path)  # fails if path appeared meanwhile: no silent overwrite
-            os.unlink(temp)
-    except BaseException:
-        if os.path.exists(temp):
-            os.unlink(temp)
-        raise
+    return _finish(content, [input_name(t) for t in model.inputs], strip_names)
 
 
 def export_tflite(model, path=None, *, quantization="int8", representative_dataset=None, input_type="int8",

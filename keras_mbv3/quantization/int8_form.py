@@ -31,9 +31,9 @@ copies of the rescaled convs; every other layer object is shared.
 import dataclasses
 
 import numpy as np
-import tensorflow as tf
 
 from keras_mbv3.backend import keras
+from keras_mbv3.graph import Graph
 from keras_mbv3.layers.activations import HardGate, HardSigmoid, HardSwish
 from keras_mbv3.layers.composite import part
 from keras_mbv3.layers.space_to_depth import SpaceToDepth
@@ -64,33 +64,14 @@ class _Scale:
 
 
 def int8_form(model):
-    """``model`` (flat, functional, tf_keras) with its hard activations in int8 form; same float outputs."""
-    nodes = _topological_nodes(model)
-    consumers = _consumers(nodes)
-    output_ids = {id(t) for t in tf.nest.flatten(model.outputs)}
-    unscaled = _choose_unscaled(nodes, output_ids)
-    bias_gates = _bias_gates(nodes, unscaled, consumers, output_ids)
-    scales = _scales(nodes, unscaled)
-    stems = _stems(nodes)
-    moved = _moved_rescalings(nodes, consumers, stems, output_ids)
-    return _rebuild(model, nodes, unscaled, bias_gates, scales, stems, moved)
-
-
-def _topological_nodes(model):
-    return [node for depth in sorted(model._nodes_by_depth, reverse=True) for node in model._nodes_by_depth[depth]]
-
-
-def _consumers(nodes):
-    consumers = {}
-    for node in nodes:
-        for tensor in node.keras_inputs:
-            consumers.setdefault(id(tensor), []).append(node)
-    return consumers
-
-
-def _producer(tensor):
-    history = tensor._keras_history
-    return history.layer._inbound_nodes[history.node_index]
+    """``model`` (flat, functional, either Keras line) with its hard activations in int8 form; same float outputs."""
+    g = Graph(model)
+    unscaled = _choose_unscaled(g)
+    bias_gates = _bias_gates(g, unscaled)
+    scales = _scales(g.nodes, unscaled)
+    stems = _stems(g.nodes)
+    moved = _moved_rescalings(g, stems)
+    return _rebuild(g, unscaled, bias_gates, scales, stems, moved)
 
 
 def _is_hard(node):
@@ -101,7 +82,7 @@ def _scales(nodes, unscaled):
     """``{id(output tensor): _Scale}`` when the hard activations not in ``unscaled`` drop their 1/6."""
     scales = {}
     for node in nodes:
-        inputs = [scales.get(id(t), _Scale()) for t in node.keras_inputs]
+        inputs = [scales.get(id(t), _Scale()) for t in node.inputs]
         layer = node.layer
         if _is_hard(node) and id(node) not in unscaled:
             out = _Scale(HARD_SCALE, frozenset([id(node)]))
@@ -113,49 +94,49 @@ def _scales(nodes, unscaled):
             )
         else:
             out = _Scale()
-        for tensor in tf.nest.flatten(node.outputs):
+        for tensor in node.outputs:
             scales[id(tensor)] = out
     return scales
 
 
-def _violations(nodes, scales, output_ids):
+def _violations(g, scales):
     """Hard activations whose scaled output reaches a layer that cannot absorb the scale."""
     bad = set()
-    for node in nodes:
+    for node in g.nodes:
         if isinstance(node.layer, _ABSORBERS + _LINEAR + (keras.layers.Multiply,)):
             continue
-        for tensor in node.keras_inputs:
+        for tensor in node.inputs:
             bad |= scales.get(id(tensor), _Scale()).sources
-    for tensor_id in output_ids:
-        bad |= scales.get(tensor_id, _Scale()).sources
+    for tensor in g.outputs:
+        bad |= scales.get(id(tensor), _Scale()).sources
     return bad
 
 
-def _choose_unscaled(nodes, output_ids):
+def _choose_unscaled(g):
     """ids of the hard-activation nodes that keep the exact 1/6 (their output cannot move it)."""
     unscaled = set()
     while True:
-        bad = _violations(nodes, _scales(nodes, unscaled), output_ids) - unscaled
+        bad = _violations(g, _scales(g.nodes, unscaled)) - unscaled
         if not bad:
             return unscaled
         unscaled |= bad
 
 
-def _bias_gates(nodes, unscaled, consumers, output_ids):
+def _bias_gates(g, unscaled):
     """ids of the conv nodes whose bias takes the +3 of the scaled ``HardSigmoid`` that alone reads them."""
     convs = set()
-    for node in nodes:
+    for node in g.nodes:
         if not isinstance(node.layer, HardSigmoid) or id(node) in unscaled:
             continue
-        (tensor,) = node.keras_inputs
-        producer = _producer(tensor)
+        (tensor,) = node.inputs
+        producer = g.producer(tensor)
         layer = producer.layer
         if (
             isinstance(layer, _ABSORBERS)
             and layer.use_bias
             and keras.activations.serialize(layer.activation) == "linear"
-            and len(consumers.get(id(tensor), [])) == 1
-            and id(tensor) not in output_ids
+            and len(g.consumers(tensor)) == 1
+            and not g.is_output(tensor)
         ):
             convs.add(id(producer))
     return convs
@@ -166,9 +147,9 @@ def _stems(nodes):
     stems = set()
     for node in nodes:
         layer = node.layer
-        if type(layer) is not keras.layers.Conv2D or len(node.keras_inputs) != 1:
+        if type(layer) is not keras.layers.Conv2D or len(node.inputs) != 1:
             continue
-        _, height, width, channels = node.keras_inputs[0].shape
+        _, height, width, channels = node.inputs[0].shape
         if (
             tuple(layer.kernel_size) == (3, 3)
             and tuple(layer.strides) == (2, 2)
@@ -184,64 +165,49 @@ def _stems(nodes):
     return stems
 
 
-def _moved_rescalings(nodes, consumers, stems, output_ids):
+def _moved_rescalings(g, stems):
     """ids of the scalar ``Rescaling`` nodes that only feed a stem conv: they move after its ``SpaceToDepth``."""
     moved = set()
-    for node in nodes:
+    for node in g.nodes:
         layer = node.layer
         if not isinstance(layer, keras.layers.Rescaling):
             continue
-        (tensor,) = tf.nest.flatten(node.outputs)
-        readers = consumers.get(id(tensor), [])
+        (tensor,) = node.outputs
+        readers = g.consumers(tensor)
         if (
             np.size(layer.scale) == 1
             and np.size(layer.offset) == 1
             and len(readers) == 1
             and id(readers[0]) in stems
-            and id(tensor) not in output_ids
+            and not g.is_output(tensor)
         ):
             moved.add(id(node))
     return moved
 
 
-def _rebuild(model, nodes, unscaled, bias_gates, scales, stems, moved):
-    new = {}
-    for node in nodes:
-        layer = node.layer
-        if node.is_input:
-            (tensor,) = tf.nest.flatten(node.outputs)
-            new[id(tensor)] = keras.Input(
-                shape=tensor.shape[1:], batch_size=tensor.shape[0], dtype=tensor.dtype, name=layer.name
-            )
-            continue
-        args, kwargs = tf.nest.map_structure(
-            lambda t: new[id(t)] if id(t) in new else t, (node.call_args, node.call_kwargs)
-        )
-        x = args[0]
+def _rebuild(g, unscaled, bias_gates, scales, stems, moved):
+    def call_node(node, args, kwargs):
+        layer, x = node.layer, args[0]
         if isinstance(layer, HardSwish):
-            outputs = _hard_swish(layer, x, exact=id(node) in unscaled)
-        elif isinstance(layer, HardSigmoid):
-            gated_bias = id(_producer(node.keras_inputs[0])) in bias_gates
-            outputs = _hard_sigmoid(layer, x, exact=id(node) in unscaled, gated_bias=gated_bias)
-        elif isinstance(layer, _ABSORBERS):
-            input_scale = scales.get(id(node.keras_inputs[0]), _Scale()).factor
+            return _hard_swish(layer, x, exact=id(node) in unscaled)
+        if isinstance(layer, HardSigmoid):
+            gated_bias = id(g.producer(node.inputs[0])) in bias_gates
+            return _hard_sigmoid(layer, x, exact=id(node) in unscaled, gated_bias=gated_bias)
+        if isinstance(layer, _ABSORBERS):
+            input_scale = scales.get(id(node.inputs[0]), _Scale()).factor
             shift = HARD_SCALE / 2 if id(node) in bias_gates else 0.0
             stem = id(node) in stems
-            if stem and id(_producer(node.keras_inputs[0])) not in moved:
+            if stem and id(g.producer(node.inputs[0])) not in moved:
                 x = SpaceToDepth(2, name=f"{layer.name}_space_to_depth")(x)
             changed = input_scale != 1 or shift or stem
-            outputs = _rescaled_copy(layer, x, input_scale, shift, stem) if changed else layer(x)
-        elif isinstance(layer, keras.layers.Rescaling) and len(x.shape) == 4:
+            return _rescaled_copy(layer, x, input_scale, shift, stem) if changed else layer(x)
+        if isinstance(layer, keras.layers.Rescaling) and len(x.shape) == 4:
             if id(node) in moved:
                 x = SpaceToDepth(2, name=f"{layer.name}_space_to_depth")(x)
-            outputs = _rescaling_as_depthwise(layer, x)
-        else:
-            outputs = layer(*args, **kwargs)
-        for old, tensor in zip(tf.nest.flatten(node.outputs), tf.nest.flatten(outputs)):
-            new[id(old)] = tensor
-    inputs = [new[id(t)] for t in model.inputs]
-    outputs = tf.nest.map_structure(lambda t: new[id(t)], model.outputs)
-    return keras.Model(inputs if len(inputs) > 1 else inputs[0], outputs if len(outputs) > 1 else outputs[0], name=model.name)
+            return _rescaling_as_depthwise(layer, x)
+        return layer(*args, **kwargs)
+
+    return g.rebuild(call_node)
 
 
 def _hard_swish(layer, x, exact):

@@ -10,13 +10,11 @@ registry rejects (``Multiply``, ``Rescaling``).
 
 import functools
 
-import numpy as np
-import tensorflow as tf
-
 from keras_mbv3.backend import IS_KERAS_3, LEGACY_KERAS_ENV, keras
+from keras_mbv3.graph import Graph, is_functional
 from keras_mbv3.layers import LRASPP, HardGate, HardSigmoid, HardSwish, InvertedResidual, SpaceToDepth, SqueezeExcite
-from keras_mbv3.layers.flatten import flatten_model, layer_outputs
-from keras_mbv3.quantization.export import representative_images
+from keras_mbv3.layers.flatten import flatten_model
+from keras_mbv3.quantization.calibration import CALIBRATION_SAMPLES, activation_ranges, representative_images
 from keras_mbv3.quantization.int8_form import int8_form
 
 KERAS_3_ERROR = (
@@ -122,7 +120,7 @@ def quantize_model(model, representative_dataset=None):
         TypeError: for a model that is not a functional Keras model.
     """
     tfmot = _tfmot()
-    if not isinstance(model, keras.Model) or not getattr(model, "_is_graph_network", False):
+    if not is_functional(model):
         raise TypeError(
             f"Invalid `model`: received {type(model).__name__}; allowed: a functional tf_keras model "
             "(Sequential and subclassed models cannot be flattened)."
@@ -137,22 +135,18 @@ def quantize_model(model, representative_dataset=None):
     return qat
 
 
-CALIBRATION_SAMPLES = 256
-_RANGES = ("output", "post_activation")
-
-
 def _range_variables(qat_model):
     """``{float layer name: (min variable, max variable)}`` of the moving-average activation ranges.
 
     The input ``QuantizeLayer`` is listed under the name of the model input.
     """
+    g = Graph(qat_model)
     found = {}
     for layer in qat_model.layers:
         short = {v.name.split("/")[-1].split(":")[0]: v for v in layer.non_trainable_weights}
         if type(layer).__name__ == "QuantizeLayer":
-            source = layer.inbound_nodes[0].inbound_layers
-            pair = (short.get(f"{layer.name}_min"), short.get(f"{layer.name}_max"))
-            found[source.name] = pair
+            (source,) = g.input_layers(layer)
+            found[source.name] = (short.get(f"{layer.name}_min"), short.get(f"{layer.name}_max"))
             continue
         inner = getattr(layer, "layer", None)
         for prefix in _RANGES:
@@ -161,47 +155,21 @@ def _range_variables(qat_model):
     return {name: pair for name, pair in found.items() if pair[0] is not None and pair[1] is not None and not pair[0].shape.rank}
 
 
-def calibrate_ranges(qat_model, float_model, images, batch_size=32):
-    """Set ``qat_model``'s activation ranges to ``float_model``'s layer outputs on ``images``.
+_RANGES = ("output", "post_activation")
 
-    Each range becomes the mean over batches of the batch min and max (what
-    tfmot's moving average tends to), widened to hold 0. The weight ranges are
-    set by tfmot's own quantizers in training mode (otherwise only the first
-    training step sets them, and inference before it rounds small kernels to 0).
+
+def calibrate_ranges(qat_model, float_model, images):
+    """Set the tfmot ``qat_model``'s activation ranges to ``float_model``'s (``calibration.activation_ranges``).
+
+    The weight ranges are set by tfmot's own quantizers in training mode
+    (otherwise only the first training step sets them, and inference before it
+    rounds small kernels to 0).
     """
     for layer in qat_model.layers:
         for weight, quantizer, quantizer_vars in getattr(layer, "_weight_vars", []):
             quantizer(weight, True, weights=quantizer_vars)
     variables = _range_variables(qat_model)
-    tensors = layer_outputs(float_model)
-    names = [name for name in variables if name in tensors]
-    probe = keras.Model(float_model.inputs, [tensors[name] for name in names])
-    lows, highs = [], []
-    for start in range(0, len(images), batch_size):
-        outputs = probe(images[start : start + batch_size], training=False)
-        outputs = outputs if isinstance(outputs, (list, tuple)) else [outputs]
-        lows.append([float(np.min(o)) for o in outputs])
-        highs.append([float(np.max(o)) for o in outputs])
-    gate_inputs = _gate_inputs(float_model)
-    for name, low, high in zip(names, np.mean(lows, axis=0), np.mean(highs, axis=0)):
-        floor = GATE_INPUT_RANGE if name in gate_inputs else 0.0
+    for name, (low, high) in activation_ranges(float_model, variables, images).items():
         minimum, maximum = variables[name]
-        minimum.assign(min(low, -floor))
-        maximum.assign(max(high, floor))
-
-
-# A HardGate's input range holds [-3, 3], the gate's domain: the ADD's constant 3
-# stays representable and its input/output scale ratio stays in what XNNPACK's
-# int8 ADD accepts (a near-silent channel of an untrained model otherwise gets a
-# range so narrow that XNNPACK rejects the ADD and splits the graph).
-GATE_INPUT_RANGE = 3.0
-
-
-def _gate_inputs(float_model):
-    """Names of the layers whose output feeds a ``HardGate`` of ``float_model``."""
-    names = set()
-    for layer in float_model.layers:
-        if isinstance(layer, HardGate):
-            for node in layer._inbound_nodes:
-                names.update(inbound.name for inbound in tf.nest.flatten(node.inbound_layers))
-    return names
+        minimum.assign(low)
+        maximum.assign(high)

@@ -16,7 +16,7 @@ import time
 from keras_mbv3 import __version__, checks
 from keras_mbv3.backend import keras
 from keras_mbv3.quantization import export_tflite, quantize_model, quantize_scope
-from keras_mbv3.quantization.export import write_atomically
+from keras_mbv3.files import write_atomically
 from keras_mbv3.recipes import data as data_lib
 from keras_mbv3.recipes import evaluation, report, training
 

@@ -3,7 +3,7 @@
 import json
 import os
 
-from keras_mbv3.quantization.export import write_atomically
+from keras_mbv3.files import write_atomically
 
 
 def write(report, histories, out):

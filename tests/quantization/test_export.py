@@ -8,8 +8,8 @@ import pytest
 from keras_mbv3.backend import IS_KERAS_3, keras
 from keras_mbv3.layers import HardSwish, InvertedResidual
 from keras_mbv3.quantization import export_tflite
-from keras_mbv3.quantization.export import write_atomically
-from keras_mbv3.layers.flatten import input_layer_name
+from keras_mbv3.files import write_atomically
+from keras_mbv3.graph import input_name
 from keras_mbv3.quantization.litert import _dequantize, _quantize, graph_report, interpreter, predict
 
 
@@ -74,7 +74,7 @@ def test_strip_names_keeps_graph_outputs_and_io_names(model, images, quantizatio
 def test_signature_runner_gives_the_same_outputs(model, images, quantization):
     content = export_tflite(model, quantization=quantization, representative_dataset=images, strip_names=True)
     runner = interpreter(content)
-    name = input_layer_name(model.inputs[0])
+    name = input_name(model.inputs[0])
     assert runner.get_signature_list() == {"serving_default": {"inputs": [name], "outputs": ["output_0"]}}
     (detail,), (out_detail,) = runner.get_input_details(), runner.get_output_details()
     signature = runner.get_signature_runner()

@@ -65,7 +65,6 @@ def test_flattening_keeps_float_outputs(make, rng):
     assert not kinds & {"InvertedResidual", "SqueezeExcite", "LRASPP", "TFOpLambda", "Lambda"}
 
 
-@legacy_only
 @pytest.mark.parametrize("kind", KINDS)
 def test_int8_form_keeps_float_outputs_and_folds_the_sixth(kind, rng):
     model = KINDS[kind]()
@@ -92,7 +91,6 @@ def test_int8_form_keeps_float_outputs_and_folds_the_sixth(kind, rng):
     assert (s2d.input is folded.input) and ((stem.input is s2d.output) == ("no-preprocessing" in kind))
 
 
-@legacy_only
 @pytest.mark.parametrize("size, channels, kernel, strides, padding, rewritten", [
     ((8, 8), 3, 3, 2, "same", True),
     ((6, 10), 1, 3, 2, "same", True),

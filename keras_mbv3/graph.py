@@ -1,0 +1,144 @@
+"""One reader of functional Keras graphs, the same on Keras 3 and tf_keras.
+
+Keras keeps a functional model's graph in private node attributes whose
+names differ between the lines (``node.operation`` / ``node.layer``,
+``node.arguments`` / ``node.call_args``, ``history.operation`` /
+``history.layer``). This module is the only one that reads them; everything
+else (flattening, the int8 form, feature taps, calibration) walks ``Graph``.
+"""
+
+import dataclasses
+
+import tensorflow as tf
+
+from keras_mbv3.backend import IS_KERAS_3, keras
+
+
+@dataclasses.dataclass(frozen=True, eq=False)
+class Node:
+    """One call of a layer in a functional graph.
+
+    ``args`` and ``kwargs`` are the call's arguments as given (Keras tensors in
+    their nesting); ``inputs`` the Keras tensors among them and ``outputs`` the
+    tensors it made, both flat. ``is_input`` marks an ``Input`` layer's node.
+    """
+
+    layer: object
+    args: tuple
+    kwargs: dict
+    inputs: tuple
+    outputs: tuple
+    is_input: bool
+
+
+def _node(raw):
+    if IS_KERAS_3:
+        layer, args, kwargs = raw.operation, raw.arguments.args, raw.arguments.kwargs
+    else:
+        layer, args, kwargs = raw.layer, tuple(raw.call_args), raw.call_kwargs
+    inputs = tuple(t for t in tf.nest.flatten((args, kwargs)) if is_keras_tensor(t))
+    return Node(layer, tuple(args), dict(kwargs), inputs, tuple(tf.nest.flatten(raw.outputs)), bool(raw.is_input))
+
+
+def is_keras_tensor(value):
+    """Whether ``value`` is a symbolic tensor of a functional graph (either line)."""
+    return hasattr(value, "_keras_history")
+
+
+def is_functional(model):
+    """Whether ``model`` is a functional model (``keras.Model(inputs, outputs)``) with a graph to read."""
+    if not isinstance(model, keras.Model) or not hasattr(model, "_nodes_by_depth"):
+        return False
+    if IS_KERAS_3:
+        return not isinstance(model, keras.Sequential)
+    return bool(getattr(model, "_is_graph_network", False))
+
+
+def input_name(tensor):
+    """The name of the ``Input`` layer that made the model input ``tensor``."""
+    history = tensor._keras_history
+    return (history.operation if IS_KERAS_3 else history.layer).name
+
+
+class Graph:
+    """The nodes of a functional ``model`` in topological order, with producers and consumers of each tensor.
+
+    Tensors are told apart by identity: ``producer(t)`` and ``consumers(t)``
+    take a tensor of this graph (a model input, a node's output).
+    """
+
+    def __init__(self, model):
+        if not is_functional(model):
+            raise TypeError(
+                f"Invalid `model`: received {type(model).__name__}; allowed: a functional Keras model "
+                "(keras.Model(inputs, outputs); Sequential and subclassed models have no graph to read)."
+            )
+        self.model = model
+        by_depth = model._nodes_by_depth
+        self.nodes = [_node(raw) for depth in sorted(by_depth, reverse=True) for raw in by_depth[depth]]
+        self.inputs = list(model.inputs)
+        self.outputs = tf.nest.flatten(model.outputs)
+        self._producers = {id(t): node for node in self.nodes for t in node.outputs}
+        self._consumers = {}
+        for node in self.nodes:
+            for tensor in node.inputs:
+                self._consumers.setdefault(id(tensor), []).append(node)
+
+    def producer(self, tensor):
+        """The node that made ``tensor``."""
+        return self._producers[id(tensor)]
+
+    def consumers(self, tensor):
+        """The nodes that read ``tensor`` (a node reading it twice is listed twice)."""
+        return self._consumers.get(id(tensor), [])
+
+    def is_output(self, tensor):
+        return any(tensor is t for t in self.outputs)
+
+    def layer_outputs(self):
+        """``{layer name: output tensor}`` (a list for several outputs; the last call of a shared layer)."""
+        found = {}
+        for node in self.nodes:
+            found[node.layer.name] = node.outputs[0] if len(node.outputs) == 1 else list(node.outputs)
+        return found
+
+    def output_structure(self):
+        """The model's outputs as it returns them (a tensor, a list or a dict)."""
+        model = self.model
+        return model._outputs_struct if IS_KERAS_3 else model._nested_outputs
+
+    def rebuild(self, call_node=None, name=None):
+        """A new functional model of this graph: new ``Input`` layers (same names and shapes), every node called again.
+
+        ``call_node(node, args, kwargs)``, if given, returns a node's new outputs
+        from its arguments mapped to the new tensors (default: call the node's
+        layer on them). Layers called again share their weights.
+        """
+        new = {}
+        for node in self.nodes:
+            if node.is_input:
+                (tensor,) = node.outputs
+                new[id(tensor)] = keras.Input(
+                    shape=tensor.shape[1:], batch_size=tensor.shape[0], dtype=tensor.dtype, name=node.layer.name
+                )
+                continue
+            args, kwargs = tf.nest.map_structure(lambda t: new.get(id(t), t), (node.args, node.kwargs))
+            outputs = call_node(node, args, kwargs) if call_node else node.layer(*args, **kwargs)
+            for old, tensor in zip(node.outputs, tf.nest.flatten(outputs)):
+                new[id(old)] = tensor
+        inputs = [new[id(t)] for t in self.inputs]
+        outputs = tf.nest.map_structure(lambda t: new[id(t)], self.output_structure())
+        return keras.Model(inputs if len(inputs) > 1 else inputs[0], outputs, name=name or self.model.name)
+
+    def input_layers(self, layer):
+        """The layers whose outputs feed ``layer`` in this graph (over all its calls)."""
+        found = []
+        for node in self.nodes:
+            if node.layer is layer:
+                found.extend(self.producer(t).layer for t in node.inputs)
+        return found
+
+
+def layer_outputs(model):
+    """``{layer name: output tensor}`` of every layer of a functional ``model``."""
+    return Graph(model).layer_outputs()
