@@ -45,3 +45,19 @@ def fraction(name, value, allow_none=False):
     if not 0 < value <= 1:
         fail(name, value, "a number in (0, 1]" + (" or None" if allow_none else ""))
     return float(value)
+
+
+def momentum(name, value, allow_none=False):
+    """A BatchNormalization momentum: a number in (0, 1).
+
+    0 would keep only the last batch's statistics and 1 would never update
+    them; both are mistakes rather than settings.
+    """
+    if value is None and allow_none:
+        return None
+    allowed = "a number in (0, 1) such as 0.99 or 0.999" + (" or None" if allow_none else "")
+    if not isinstance(value, numbers.Real) or isinstance(value, bool):
+        fail(name, value, allowed, TypeError)
+    if not 0 < value < 1:
+        fail(name, value, allowed)
+    return float(value)

@@ -20,15 +20,15 @@ OUTPUT_STRIDES = (8, 16, 32)
 POOLINGS = (None, "avg", "max")
 
 
-def _conv_bn_act(x, filters, strides, activation, name):
+def _conv_bn_act(x, filters, strides, activation, name, bn_momentum):
     x = keras.layers.Conv2D(filters, 1 if strides == 1 else 3, strides=strides, padding="same",
                             use_bias=False, name=name)(x)  # fmt: skip
-    x = keras.layers.BatchNormalization(epsilon=BN_EPSILON, momentum=BN_MOMENTUM, name=f"{name}_bn")(x)
+    x = keras.layers.BatchNormalization(epsilon=BN_EPSILON, momentum=bn_momentum, name=f"{name}_bn")(x)
     return activation_layer(activation, name=f"{name}_{activation}")(x)
 
 
 def _check_arguments(weights, include_top, classes, alpha, minimalistic, pooling, dropout_rate,
-                     classifier_activation, output_stride, reduced_tail):  # fmt: skip
+                     classifier_activation, output_stride, reduced_tail, bn_momentum):  # fmt: skip
     if not (weights in ("imagenet", None) or (isinstance(weights, (str, os.PathLike)) and os.path.isfile(weights))):
         checks.fail("weights", weights, "None (random initialization), 'imagenet' or the path to an existing weights file")
     if not isinstance(alpha, (int, float)) or isinstance(alpha, bool) or alpha <= 0:
@@ -39,6 +39,7 @@ def _check_arguments(weights, include_top, classes, alpha, minimalistic, pooling
     checks.one_of("minimalistic", minimalistic, (True, False))
     checks.one_of("include_top", include_top, (True, False))
     checks.one_of("reduced_tail", reduced_tail, (True, False))
+    checks.momentum("bn_momentum", bn_momentum)
     if not isinstance(dropout_rate, (int, float)) or not 0 <= dropout_rate < 1:
         checks.fail("dropout_rate", dropout_rate, "a number in [0, 1)")
     if weights == "imagenet":
@@ -86,6 +87,7 @@ def build_mobilenet_v3(
     spec, input_shape=None, alpha=1.0, minimalistic=False, include_top=True, weights="imagenet",
     input_tensor=None, classes=1000, pooling=None, dropout_rate=0.2, classifier_activation="softmax",
     include_preprocessing=True, name=None, output_stride=32, reduced_tail=False, relu_only=False,
+    bn_momentum=BN_MOMENTUM,
 ):  # fmt: skip
     """Build a MobileNetV3 from a ``specs.NetworkSpec``; see ``MobileNetV3Large`` for the arguments.
 
@@ -93,7 +95,7 @@ def build_mobilenet_v3(
     the latency lower bound that the benchmarks compare the int8 form against.
     """
     _check_arguments(weights, include_top, classes, alpha, minimalistic, pooling, dropout_rate,
-                     classifier_activation, output_stride, reduced_tail)  # fmt: skip
+                     classifier_activation, output_stride, reduced_tail, bn_momentum)  # fmt: skip
     image, inputs = _input(input_shape, input_tensor)
     if weights == "imagenet" and tuple(image.shape[1:3]) != (224, 224):
         warnings.warn("`input_shape` is undefined or not 224x224: the 224x224 ImageNet weights are loaded anyway.",
@@ -106,14 +108,14 @@ def build_mobilenet_v3(
     x = image
     if include_preprocessing:
         x = keras.layers.Rescaling(scale=1.0 / 127.5, offset=-1.0, name="rescaling")(x)
-    x = _conv_bn_act(x, specs.STEM_FILTERS, 2, activation, "conv")
+    x = _conv_bn_act(x, specs.STEM_FILTERS, 2, activation, "conv", bn_momentum)
     for block in specs.scaled_blocks(network, alpha, output_stride):
         x = InvertedResidual(
             block.filters, kernel_size=block.kernel, strides=block.strides, expanded_filters=block.expanded,
             se_ratio=0.25 if block.se else None, activation=block.activation, dilation_rate=block.dilation,
-            name=block.name,
+            bn_momentum=bn_momentum, name=block.name,
         )(x)  # fmt: skip
-    x = _conv_bn_act(x, make_divisible(x.shape[-1] * 6), 1, activation, "conv_1")
+    x = _conv_bn_act(x, make_divisible(x.shape[-1] * 6), 1, activation, "conv_1", bn_momentum)
     if include_top:
         last_point = network.last_point_filters
         if alpha > 1.0:
@@ -167,6 +169,10 @@ Args:
     output_stride: 32, 16 or 8: the last stages dilate instead of striding (ours).
     reduced_tail: halve the channels of the last stage, as the paper does for
         detection and segmentation (ours).
+    bn_momentum: momentum of every BatchNormalization, in (0, 1); 0.999 as
+        keras.applications. Lower (e.g. 0.9) for short trainings, whose moving
+        statistics would not converge otherwise. Stored in the layers' configs,
+        so a saved and reloaded model keeps it (ours).
 
 Returns:
     A functional ``keras.Model``: ``(batch, classes)`` with the top, else
@@ -178,10 +184,12 @@ def MobileNetV3Large(
     input_shape=None, alpha=1.0, minimalistic=False, include_top=True, weights="imagenet",
     input_tensor=None, classes=1000, pooling=None, dropout_rate=0.2, classifier_activation="softmax",
     include_preprocessing=True, name="MobileNetV3Large", *, output_stride=32, reduced_tail=False,
+    bn_momentum=BN_MOMENTUM,
 ):  # fmt: skip
     return build_mobilenet_v3(
         specs.LARGE, input_shape, alpha, minimalistic, include_top, weights, input_tensor, classes, pooling,
         dropout_rate, classifier_activation, include_preprocessing, name, output_stride, reduced_tail,
+        bn_momentum=bn_momentum,
     )  # fmt: skip
 
 
@@ -189,10 +197,12 @@ def MobileNetV3Small(
     input_shape=None, alpha=1.0, minimalistic=False, include_top=True, weights="imagenet",
     input_tensor=None, classes=1000, pooling=None, dropout_rate=0.2, classifier_activation="softmax",
     include_preprocessing=True, name="MobileNetV3Small", *, output_stride=32, reduced_tail=False,
+    bn_momentum=BN_MOMENTUM,
 ):  # fmt: skip
     return build_mobilenet_v3(
         specs.SMALL, input_shape, alpha, minimalistic, include_top, weights, input_tensor, classes, pooling,
         dropout_rate, classifier_activation, include_preprocessing, name, output_stride, reduced_tail,
+        bn_momentum=bn_momentum,
     )  # fmt: skip
 
 

@@ -13,10 +13,13 @@ LOW_LEVEL, HIGH_LEVEL = "P3", "P5"
 
 
 def _lraspp_model(backbone_fn, name, num_classes, input_shape, alpha, minimalistic, weights,
-                  backbone_weights, output_stride, reduced_tail, include_preprocessing, upsample):  # fmt: skip
+                  backbone_weights, output_stride, reduced_tail, include_preprocessing, upsample,
+                  bn_momentum):  # fmt: skip
     checks.positive_int("num_classes", num_classes)
     checks.one_of("output_stride", output_stride, (8, 16))
     checks.one_of("upsample", upsample, (True, False))
+    checks.momentum("bn_momentum", bn_momentum, allow_none=True)
+    momentum = {} if bn_momentum is None else {"bn_momentum": bn_momentum}
     if weights is not None and not (isinstance(weights, (str, os.PathLike)) and os.path.isfile(weights)):
         checks.fail("weights", weights, "None or the path of an existing weights file of this model")
     if input_shape is not None:
@@ -26,12 +29,12 @@ def _lraspp_model(backbone_fn, name, num_classes, input_shape, alpha, minimalist
     backbone = backbone_fn(
         input_shape=input_shape, alpha=alpha, minimalistic=minimalistic, include_top=False,
         weights=backbone_weights, include_preprocessing=include_preprocessing,
-        output_stride=output_stride, reduced_tail=reduced_tail,
+        output_stride=output_stride, reduced_tail=reduced_tail, **momentum,
     )  # fmt: skip
     taps = {i.level: i.layer for i in feature_info(backbone)}
     tensors = layer_outputs(backbone)
     low, high = tensors[taps[LOW_LEVEL]], tensors[taps[HIGH_LEVEL]]
-    logits = LRASPP(num_classes, name="lraspp")([low, high])
+    logits = LRASPP(num_classes, name="lraspp", **momentum)([low, high])
     if upsample:
         logits = keras.layers.UpSampling2D(8, interpolation="bilinear", name="upsample")(logits)
     model = keras.Model(backbone.inputs, logits, name=name)
@@ -57,6 +60,11 @@ Args:
     backbone_weights: None, ``"imagenet"`` (the classification weights) or a path.
     output_stride: 16 (the paper's) or 8.
     upsample: upsample the logits 8x to the input size.
+    bn_momentum: None (the default) keeps each part's own BatchNormalization
+        momentum, 0.999 in the backbone (as keras.applications) and 0.99 in the
+        ``LRASPP`` head; a number in (0, 1) sets every BatchNormalization of the
+        model to it (e.g. 0.9 for a short training). Stored in the layers'
+        configs, so a saved and reloaded model keeps it.
 
 Returns:
     A functional model: ``(batch, H, W, num_classes)``, or ``(batch, H/8, W/8,
@@ -66,18 +74,18 @@ Returns:
 
 def LRASPPMobileNetV3Large(num_classes, input_shape=None, alpha=1.0, minimalistic=False, weights=None,
                            backbone_weights=None, output_stride=16, reduced_tail=False,
-                           include_preprocessing=True, upsample=True):  # fmt: skip
+                           include_preprocessing=True, upsample=True, *, bn_momentum=None):  # fmt: skip
     return _lraspp_model(mobilenet_v3.MobileNetV3Large, "LRASPPMobileNetV3Large", num_classes, input_shape,
                          alpha, minimalistic, weights, backbone_weights, output_stride, reduced_tail,
-                         include_preprocessing, upsample)  # fmt: skip
+                         include_preprocessing, upsample, bn_momentum)  # fmt: skip
 
 
 def LRASPPMobileNetV3Small(num_classes, input_shape=None, alpha=1.0, minimalistic=False, weights=None,
                            backbone_weights=None, output_stride=16, reduced_tail=False,
-                           include_preprocessing=True, upsample=True):  # fmt: skip
+                           include_preprocessing=True, upsample=True, *, bn_momentum=None):  # fmt: skip
     return _lraspp_model(mobilenet_v3.MobileNetV3Small, "LRASPPMobileNetV3Small", num_classes, input_shape,
                          alpha, minimalistic, weights, backbone_weights, output_stride, reduced_tail,
-                         include_preprocessing, upsample)  # fmt: skip
+                         include_preprocessing, upsample, bn_momentum)  # fmt: skip
 
 
 LRASPPMobileNetV3Large.__doc__ = SEGMENTATION_DOC.format(size="Large")

@@ -38,8 +38,8 @@ class InvertedResidual(CompositeLayer):
     ``kernel_size`` depthwise conv + BN + activation, ``SqueezeExcite`` on the
     expanded features when ``se_ratio`` is set, 1x1 project conv + BN, and an
     ``Add`` with the input when ``strides == 1`` and the channel count is kept.
-    Convs have no bias; BN uses epsilon 1e-3 and momentum 0.999 like
-    keras.applications. A stride-2 depthwise conv is preceded by explicit zero
+    Convs have no bias; BN uses epsilon 1e-3 and, by default, momentum 0.999
+    like keras.applications. A stride-2 depthwise conv is preceded by explicit zero
     padding (``correct_pad``) and uses "valid", so weights converted from
     keras.applications give the same outputs.
 
@@ -58,6 +58,9 @@ class InvertedResidual(CompositeLayer):
         se_ratio: None for no squeeze-excite, else the squeeze ratio in (0, 1].
         activation: ``"relu"`` or ``"hard_swish"``.
         dilation_rate: depthwise dilation, with ``strides=1`` only.
+        bn_momentum: momentum of the three BatchNormalizations, in (0, 1). An
+            argument (kept in ``get_config``) rather than an attribute to set on
+            the sub-layers afterwards, so that a reloaded model keeps it.
 
     Input shape: ``(batch, height, width, in_channels)``.
     Output shape: ``(batch, ceil(height / strides), ceil(width / strides), filters)``.
@@ -72,6 +75,7 @@ class InvertedResidual(CompositeLayer):
         se_ratio=None,
         activation="relu",
         dilation_rate=1,
+        bn_momentum=BN_MOMENTUM,
         **kwargs,
     ):
         super().__init__(**kwargs)
@@ -86,10 +90,11 @@ class InvertedResidual(CompositeLayer):
         self.dilation_rate = checks.positive_int("dilation_rate", dilation_rate)
         if self.dilation_rate > 1 and self.strides != 1:
             checks.fail("dilation_rate", dilation_rate, "1 when strides=2 (dilate with strides=1)")
+        self.bn_momentum = checks.momentum("bn_momentum", bn_momentum)
 
     def _bn(self, suffix):
         return keras.layers.BatchNormalization(
-            epsilon=BN_EPSILON, momentum=BN_MOMENTUM, **self._part(suffix)
+            epsilon=BN_EPSILON, momentum=self.bn_momentum, **self._part(suffix)
         )
 
     def build(self, input_shape):
@@ -164,5 +169,6 @@ class InvertedResidual(CompositeLayer):
             se_ratio=self.se_ratio,
             activation=self.activation,
             dilation_rate=self.dilation_rate,
+            bn_momentum=self.bn_momentum,
         )
         return config

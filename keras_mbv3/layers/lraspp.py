@@ -46,16 +46,19 @@ class LRASPP(CompositeLayer):
     Args:
         num_classes: number of output classes.
         filters: channels of the high-level branch (128 in the paper).
+        bn_momentum: momentum of the BatchNormalization, in (0, 1). An argument
+            (kept in ``get_config``) so that a reloaded model keeps it.
 
     Input shape: a list ``[low_level, high_level]`` of
         ``(batch, H, W, C_low)`` and ``(batch, H / f, W / f, C_high)`` for an integer f.
     Output shape: ``(batch, H, W, num_classes)``: logits, no softmax.
     """
 
-    def __init__(self, num_classes, filters=128, **kwargs):
+    def __init__(self, num_classes, filters=128, bn_momentum=BN_MOMENTUM, **kwargs):
         super().__init__(**kwargs)
         self.num_classes = checks.positive_int("num_classes", num_classes)
         self.filters = checks.positive_int("filters", filters)
+        self.bn_momentum = checks.momentum("bn_momentum", bn_momentum)
 
     def build(self, input_shape):
         if not _is_shape_pair(input_shape):
@@ -64,7 +67,9 @@ class LRASPP(CompositeLayer):
         factor = _upsample_factor(low_shape, high_shape)
         layers = keras.layers
         self.cbr_conv = layers.Conv2D(self.filters, 1, use_bias=False, **self._part("cbr_conv"))
-        self.cbr_bn = layers.BatchNormalization(epsilon=BN_EPSILON, momentum=BN_MOMENTUM, **self._part("cbr_bn"))
+        self.cbr_bn = layers.BatchNormalization(
+            epsilon=BN_EPSILON, momentum=self.bn_momentum, **self._part("cbr_bn")
+        )
         self.cbr_relu = layers.ReLU(**self._part("cbr_relu"))
         self.scale_pool = layers.GlobalAveragePooling2D(keepdims=True, **self._part("scale_pool"))
         self.scale_conv = layers.Conv2D(self.filters, 1, use_bias=False, **self._part("scale_conv"))
@@ -96,5 +101,5 @@ class LRASPP(CompositeLayer):
 
     def get_config(self):
         config = super().get_config()
-        config.update(num_classes=self.num_classes, filters=self.filters)
+        config.update(num_classes=self.num_classes, filters=self.filters, bn_momentum=self.bn_momentum)
         return config

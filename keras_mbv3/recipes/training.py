@@ -22,7 +22,6 @@ from keras_mbv3.applications import (
     MobileNetV3Small,
 )
 from keras_mbv3.backend import keras
-from keras_mbv3.layers.composite import sublayers
 
 MODELS = {
     "small": (MobileNetV3Small, LRASPPMobileNetV3Small, False),
@@ -67,26 +66,27 @@ def build_model(name, alpha, image_size, classes, steps, task="classification", 
 
     keras.applications' BN momentum 0.999 averages over ~1000 steps: on a small
     data set the moving statistics never converge and validation sits at chance.
+    The momentum goes through the constructors (``bn_momentum``), so that the
+    saved ``float.keras`` reloads with it in every BatchNormalization.
     ``weights`` (``"imagenet"`` or a weights file of the backbone without top)
     initializes the backbone.
     """
     checks.one_of("--model", name, tuple(MODELS))
     classifier, segmenter, minimalistic = MODELS[name]
     shape = (image_size, image_size, 3)
+    momentum = float(np.clip(1.0 - 10.0 / max(steps, 1), 0.9, 0.999))
     if task == "segmentation":
-        model = segmenter(classes, input_shape=shape, alpha=alpha, minimalistic=minimalistic, backbone_weights=weights)
+        model = segmenter(classes, input_shape=shape, alpha=alpha, minimalistic=minimalistic, backbone_weights=weights,
+                          bn_momentum=momentum)  # fmt: skip
     else:
-        model = classifier(input_shape=shape, alpha=alpha, minimalistic=minimalistic, weights=None, classes=classes)
+        model = classifier(input_shape=shape, alpha=alpha, minimalistic=minimalistic, weights=None, classes=classes,
+                           bn_momentum=momentum)  # fmt: skip
         if weights is not None:
             backbone = classifier(input_shape=shape, alpha=alpha, minimalistic=minimalistic, weights=weights,
                                   include_top=False)  # fmt: skip
             for layer in backbone.layers:
                 if layer.weights:
                     model.get_layer(layer.name).set_weights(layer.get_weights())
-    momentum = float(np.clip(1.0 - 10.0 / max(steps, 1), 0.9, 0.999))
-    for layer in sublayers(model):
-        if isinstance(layer, keras.layers.BatchNormalization):
-            layer.momentum = momentum
     return model
 
 

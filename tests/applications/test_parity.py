@@ -115,6 +115,8 @@ BAD = [
     (dict(classes=0), "classes", 0),
     (dict(dropout_rate=1.0), "dropout_rate", 1.0),
     (dict(minimalistic="yes"), "minimalistic", "yes"),
+    (dict(bn_momentum=1.5), "bn_momentum", 1.5),
+    (dict(bn_momentum="high"), "bn_momentum", "high"),
 ]
 
 

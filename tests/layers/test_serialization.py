@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 
 from conftest import NO_XLA, randomize_batchnorm
+from keras_mbv3.applications import LRASPPMobileNetV3Small, MobileNetV3Small
 from keras_mbv3.backend import IS_KERAS_3, keras
 from keras_mbv3.layers.composite import sublayers
 from keras_mbv3.layers import LRASPP, HardSigmoid, HardSwish, InvertedResidual, SpaceToDepth, SqueezeExcite
@@ -16,9 +17,9 @@ LAYERS = [
     HardSwish(name="hw"),
     SqueezeExcite(se_ratio=0.5, divisor=4, activation="hard_swish", gate="sigmoid", name="se"),
     InvertedResidual(40, kernel_size=5, strides=2, expanded_filters=72, se_ratio=0.25,
-                     activation="hard_swish", name="bneck"),
+                     activation="hard_swish", bn_momentum=0.9, name="bneck"),
     InvertedResidual(16, dilation_rate=2, name="dilated"),
-    LRASPP(num_classes=7, filters=32, name="lraspp"),
+    LRASPP(num_classes=7, filters=32, bn_momentum=0.95, name="lraspp"),
     SpaceToDepth(block_size=4, name="s2d"),
 ]  # fmt: skip
 
@@ -100,6 +101,43 @@ def test_names_are_stable_across_round_trips(tmp_path):
     twice = keras.models.load_model(str(tmp_path / "m2.keras"))
     for again in (once, twice):
         assert sorted(layer.name for layer in sublayers(again)) == names
+
+
+def batchnorm_momenta(model):
+    return {layer.name: layer.momentum for layer in sublayers(model) if isinstance(layer, keras.layers.BatchNormalization)}
+
+
+def momentum_user_model():
+    image = keras.Input((32, 32, 3))
+    low = InvertedResidual(16, strides=2, expanded_filters=32, se_ratio=0.25, bn_momentum=0.9, name="block0")(image)
+    high = InvertedResidual(24, strides=2, expanded_filters=48, bn_momentum=0.9, name="block1")(low)
+    return keras.Model(image, LRASPP(3, filters=8, bn_momentum=0.9, name="head")([low, high]))
+
+
+MOMENTUM_MODELS = {
+    "MobileNetV3Small": lambda: MobileNetV3Small(weights=None, input_shape=(32, 32, 3), bn_momentum=0.9),
+    "LRASPPMobileNetV3Small": lambda: LRASPPMobileNetV3Small(3, input_shape=(32, 32, 3), bn_momentum=0.9),
+    "user model": momentum_user_model,
+}
+
+
+@pytest.mark.parametrize("make", MOMENTUM_MODELS.values(), ids=MOMENTUM_MODELS.keys())
+def test_bn_momentum_survives_save_and_load(make, tmp_path):
+    """Issue 11: the momentum is a constructor argument, so a reloaded model has it in every BN (stem and blocks)."""
+    model = make()
+    model.save(str(tmp_path / "m.keras"))
+    momenta = batchnorm_momenta(keras.models.load_model(str(tmp_path / "m.keras")))
+    assert momenta.keys() == batchnorm_momenta(model).keys()
+    assert momenta and all(m == pytest.approx(0.9) for m in momenta.values()), momenta
+
+
+def test_lraspp_model_keeps_each_parts_momentum_by_default(tmp_path):
+    model = LRASPPMobileNetV3Small(3, input_shape=(32, 32, 3))
+    model.save(str(tmp_path / "m.keras"))
+    momenta = batchnorm_momenta(keras.models.load_model(str(tmp_path / "m.keras")))
+    assert momenta.pop("lraspp_cbr_bn") == pytest.approx(0.99)
+    assert {"conv_bn", "expanded_conv_depthwise_bn", "conv_1_bn"} <= momenta.keys()
+    assert all(m == pytest.approx(0.999) for m in momenta.values()), momenta
 
 
 def test_mixed_precision(mixed_precision, rng):

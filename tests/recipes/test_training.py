@@ -36,3 +36,14 @@ def test_batchnorm_momentum_follows_the_number_of_steps(steps, momentum):
     model = training.build_model("small", 1.0, 32, 10, steps=steps)
     batchnorms = [layer for layer in sublayers(model) if isinstance(layer, keras.layers.BatchNormalization)]
     assert batchnorms and all(layer.momentum == pytest.approx(momentum) for layer in batchnorms)
+
+
+@pytest.mark.parametrize("task", ["classification", "segmentation"])
+def test_batchnorm_momentum_survives_float_keras(task, tmp_path):
+    """Issue 11: ``float.keras`` reloads with the budget's momentum in every BN, the stem's and the blocks'."""
+    model = training.build_model("small", 1.0, 32, 10, steps=100, task=task)
+    model.save(str(tmp_path / "float.keras"))
+    loaded = keras.models.load_model(str(tmp_path / "float.keras"))
+    batchnorms = [layer for layer in sublayers(loaded) if isinstance(layer, keras.layers.BatchNormalization)]
+    assert {"conv_bn", "expanded_conv_project_bn"} <= {layer.name for layer in batchnorms}
+    assert all(layer.momentum == pytest.approx(0.9) for layer in batchnorms)
