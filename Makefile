@@ -1,10 +1,15 @@
-# Two entry points: `make test` and `make demo`. Both create .venv at the repo
-# root and install the package from constraints.txt, so every machine gets the
-# versions CI got.
+# Two entry points: `make test` and `make demo`. They create .venv at the repo
+# root (Keras 3, the default line) and, for the tests of the tf_keras line,
+# .venv-tfmot (tf_keras and tfmot, whose pins cannot share an environment with
+# current packages), each from its own constraints file, so that every machine
+# gets the versions CI got.
 PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
+VENV_TFMOT := .venv-tfmot
+PY_TFMOT := $(VENV_TFMOT)/bin/python
+STAMP_TFMOT := $(VENV_TFMOT)/.installed
 export TF_CPP_MIN_LOG_LEVEL ?= 2
 
 .PHONY: test test-keras3 test-legacy demo demo-seg bench clean
@@ -15,16 +20,22 @@ $(STAMP): setup.cfg pyproject.toml constraints.txt
 	PIP_CONSTRAINT=$(CURDIR)/constraints.txt $(PY) -m pip install -q -e '.[test]'
 	touch $(STAMP)
 
+$(STAMP_TFMOT): setup.cfg pyproject.toml constraints-tfmot.txt
+	$(PYTHON) -m venv $(VENV_TFMOT)
+	$(PY_TFMOT) -m pip install -q -c constraints-tfmot.txt pip setuptools
+	PIP_CONSTRAINT=$(CURDIR)/constraints-tfmot.txt $(PY_TFMOT) -m pip install -q -e '.[test,tfmot]'
+	touch $(STAMP_TFMOT)
+
 # The two Keras lines run side by side (one per core); each prints its own
 # pytest summary when it is done.
-test: $(STAMP)
+test: $(STAMP) $(STAMP_TFMOT)
 	$(MAKE) -j2 --output-sync=target test-keras3 test-legacy
 
 test-keras3: $(STAMP)
 	TF_USE_LEGACY_KERAS=0 $(PY) -m pytest -q -p no:cacheprovider tests
 
-test-legacy: $(STAMP)
-	TF_USE_LEGACY_KERAS=1 $(PY) -m pytest -q -p no:cacheprovider tests
+test-legacy: $(STAMP_TFMOT)
+	TF_USE_LEGACY_KERAS=1 $(PY_TFMOT) -m pytest -q -p no:cacheprovider tests
 
 demo: $(STAMP)
 	$(PY) -m keras_mbv3 recipe --data digits --model small --out runs/demo
@@ -37,4 +48,4 @@ bench: $(STAMP)
 	$(PY) benchmarks/float_parity.py
 
 clean:
-	rm -rf $(VENV) build *.egg-info
+	rm -rf $(VENV) $(VENV_TFMOT) build *.egg-info

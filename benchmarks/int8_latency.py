@@ -3,25 +3,27 @@
 For Small and Large at 224x224, in one process, one thread, interleaved rounds,
 medians: our QAT int8, our float, keras.applications post-training int8 and
 float, and our network with every hard-swish replaced by ReLU in QAT int8 (the
-lower bound at equal MAdds). Prints times, XNNPACK partitions and ratios and
-writes ``benchmarks/results/int8_latency.md``. Needs ``TF_USE_LEGACY_KERAS=1``
-(set here before TensorFlow loads).
+lower bound at equal MAdds). On Keras 3 it also times the tfmot engine's
+export of the same network, made by a worker on tf_keras (``--tfmot-python``),
+so that both QAT engines are measured side by side. Prints times, XNNPACK
+partitions and ratios and writes ``benchmarks/results/int8_latency.md``.
 
 Targets (issue 4): ours int8 / ours float <= 0.55; ours int8 <= 0.2x (Small) and
 0.3x (Large) keras.applications int8; within 10% of the ReLU network.
+Issue 11: the Keras 3 engine's int8 / tfmot's in 0.97-1.03.
 
-    python benchmarks/int8_latency.py [--rounds 15] [--models small,large]
+    python benchmarks/int8_latency.py [--rounds 15] [--models small,large] [--tfmot-python .venv-tfmot/bin/python]
 """
 
 import argparse
 import os
-
-os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
+import subprocess
+import tempfile
 
 import numpy as np  # noqa: E402
 from common import markdown_table, single_thread, write_result  # noqa: E402
 
-from keras_mbv3 import keras  # noqa: E402
+from keras_mbv3 import IS_KERAS_3, keras  # noqa: E402
 from keras_mbv3.applications import specs  # noqa: E402
 from keras_mbv3.applications.mobilenet_v3 import build_mobilenet_v3  # noqa: E402
 from keras_mbv3.quantization import export_tflite, quantize_model  # noqa: E402
@@ -29,33 +31,64 @@ from keras_mbv3.quantization.litert import graph_report, interleaved_latency_ms 
 
 NETWORKS = {"small": (specs.SMALL, keras.applications.MobileNetV3Small),
             "large": (specs.LARGE, keras.applications.MobileNetV3Large)}  # fmt: skip
+HERE = os.path.dirname(os.path.abspath(__file__))
+TFMOT = "ours int8 (QAT, tfmot engine)"
 
 
-def variants(size, calibration):
+def calibration_images():
+    return np.random.default_rng(0).uniform(0, 255, (16, 224, 224, 3)).astype("float32")
+
+
+def qat_export(spec, calibration, relu_only=False):
+    model = build_mobilenet_v3(spec, input_shape=(224, 224, 3), weights=None, relu_only=relu_only)
+    return export_tflite(quantize_model(model, representative_dataset=calibration), quantization="int8")
+
+
+def tfmot_export(size, python):
+    """The tfmot engine's int8 export of the network, made by a worker process on tf_keras."""
+    with tempfile.TemporaryDirectory() as folder:
+        path = os.path.join(folder, "tfmot.tflite")
+        env = {**os.environ, "TF_USE_LEGACY_KERAS": "1", "TF_CPP_MIN_LOG_LEVEL": "3"}
+        subprocess.run([python, os.path.abspath(__file__), "--export-worker", size, path], env=env, check=True,
+                       capture_output=True)  # fmt: skip
+        return open(path, "rb").read()
+
+
+def variants(size, calibration, tfmot_python):
     spec, reference_fn = NETWORKS[size]
     ours = build_mobilenet_v3(spec, input_shape=(224, 224, 3), weights=None)
-    relu = build_mobilenet_v3(spec, input_shape=(224, 224, 3), weights=None, relu_only=True)
     reference = reference_fn(input_shape=(224, 224, 3), weights=None)
-    return {
-        "ours int8 (QAT)": export_tflite(quantize_model(ours), quantization="int8"),
+    found = {
+        "ours int8 (QAT)": qat_export(spec, calibration),
         "ours float": export_tflite(ours, quantization="float32"),
+        # keras.applications' hard-swish has no int8 form: XNNPACK leaves its HARD_SWISH ops out
         "keras.applications int8 (PTQ)": export_tflite(reference, quantization="int8",
-                                                       representative_dataset=calibration),  # fmt: skip
+                                                       representative_dataset=calibration, check_graph="warn"),  # fmt: skip
         "keras.applications float": export_tflite(reference, quantization="float32"),
-        "ReLU-only int8 (QAT)": export_tflite(quantize_model(relu), quantization="int8"),
+        "ReLU-only int8 (QAT)": qat_export(spec, calibration, relu_only=True),
     }
+    if IS_KERAS_3 and os.path.exists(tfmot_python):
+        found[TFMOT] = tfmot_export(size, tfmot_python)
+    return found
 
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--rounds", type=int, default=15)
     parser.add_argument("--models", default="small,large")
+    parser.add_argument("--tfmot-python", default=os.path.join(HERE, "..", ".venv-tfmot", "bin", "python"))
+    parser.add_argument("--export-worker", nargs=2, metavar=("MODEL", "PATH"), help=argparse.SUPPRESS)
     args = parser.parse_args()
+    if args.export_worker:
+        size, path = args.export_worker
+        with open(path, "wb") as f:
+            f.write(qat_export(NETWORKS[size][0], calibration_images()))
+        return
     single_thread()
-    calibration = np.random.default_rng(0).uniform(0, 255, (16, 224, 224, 3)).astype("float32")
+    calibration = calibration_images()
     rows, ratios = [], []
     for size in args.models.split(","):
-        models = variants(size, calibration)
+        models = variants(size, calibration, args.tfmot_python)
         latency = interleaved_latency_ms(models, rounds=args.rounds)
         for name, content in models.items():
             report = graph_report(content)
@@ -65,13 +98,16 @@ def main():
         ratios.append([
             size, f"{ours / latency['ours float']:.2f}", f"{ours / latency['keras.applications int8 (PTQ)']:.2f}",
             f"{ours / latency['ReLU-only int8 (QAT)']:.2f}", f"{latency['ours float'] / latency['keras.applications float']:.2f}",
+            f"{ours / latency[TFMOT]:.2f}" if TFMOT in latency else "-",
         ])  # fmt: skip
-        print(rows[-5:], ratios[-1], flush=True)
+        print(rows[-len(models):], ratios[-1], flush=True)
     body = markdown_table(["model", "variant", "median ms", "XNNPACK partitions", "undelegated ops"], rows)
     body += "\n\n" + markdown_table(
-        ["model", "ours int8 / ours float", "ours int8 / keras int8", "ours int8 / ReLU int8", "ours float / keras float"],
+        ["model", "ours int8 / ours float", "ours int8 / keras int8", "ours int8 / ReLU int8", "ours float / keras float",
+         "ours int8 / tfmot engine's int8"],
         ratios,
-    )
+    )  # fmt: skip
+    body += f"\n\nQAT engine of 'ours int8 (QAT)': {'ours (Keras 3)' if IS_KERAS_3 else 'tfmot (tf_keras)'}."
     print(body)
     print("written to", write_result("int8_latency.md", "int8 latency, 224x224, LiteRT, 1 thread", body))
 

@@ -107,26 +107,30 @@ class Graph:
         model = self.model
         return model._outputs_struct if IS_KERAS_3 else model._nested_outputs
 
-    def rebuild(self, call_node=None, name=None):
+    def rebuild(self, call_node=None, on_input=None, name=None):
         """A new functional model of this graph: new ``Input`` layers (same names and shapes), every node called again.
 
         ``call_node(node, args, kwargs)``, if given, returns a node's new outputs
         from its arguments mapped to the new tensors (default: call the node's
-        layer on them). Layers called again share their weights.
+        layer on them); ``on_input(node, tensor)``, if given, what the new input
+        ``tensor`` of an ``Input`` node becomes for the nodes that read it.
+        Layers called again share their weights.
         """
-        new = {}
+        new, new_inputs = {}, {}
         for node in self.nodes:
             if node.is_input:
                 (tensor,) = node.outputs
-                new[id(tensor)] = keras.Input(
+                new_input = keras.Input(
                     shape=tensor.shape[1:], batch_size=tensor.shape[0], dtype=tensor.dtype, name=node.layer.name
                 )
+                new_inputs[id(tensor)] = new_input
+                new[id(tensor)] = on_input(node, new_input) if on_input else new_input
                 continue
             args, kwargs = tf.nest.map_structure(lambda t: new.get(id(t), t), (node.args, node.kwargs))
             outputs = call_node(node, args, kwargs) if call_node else node.layer(*args, **kwargs)
             for old, tensor in zip(node.outputs, tf.nest.flatten(outputs)):
                 new[id(old)] = tensor
-        inputs = [new[id(t)] for t in self.inputs]
+        inputs = [new_inputs[id(t)] for t in self.inputs]
         outputs = tf.nest.map_structure(lambda t: new[id(t)], self.output_structure())
         return keras.Model(inputs if len(inputs) > 1 else inputs[0], outputs, name=name or self.model.name)
 

@@ -4,6 +4,8 @@ The layers' and applications' own argument tables live in tests/layers/test_beha
 and tests/applications/test_parity.py; this table covers the rest of the API.
 """
 
+import sys
+
 import numpy as np
 import pytest
 
@@ -80,10 +82,11 @@ def test_bad_call_names_argument_value_and_what_is_allowed(call, error, argument
         assert f"{argument}={value!r}" in message, message
 
 
-def test_quantize_model_under_keras_3_says_how_to_switch():
-    if not IS_KERAS_3:
-        pytest.skip("the Keras 3 line only")
-    with pytest.raises(RuntimeError, match="TF_USE_LEGACY_KERAS=1"):
+def test_quantize_model_on_tf_keras_without_tfmot_says_what_to_install(monkeypatch):
+    if IS_KERAS_3:
+        pytest.skip("Keras 3's engine needs no tfmot")
+    monkeypatch.setitem(sys.modules, "tensorflow_model_optimization", None)  # as if not installed
+    with pytest.raises(ImportError, match=r"keras-mbv3\[tfmot\]"):
         quantize_model(tiny())
 
 

@@ -13,14 +13,11 @@ import pytest
 from keras_mbv3.backend import IS_KERAS_3
 from keras_mbv3.recipes.cli import COMMANDS, main
 
-# The CLI runs on tf_keras whatever the line of the test process: each long
-# test runs once, on the line that has time for it.
-once = pytest.mark.skipif(not IS_KERAS_3, reason="CLI subprocesses behave alike on both lines; run once")
-once_legacy = pytest.mark.skipif(IS_KERAS_3, reason="CLI subprocesses behave alike on both lines; run once")
-
-
-# A user who has not chosen a Keras line: the CLI picks tf_keras (QAT needs it).
-USER_ENV = {k: v for k, v in os.environ.items() if k != "TF_USE_LEGACY_KERAS"}
+# The CLI runs on the Keras line of the test process (Keras 3 unless TF_USE_LEGACY_KERAS=1).
+# The long runs are on Keras 3, the default; tf_keras runs one short recipe.
+keras_3_only = pytest.mark.skipif(not IS_KERAS_3, reason="long CLI runs: on the default Keras line")
+legacy_only = pytest.mark.skipif(IS_KERAS_3, reason="the tf_keras line's own recipe run")
+USER_ENV = dict(os.environ)
 
 
 def run_cli(*args, timeout=600):
@@ -109,21 +106,27 @@ def epochs_logged(path):
     return [int(row["epoch"]) for row in csv.DictReader(open(path))] if os.path.exists(path) else []
 
 
-@once
+def kill_when_logged(args, log, text, timeout=600):
+    """Start ``args`` with its output to the file ``log``; SIGKILL it once ``text`` appears there."""
+    with open(log, "w") as output:  # unbuffered: the line is in the file as soon as it is printed
+        process = subprocess.Popen(args, stdout=output, stderr=subprocess.STDOUT, env={**USER_ENV, "PYTHONUNBUFFERED": "1"})
+    deadline = time.time() + timeout
+    while text not in log.read_text() and process.poll() is None and time.time() < deadline:
+        time.sleep(0.2)
+    assert text in log.read_text(), log.read_text()[-3000:]
+    process.send_signal(signal.SIGKILL)
+    process.wait()
+
+
+@keras_3_only
 def test_killed_training_resumes_and_the_recipe_keeps_int8_within_a_point_of_float(tmp_path):
-    """SIGKILL during epoch 2 of `train` and of the recipe's QAT: each rerun resumes there; int8
-    accuracy stays within 1 point of float; a finished recipe is reused, not recomputed."""
+    """SIGKILL at the start of epoch 2 of `train` and of the recipe's QAT: each rerun resumes there;
+    int8 accuracy stays within 1 point of float; a finished recipe is reused, not recomputed."""
     out = tmp_path / "run"
     flags = ["--out", str(out), "--epochs", "6", "--batch-size", "32"]
     args = [sys.executable, "-m", "keras_mbv3", "train", *flags]
-    process = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=USER_ENV)
-    deadline = time.time() + 400
-    while not epochs_logged(out / "float_history.csv") and time.time() < deadline:
-        time.sleep(0.5)
-    time.sleep(2)  # into the second epoch
-    process.send_signal(signal.SIGKILL)
-    process.wait()
-    assert epochs_logged(out / "float_history.csv") and not (out / "float.keras").exists()
+    kill_when_logged(args, tmp_path / "train.log", "Epoch 2/6")
+    assert epochs_logged(out / "float_history.csv") == [0] and not (out / "float.keras").exists()
     finished = max(epochs_logged(out / "float_history.csv"))
     result = subprocess.run(args, capture_output=True, text=True, timeout=600, env=USER_ENV)
     assert result.returncode == 0, result.stderr
@@ -133,14 +136,8 @@ def test_killed_training_resumes_and_the_recipe_keeps_int8_within_a_point_of_flo
 
     # The recipe reuses the float model; QAT is killed during its second epoch and resumes there.
     recipe_args = [sys.executable, "-m", "keras_mbv3", "recipe", *flags, "--qat-epochs", "2"]
-    process = subprocess.Popen(recipe_args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=USER_ENV)
-    deadline = time.time() + 600
-    while not epochs_logged(out / "qat_history.csv") and time.time() < deadline:
-        time.sleep(0.5)
-    time.sleep(2)
-    process.send_signal(signal.SIGKILL)
-    process.wait()
-    assert epochs_logged(out / "qat_history.csv") == [0] and not (out / "qat.h5").exists()
+    kill_when_logged(recipe_args, tmp_path / "recipe.log", "Epoch 2/2")
+    assert epochs_logged(out / "qat_history.csv") == [0] and not (out / "qat.keras").exists()
     result = subprocess.run(recipe_args, capture_output=True, text=True, timeout=900, env=USER_ENV)
     assert result.returncode == 0, result.stderr
     assert "[train] done before, reusing float.keras" in result.stdout
@@ -152,23 +149,24 @@ def test_killed_training_resumes_and_the_recipe_keeps_int8_within_a_point_of_flo
     assert abs(int8_accuracy - float_accuracy) <= 0.01
     assert report["int8"]["size_bytes"] < 0.3 * report["float"]["size_bytes"]  # issue 5's size target
 
-    stamps = {name: (out / name).stat().st_mtime_ns for name in ("float.keras", "qat.h5", "int8.tflite")}
+    stamps = {name: (out / name).stat().st_mtime_ns for name in ("float.keras", "qat.keras", "int8.tflite")}
     again = run_cli("recipe", *flags, "--qat-epochs", "2")
     assert again.returncode == 0, again.stderr
-    for step, name in (("train", "float.keras"), ("qat", "qat.h5"), ("export", "float.tflite")):
+    for step, name in (("train", "float.keras"), ("qat", "qat.keras"), ("export", "float.tflite")):
         assert f"[{step}] done before, reusing {name}" in again.stdout
     assert stamps == {name: (out / name).stat().st_mtime_ns for name in stamps}
     assert json.loads((out / "report.json").read_text())["int8"]["accuracy"] == int8_accuracy
 
 
-@once_legacy
-def test_segmentation_training_with_mirrored_strategy_on_two_logical_cpus(tmp_path):
+@keras_3_only
+def test_segmentation_training_and_qat_with_mirrored_strategy_on_two_logical_cpus(tmp_path):
     out = tmp_path / "seg"
-    result = run_cli("train", "--task", "segmentation", "--out", out, "--epochs", "1", "--strategy", "mirrored",
-                     "--cpu-devices", "2")  # fmt: skip
-    assert result.returncode == 0, result.stderr
-    assert "strategy: mirrored, 2 replica(s)" in result.stdout
-    assert (out / "float.keras").exists() and epochs_logged(out / "float_history.csv") == [0]
+    for step in ("train", "qat"):
+        result = run_cli(step, "--task", "segmentation", "--out", out, "--epochs", "1", "--qat-epochs", "1",
+                         "--strategy", "mirrored", "--cpu-devices", "2")  # fmt: skip
+        assert result.returncode == 0, result.stderr
+        assert "strategy: mirrored, 2 replica(s)" in result.stdout
+    assert (out / "qat.keras").exists() and epochs_logged(out / "qat_history.csv") == [0]
     assert json.loads((out / "settings.json").read_text())["data"] == "digits-seg"
     evaluation = run_cli("eval", "--task", "segmentation", "--out", out, "--file", out / "float.keras")
     assert evaluation.returncode == 0, evaluation.stderr
@@ -187,25 +185,37 @@ def free_ports(count):
     return ports
 
 
-@once_legacy
-def test_multi_worker_training_with_two_local_workers(tmp_path):
+@keras_3_only
+def test_multi_worker_training_and_qat_with_two_local_workers(tmp_path):
     ports = free_ports(2)
     cluster = {"worker": [f"127.0.0.1:{port}" for port in ports]}
-    processes = []
-    for index in range(2):
-        env = {**USER_ENV, "TF_CONFIG": json.dumps({"cluster": cluster, "task": {"type": "worker", "index": index}})}
-        args = [sys.executable, "-m", "keras_mbv3", "train", "--out", str(tmp_path / "run"), "--epochs", "1",
-                "--strategy", "multi-worker"]  # shared --out, as on a shared file system  # fmt: skip
-        log = open(tmp_path / f"worker{index}.log", "w")  # files, not pipes: a full pipe would stall a worker
-        processes.append(subprocess.Popen(args, stdout=log, stderr=subprocess.STDOUT, text=True, env=env))
-    for index, process in enumerate(processes):
-        process.wait(timeout=600)
-        output = (tmp_path / f"worker{index}.log").read_text()
-        assert process.returncode == 0, output[-3000:]
-        assert "strategy: multi-worker, 2 replica(s)" in output
+    for step in ("train", "qat"):
+        processes = []
+        for index in range(2):
+            env = {**USER_ENV, "TF_CONFIG": json.dumps({"cluster": cluster, "task": {"type": "worker", "index": index}})}
+            args = [sys.executable, "-m", "keras_mbv3", step, "--out", str(tmp_path / "run"), "--epochs", "1",
+                    "--qat-epochs", "1", "--strategy", "multi-worker"]  # shared --out, as on a shared file system  # fmt: skip
+            log = open(tmp_path / f"{step}{index}.log", "w")  # files, not pipes: a full pipe would stall a worker
+            processes.append(subprocess.Popen(args, stdout=log, stderr=subprocess.STDOUT, text=True, env=env))
+        for index, process in enumerate(processes):
+            process.wait(timeout=600)
+            output = (tmp_path / f"{step}{index}.log").read_text()
+            assert process.returncode == 0, output[-3000:]
+            assert "strategy: multi-worker, 2 replica(s)" in output
     out = tmp_path / "run"
-    assert (out / "float.keras").exists() and epochs_logged(out / "float_history.csv") == [0]  # one log: the chief's
-    assert sorted(p.name for p in out.iterdir()) == ["float.keras", "float_history.csv", "settings.json", "timings.json"]
+    assert epochs_logged(out / "float_history.csv") == [0] and epochs_logged(out / "qat_history.csv") == [0]  # the chief's
+    assert sorted(p.name for p in out.iterdir()) == ["float.keras", "float_history.csv", "qat.keras", "qat_history.csv",
+                                                     "settings.json", "timings.json"]  # fmt: skip
+
+
+@legacy_only
+def test_the_recipe_runs_on_tf_keras_with_tfmot(tmp_path):
+    out = tmp_path / "run"
+    result = run_cli("recipe", "--out", out, "--epochs", "6", "--qat-epochs", "1", "--batch-size", "32")
+    assert result.returncode == 0, result.stderr
+    report = json.loads((out / "report.json").read_text())
+    assert report["versions"]["flavour"] == "tf_keras" and (out / "qat.h5").exists()
+    assert report["float"]["accuracy"] > 0.5 and abs(report["int8"]["accuracy"] - report["float"]["accuracy"]) <= 0.02
 
 
 def test_bad_data_folders_are_one_clear_line(capsys, tmp_path):

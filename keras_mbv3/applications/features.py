@@ -88,15 +88,14 @@ def feature_model(model, levels=LEVELS, tap="output"):
     for level in levels:
         checks.one_of("levels", level, LEVELS)
     info = {i.level: i for i in feature_info(model, tap)}
-    graph = flatten_model(model) if tap == "expansion" else model
-    tensors = layer_outputs(graph)
-    outputs = {level: tensors[_output_layer(graph, info[level].layer)] for level in levels}
-    return keras.Model(graph.inputs, outputs, name=f"{model.name}_features")
+    source = flatten_model(model) if tap == "expansion" else model
+    tensors = layer_outputs(source)
+    outputs = {level: tensors[_output_layer(tensors, info[level].layer)] for level in levels}
+    return keras.Model(source.input, outputs, name=f"{model.name}_features")
 
 
-def _output_layer(graph, name):
-    """The layer of ``graph`` whose output is the output of ``name`` (a block flattens into its last part)."""
-    names = layer_outputs(graph)
+def _output_layer(names, name):
+    """The layer among ``names`` whose output is the output of ``name`` (a block flattens into its last part)."""
     if name in names:
         return name
     for suffix in ("_add", "_project_bn"):

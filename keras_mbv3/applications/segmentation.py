@@ -37,7 +37,7 @@ def _lraspp_model(backbone_fn, name, num_classes, input_shape, alpha, minimalist
     logits = LRASPP(num_classes, name="lraspp", **momentum)([low, high])
     if upsample:
         logits = keras.layers.UpSampling2D(8, interpolation="bilinear", name="upsample")(logits)
-    model = keras.Model(backbone.inputs, logits, name=name)
+    model = keras.Model(backbone.input, logits, name=name)
     if weights is not None:
         weight_files.load_weights(model, os.fspath(weights))
     return model

@@ -12,6 +12,7 @@ Example::
                          se_ratio=0.25, activation="hard_swish")(x)
 """
 
+from keras_mbv3.backend import IS_KERAS_3
 from keras_mbv3.layers.activations import HardGate, HardSigmoid, HardSwish
 from keras_mbv3.layers.composite import CompositeLayer
 from keras_mbv3.layers.divisible import make_divisible
@@ -19,6 +20,9 @@ from keras_mbv3.layers.inverted_residual import InvertedResidual
 from keras_mbv3.layers.lraspp import LRASPP
 from keras_mbv3.layers.space_to_depth import SpaceToDepth
 from keras_mbv3.layers.squeeze_excite import SqueezeExcite
+
+if IS_KERAS_3:  # the Keras 3 QAT engine's layers (tfmot's wrappers serve tf_keras)
+    from keras_mbv3.layers.quantized import FakeQuant, QuantConv2D, QuantDense, QuantDepthwiseConv2D
 
 __all__ = [
     "HardGate",
@@ -31,3 +35,5 @@ __all__ = [
     "make_divisible",
     "CompositeLayer",
 ]
+if IS_KERAS_3:
+    __all__ += ["FakeQuant", "QuantConv2D", "QuantDense", "QuantDepthwiseConv2D"]

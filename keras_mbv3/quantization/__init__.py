@@ -1,6 +1,7 @@
-"""Export to TFLite/LiteRT and (tf_keras line) quantization-aware training."""
+"""Quantization-aware training (our engine on Keras 3, tfmot on tf_keras) and export to TFLite/LiteRT."""
 
-from keras_mbv3.quantization.export import export_tflite
-from keras_mbv3.quantization.qat import quantize_model, quantize_scope
+from keras_mbv3.quantization.export import Int8GraphError, export_tflite
+from keras_mbv3.quantization.qat import KeepXnnpackLimits, keep_xnnpack_limits, quantize_model, quantize_scope
 
-__all__ = ["export_tflite", "quantize_model", "quantize_scope"]
+__all__ = ["export_tflite", "quantize_model", "quantize_scope", "KeepXnnpackLimits", "keep_xnnpack_limits",
+           "Int8GraphError"]  # fmt: skip

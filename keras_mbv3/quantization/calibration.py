@@ -50,7 +50,7 @@ def activation_ranges(float_model, names, images, batch_size=32):
     names = [name for name in names if name in tensors]
     if not names:
         return {}
-    probe = keras.Model(float_model.inputs, [tensors[name] for name in names])
+    probe = keras.Model(float_model.input, [tensors[name] for name in names])
     lows, highs = [], []
     for start in range(0, len(images), batch_size):
         outputs = probe(images[start : start + batch_size], training=False)

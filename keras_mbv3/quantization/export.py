@@ -3,22 +3,21 @@
 import contextlib
 import io
 import os
+import warnings
 
-import numpy as np
 import tensorflow as tf
 
 from keras_mbv3 import checks
 from keras_mbv3.files import refuse_existing, write_atomically
-from keras_mbv3.graph import input_name
+from keras_mbv3.graph import input_name, is_functional
+from keras_mbv3.layers.flatten import flatten_model
 from keras_mbv3.quantization.calibration import representative_images
+from keras_mbv3.quantization.int8_form import int8_form
+from keras_mbv3.quantization.litert import graph_report
+from keras_mbv3.quantization.qat import is_qat_model, keep_xnnpack_limits
 
 QUANTIZATIONS = ("int8", "float16", "float32", "dynamic")
 IO_TYPES = {"int8": tf.int8, "uint8": tf.uint8, "float32": tf.float32}
-
-
-def is_qat_model(model):
-    """Whether ``model`` was made by tfmot quantization-aware training (has quantize wrappers)."""
-    return any(type(layer).__name__ in ("QuantizeWrapper", "QuantizeWrapperV2", "QuantizeLayer") for layer in model.layers)
 
 
 def _representative(dataset):
@@ -41,13 +40,14 @@ def _converter(model):
     static shapes throughout, and 10x faster than ``from_keras_model`` (which
     saves a SavedModel, tracing every layer: ~90 s for a QAT MobileNetV3Small).
     """
-    if len(model.inputs) != 1 or None in tuple(model.inputs[0].shape[1:]):
+    if any(None in tuple(t.shape[1:]) for t in model.inputs):
         return tf.lite.TFLiteConverter.from_keras_model(model)
     from tensorflow.python.framework.convert_to_constants import convert_variables_to_constants_v2
 
-    spec = tf.TensorSpec((1,) + tuple(model.inputs[0].shape[1:]), model.inputs[0].dtype)
-    function = tf.function(lambda x: model(x, training=False)).get_concrete_function(spec)
-    return tf.lite.TFLiteConverter.from_concrete_functions([convert_variables_to_constants_v2(function)])
+    specs = [tf.TensorSpec((1,) + tuple(t.shape[1:]), t.dtype) for t in model.inputs]
+    function = tf.function(lambda *x: model(list(x) if len(x) > 1 else x[0], training=False))
+    frozen = convert_variables_to_constants_v2(function.get_concrete_function(*specs))
+    return tf.lite.TFLiteConverter.from_concrete_functions([frozen])
 
 
 SIGNATURE_KEY = "serving_default"
@@ -91,19 +91,22 @@ def _tensor_map(name, index):
     return tensor_map
 
 
-def convert(model, quantization="int8", representative_dataset=None, input_type="int8", output_type="int8",
-            strip_names=False):  # fmt: skip
-    """Convert ``model`` to ``.tflite`` bytes; see ``export_tflite``."""
-    checks.one_of("quantization", quantization, QUANTIZATIONS)
-    checks.one_of("strip_names", strip_names, (False, True))
-    checks.one_of("input_type", input_type, tuple(IO_TYPES))
-    checks.one_of("output_type", output_type, tuple(IO_TYPES))
+def _convert(model, quantization, representative_dataset, input_type, output_type):
+    """``.tflite`` bytes of ``model``, as the converter writes them; see ``export_tflite``."""
     qat = is_qat_model(model)
-    if quantization == "int8" and not qat and representative_dataset is None:
-        checks.fail(
-            "representative_dataset", None,
-            "calibration images (an array, a tf.data.Dataset or a generator) for int8 of a float model",
-        )  # fmt: skip
+    if quantization == "int8" and qat:
+        widened = keep_xnnpack_limits(model)
+        if widened:
+            warnings.warn(f"widened {widened} ranges of the QAT model to XNNPACK's int8 scale limits before export "
+                          "(train with keras_mbv3.quantization.KeepXnnpackLimits to keep them there)", stacklevel=3)  # fmt: skip
+    if quantization == "int8" and not qat:
+        if representative_dataset is None:
+            checks.fail(
+                "representative_dataset", None,
+                "calibration images (an array, a tf.data.Dataset or a generator) for int8 of a float model",
+            )  # fmt: skip
+        if is_functional(model):  # post-training int8 of the int8 form: one XNNPACK partition, not one per HARD_SWISH
+            model = int8_form(flatten_model(model))
     converter = _converter(model)
     if quantization != "float32":
         converter.optimizations = [tf.lite.Optimize.DEFAULT]
@@ -117,38 +120,85 @@ def convert(model, quantization="int8", representative_dataset=None, input_type=
         if representative_dataset is not None:
             converter.representative_dataset = _representative(representative_dataset)
     with contextlib.redirect_stdout(io.StringIO()):  # Keras 3's export prints every captured variable
-        content = converter.convert()
-    return _finish(content, [input_name(t) for t in model.inputs], strip_names)
+        return converter.convert()
+
+
+class Int8GraphError(RuntimeError):
+    """An int8 export that is not fully int8, or not one XNNPACK partition."""
+
+
+def check_int8_graph(content, on_split="raise"):
+    """Check that int8 ``.tflite`` bytes are fully int8 and run as one XNNPACK partition.
+
+    A tensor that no fake quantizer covered stays float in the converter, with
+    no error (a DEQUANTIZE ... QUANTIZE island); an op that XNNPACK rejects in
+    int8 (a scale ratio out of its limits, an op it lacks) runs in the slow
+    builtin kernel and splits the graph. Float I/O's own QUANTIZE/DEQUANTIZE,
+    and an undelegated last op that does not split the graph, are allowed.
+
+    Raises:
+        Int8GraphError: float ops or custom (Flex) ops inside; more than one
+            partition when ``on_split`` is ``"raise"`` (``"warn"``: a warning).
+    """
+    report = graph_report(content)
+    custom = {op for op in report["ops"] if op.startswith("Flex") or op == "CUSTOM"}
+    if report["float_ops"] or custom:
+        raise Int8GraphError(
+            f"the int8 export is not fully int8: float ops {report['float_ops']}, custom ops {sorted(custom)} "
+            "(a tensor without a quantization range; quantize the model with keras_mbv3.quantization.quantize_model)"
+        )
+    if report["partitions"] != 1:
+        message = (
+            f"the int8 export runs as {report['partitions']} XNNPACK partitions, not 1: ops left to the slow "
+            f"builtin kernels {report['undelegated']} (keras_mbv3.quantization.quantize_model gives one partition; "
+            "pass check_graph='warn' to export anyway)"
+        )
+        if on_split == "raise":
+            raise Int8GraphError(message)
+        warnings.warn(message, stacklevel=3)
 
 
 def export_tflite(model, path=None, *, quantization="int8", representative_dataset=None, input_type="int8",
-                  output_type="int8", strip_names=False, overwrite=False):  # fmt: skip
+                  output_type="int8", strip_names=False, check_graph="raise", overwrite=False):  # fmt: skip
     """Convert ``model`` to a ``.tflite`` flatbuffer and optionally write it.
 
     Args:
-        model: a Keras model; a QAT model from ``quantize_model`` for QAT int8.
+        model: a Keras model (any number of inputs and outputs); a QAT model from
+            ``quantize_model`` for QAT int8.
         path: where to write the file, or None to only return the bytes. Written to
             a temporary file and renamed, so it is whole or absent.
         quantization: ``"int8"`` (full integer; a float model needs
-            ``representative_dataset``: post-training quantization), ``"float16"``,
+            ``representative_dataset``: post-training quantization of its int8
+            form, see ``int8_form``), ``"float16"``,
             ``"float32"`` or ``"dynamic"`` (int8 weights, float activations).
-        representative_dataset: calibration images for post-training int8: an
-            array ``(N, H, W, C)``, a ``tf.data.Dataset`` of images or batches, or a
-            TFLite generator function.
+        representative_dataset: calibration images for post-training int8 of a
+            one-input model: an array ``(N, H, W, C)``, a ``tf.data.Dataset`` of
+            images or batches, or a TFLite generator function (any model).
         input_type, output_type: ``"int8"``, ``"uint8"`` or ``"float32"``: the I/O of
             an int8 model (float models always take and give float32).
         strip_names: drop the names of inner tensors: a smaller file to ship,
             the same graph, outputs, input/output names and signature; tools
             such as Netron then show ops without their Keras layer names.
+        check_graph: for int8, ``"raise"`` (``Int8GraphError``) or ``"warn"`` when
+            the graph is not one XNNPACK partition (``check_int8_graph``); float
+            islands always raise.
         overwrite: replace an existing ``path``.
 
     Returns:
         The ``.tflite`` bytes, with a ``serving_default`` signature (inputs named
         after the Keras ``Input`` layers, outputs ``output_0``, ...).
     """
+    checks.one_of("quantization", quantization, QUANTIZATIONS)
+    checks.one_of("strip_names", strip_names, (False, True))
+    checks.one_of("input_type", input_type, tuple(IO_TYPES))
+    checks.one_of("output_type", output_type, tuple(IO_TYPES))
+    checks.one_of("check_graph", check_graph, ("raise", "warn"))
     if path is not None:
         refuse_existing(os.fspath(path), overwrite)  # before the (long) conversion
-    content = convert(model, quantization, representative_dataset, input_type, output_type, strip_names)
+    content = _convert(model, quantization, representative_dataset, input_type, output_type)
+    content = _finish(content, [input_name(t) for t in model.inputs], strip_names)
+    if quantization == "int8":
+        check_int8_graph(content, check_graph)
     if path is not None:
         write_atomically(content, path, overwrite)
     return content

@@ -9,14 +9,16 @@ import numpy as np
 DELEGATE = "DELEGATE"
 
 
-def interpreter(model_content, num_threads=1, disable_delegate_fusion=False):
-    """An allocated ``ai_edge_litert`` interpreter (XNNPACK on by default) for ``model_content`` bytes."""
-    from ai_edge_litert.interpreter import Interpreter
+def interpreter(model_content, num_threads=1, disable_delegate_fusion=False, xnnpack=True):
+    """An allocated ``ai_edge_litert`` interpreter (XNNPACK on unless ``xnnpack=False``) for ``model_content`` bytes."""
+    from ai_edge_litert.interpreter import Interpreter, OpResolverType
 
+    resolver = OpResolverType.AUTO if xnnpack else OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES
     runner = Interpreter(
         model_content=model_content,
         num_threads=num_threads,
         experimental_disable_delegate_node_fusion=disable_delegate_fusion,
+        experimental_op_resolver_type=resolver,
     )
     runner.allocate_tensors()
     return runner
@@ -56,8 +58,10 @@ def graph_report(model_content):
 
     Returns:
         dict with ``ops`` (op name -> count in the model), ``partitions`` (number of
-        XNNPACK delegate nodes when fused, as run) and ``undelegated`` (op name ->
-        count of ops left to the builtin kernels).
+        XNNPACK delegate nodes when fused, as run), ``undelegated`` (op name ->
+        count of ops left to the builtin kernels) and ``float_ops`` (op name ->
+        count of ops that read or write a float tensor, the float I/O's
+        ``QUANTIZE``/``DEQUANTIZE`` left out: in an int8 model, float islands).
     """
     fused = interpreter(model_content)._get_ops_details()
     ops = collections.Counter(op["op_name"] for op in fused if op["op_name"] != DELEGATE)
@@ -69,7 +73,13 @@ def graph_report(model_content):
     undelegated = collections.Counter(
         op["op_name"] for op in single if op["op_name"] != DELEGATE and not set(op["outputs"]) <= delegated_outputs
     )
-    return {"ops": dict(ops), "partitions": partitions, "undelegated": dict(undelegated)}
+    plain = interpreter(model_content, xnnpack=False)
+    floats = {d["index"] for d in plain.get_tensor_details() if np.issubdtype(d["dtype"], np.floating)}
+    float_ops = collections.Counter(
+        op["op_name"] for op in plain._get_ops_details()
+        if op["op_name"] not in ("QUANTIZE", "DEQUANTIZE") and floats & (set(op["inputs"]) | set(op["outputs"]))
+    )  # fmt: skip
+    return {"ops": dict(ops), "partitions": partitions, "undelegated": dict(undelegated), "float_ops": dict(float_ops)}
 
 
 def interleaved_latency_ms(models, rounds=15, runs=10, warmup=5, num_threads=1, progress=None):

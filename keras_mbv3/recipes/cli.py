@@ -8,7 +8,7 @@ import sys
 COMMANDS = {
     "train": ("train a float model into RUN_DIR/float.keras",
               "mbv3 train --data digits --model small --out runs/demo --epochs 20"),
-    "qat": ("fine-tune RUN_DIR/float.keras with quantization-aware training into RUN_DIR/qat.h5",
+    "qat": ("fine-tune RUN_DIR/float.keras with quantization-aware training into RUN_DIR/qat.keras",
             "mbv3 qat --data digits --out runs/demo --qat-epochs 3"),
     "export": ("export RUN_DIR/float.tflite (float32) and RUN_DIR/int8.tflite (fully int8)",
                "mbv3 export --out runs/demo"),
@@ -105,9 +105,7 @@ def execute(args):
 
 def main(argv=None):
     args = parser().parse_args(argv)
-    # tfmot's QAT needs tf_keras; choose it before TensorFlow is imported, unless the user chose.
-    os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # Keras 3 unless the user set TF_USE_LEGACY_KERAS=1
     try:
         execute(args)
     except (ValueError, TypeError, OSError, RuntimeError) as error:

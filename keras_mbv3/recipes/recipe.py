@@ -14,8 +14,8 @@ import platform
 import time
 
 from keras_mbv3 import __version__, checks
-from keras_mbv3.backend import keras
-from keras_mbv3.quantization import export_tflite, quantize_model, quantize_scope
+from keras_mbv3.backend import FLAVOUR, IS_KERAS_3, keras
+from keras_mbv3.quantization import KeepXnnpackLimits, export_tflite, quantize_model, quantize_scope
 from keras_mbv3.files import write_atomically
 from keras_mbv3.recipes import data as data_lib
 from keras_mbv3.recipes import evaluation, report, training
@@ -28,7 +28,9 @@ FLOAT_RATE = 2e-3
 # kernels that read a hard-swish by 6 (36 after an SE gate): QAT at a tenth of
 # the float rate dropped digits from 98.3% to 85.8% in one epoch; a hundredth kept 98.1%.
 QAT_RATE = FLOAT_RATE / 100
-FILES = dict(float="float.keras", qat="qat.h5", float_tflite="float.tflite", int8_tflite="int8.tflite")
+# tfmot's QAT models do not reload from .keras (their quantize_layer variables); ours do.
+FILES = dict(float="float.keras", qat="qat.keras" if IS_KERAS_3 else "qat.h5", float_tflite="float.tflite",
+             int8_tflite="int8.tflite")  # fmt: skip
 
 
 def check_settings(settings):
@@ -55,6 +57,7 @@ class Run:
         if unknown:
             raise TypeError(f"unknown settings {sorted(unknown)}; allowed: {sorted(DEFAULTS)}")
         self.settings = {**DEFAULTS, **{k: v for k, v in settings.items() if v is not None}}
+        self.settings["keras"] = FLAVOUR  # a run's Keras files load only on the Keras line that wrote them
         checks.one_of("--task", self.settings["task"], data_lib.TASKS)
         if self.settings["data"] is None:
             self.settings["data"] = data_lib.EMBEDDED[self.settings["task"]]
@@ -103,7 +106,7 @@ class Run:
         if self.chief:
             write_atomically(json.dumps(timings, indent=2).encode(), self.path("timings.json"), overwrite=True)
 
-    def _fit_step(self, name, log_name, path, epochs, rate, make_model):
+    def _fit_step(self, name, log_name, path, epochs, rate, make_model, callbacks=()):
         """Seed, make (in the strategy's scope) and compile a model, fit it resumably and save it to ``path``."""
         start, s, data = time.time(), self.settings, self.data
         keras.utils.set_random_seed(s["seed"])
@@ -111,14 +114,15 @@ class Run:
         with self.distribution.scope():
             model = make_model(steps)
             training.compile_for(model, s["task"], rate, steps)
-        training.fit(model, data, epochs, self.out, log_name, self.chief)
+        training.fit(model, data, epochs, self.out, log_name, self.chief, callbacks)
         training.save(model, path, self.chief)
         self._timed(name, start)
 
     def train(self):
         """Float training into ``float.keras``."""
         data = self.data  # a bad --data fails here, before the folder records its settings
-        self.record_settings(["data", "task", "model", "alpha", "image_size", "batch_size", "seed", "epochs", "weights"])
+        self.record_settings(["data", "task", "model", "alpha", "image_size", "batch_size", "seed", "epochs", "weights",
+                              "keras"])  # fmt: skip
         if not self._step("train", [FILES["float"]]):
             return
         s = self.settings
@@ -131,21 +135,22 @@ class Run:
                         FileNotFoundError)  # fmt: skip
 
     def qat(self):
-        """QAT fine-tuning of ``float.keras`` (ranges calibrated on training images) into ``qat.h5``."""
+        """QAT fine-tuning of ``float.keras`` (ranges calibrated on training images) into ``qat.keras`` (``qat.h5``
+        on tf_keras), the ranges kept inside XNNPACK's int8 limits after every epoch."""
         self._require("float", "train")
         data = self.data  # a bad --data fails here, before the folder records its settings
-        self.record_settings(["data", "task", "image_size", "batch_size", "seed", "qat_epochs"])
+        self.record_settings(["data", "task", "image_size", "batch_size", "seed", "qat_epochs", "keras"])
         if not self._step("qat", [FILES["qat"]]):
             return
         self._fit_step("qat", "qat", self.paths["qat"], self.settings["qat_epochs"], QAT_RATE, lambda steps: quantize_model(
             keras.models.load_model(self.paths["float"]),
-            representative_dataset=data.images(training.CALIBRATION_IMAGES)))  # fmt: skip
+            representative_dataset=data.images(training.CALIBRATION_IMAGES)), callbacks=[KeepXnnpackLimits()])  # fmt: skip
 
     def export(self):
         """``float.tflite`` (float32, fused HARD_SWISH) and ``int8.tflite`` (fully integer) from the trained models.
 
         Both are files to ship: inner tensor names are stripped from both alike
-        (``export_tflite(strip_names=True)``); ``float.keras`` and ``qat.h5`` keep the layer names.
+        (``export_tflite(strip_names=True)``); the Keras files keep the layer names.
         """
         self._require("float", "train")
         self._require("qat", "qat")

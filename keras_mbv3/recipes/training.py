@@ -1,6 +1,6 @@
 """Float training and QAT fine-tuning with Keras callbacks, resumable and distributable.
 
-A run folder holds each step's result (``float.keras``, ``qat.h5``) written
+A run folder holds each step's result (``float.keras``, ``qat.keras``) written
 whole, its per-epoch log (``*_history.csv``) and, while the step runs, a
 ``BackupAndRestore`` folder: a run killed at any point resumes from its last
 finished epoch when started again with the same folder.
@@ -109,8 +109,8 @@ def compile_for(model, task, rate, steps, label_smoothing=0.1):
     model.compile(optimizer=optimizer, loss=loss, metrics=metrics)
 
 
-def fit(model, data, epochs, work_dir, log_name, chief=True):
-    """``model.fit`` with a progress bar, a per-epoch CSV log and ``BackupAndRestore`` in ``work_dir``.
+def fit(model, data, epochs, work_dir, log_name, chief=True, callbacks=()):
+    """``model.fit`` with a progress bar, a per-epoch CSV log, ``BackupAndRestore`` in ``work_dir`` and ``callbacks``.
 
     All workers of a multi-worker run share ``work_dir`` (a shared file system):
     Keras writes the other workers' checkpoints to temporary sub-folders, and
@@ -121,6 +121,7 @@ def fit(model, data, epochs, work_dir, log_name, chief=True):
     callbacks = [
         keras.callbacks.CSVLogger(os.path.join(log_dir, f"{log_name}_history.csv"), append=True),
         keras.callbacks.BackupAndRestore(backup),
+        *callbacks,
     ]
     model.fit(data.train, validation_data=data.val, epochs=epochs, callbacks=callbacks, verbose=1)
     if chief:

@@ -24,6 +24,7 @@ def bneck_arguments(draw):
         se_ratio=draw(st.one_of(st.none(), st.floats(0.05, 1.0))),
         activation=draw(st.sampled_from(["relu", "hard_swish"])),
         dilation_rate=1 if strides == 2 else draw(st.sampled_from([1, 2])),
+        bn_momentum=draw(st.floats(0.5, 0.999)),
     )
 
 
@@ -31,7 +32,7 @@ def bneck_arguments(draw):
 @given(arguments=bneck_arguments(), height=st.integers(3, 12), width=st.integers(3, 12), channels=st.integers(1, 12))
 @example(  # found by hypothesis: a 1x1 stride-2 depthwise on an even width got padding (-1, 0)
     arguments=dict(filters=1, kernel_size=1, strides=2, expanded_filters=None, se_ratio=None, activation="relu",
-                   dilation_rate=1),
+                   dilation_rate=1, bn_momentum=0.999),
     height=3, width=4, channels=1,
 )  # fmt: skip
 def test_inverted_residual_shape_and_config(arguments, height, width, channels):

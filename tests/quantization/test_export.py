@@ -8,6 +8,7 @@ import pytest
 from keras_mbv3.backend import IS_KERAS_3, keras
 from keras_mbv3.layers import HardSwish, InvertedResidual
 from keras_mbv3.quantization import export_tflite
+from keras_mbv3.quantization.export import Int8GraphError
 from keras_mbv3.files import write_atomically
 from keras_mbv3.graph import input_name
 from keras_mbv3.quantization.litert import _dequantize, _quantize, graph_report, interpreter, predict
@@ -124,6 +125,7 @@ import sys
 from keras_mbv3 import keras
 from keras_mbv3.layers import HardSwish
 from keras_mbv3.quantization import export_tflite
+from keras_mbv3.quantization.export import Int8GraphError
 inputs = keras.Input((32, 32, 3))
 x = HardSwish()(keras.layers.Conv2D(8, 3)(inputs))
 export_tflite(keras.Model(inputs, keras.layers.GlobalAveragePooling2D()(x)), sys.argv[1], quantization="float32")
@@ -173,3 +175,61 @@ def test_a_write_removes_only_temporaries_of_killed_writers_on_this_host(tmp_pat
         (tmp_path / name).write_bytes(b"partial")
     write_atomically(b"data", str(tmp_path / "model.tflite"))
     assert sorted(p.name for p in tmp_path.iterdir()) == sorted(kept + ["model.tflite"])
+
+
+def test_post_training_int8_exports_the_int8_form_in_one_partition(model, images):
+    """The fixture has three HardSwish: as HARD_SWISH ops XNNPACK would leave them out (4 partitions)."""
+    content = export_tflite(model, quantization="int8", representative_dataset=images)
+    report = graph_report(content)
+    assert report["partitions"] == 1 and "HARD_SWISH" not in report["ops"] and not report["float_ops"]
+
+
+def split_model():
+    """int8 MAXIMUM is not an XNNPACK op: it splits the graph between the convs."""
+    inputs = keras.Input((8, 8, 3))
+    a = keras.layers.Conv2D(4, 3, padding="same")(inputs)
+    b = keras.layers.Conv2D(4, 1)(inputs)
+    x = keras.layers.Maximum()([a, b])
+    return keras.Model(inputs, keras.layers.Conv2D(2, 1)(x))
+
+
+def test_int8_export_that_splits_raises_or_warns_naming_the_ops(rng, tmp_path):
+    model, images = split_model(), rng.uniform(-1, 1, (8, 8, 8, 3)).astype("float32")
+    path = tmp_path / "split.tflite"
+    with pytest.raises(Int8GraphError, match="MAXIMUM"):
+        export_tflite(model, str(path), quantization="int8", representative_dataset=images)
+    assert not path.exists()
+    with pytest.warns(UserWarning, match="XNNPACK partitions, not 1.*MAXIMUM"):
+        content = export_tflite(model, str(path), quantization="int8", representative_dataset=images, check_graph="warn")
+    assert path.read_bytes() == content and graph_report(content)["partitions"] > 1
+
+
+@pytest.mark.skipif(not IS_KERAS_3, reason="built from the Keras 3 engine's layers")
+def test_a_tensor_without_range_is_a_float_island_and_raises(rng):
+    from keras_mbv3.layers.quantized import FakeQuant, QuantConv2D
+
+    inputs = keras.Input((8, 8, 3))
+    x = FakeQuant()(inputs)
+    x = QuantConv2D(4, 3, padding="same")(x)  # no FakeQuant after: the converter keeps it float
+    x = keras.layers.Rescaling(2.0)(x)
+    model = keras.Model(inputs, FakeQuant()(x))
+    with pytest.raises(Int8GraphError, match="not fully int8"):
+        export_tflite(model, quantization="int8")
+
+
+def test_models_with_several_inputs_and_outputs_export(rng):
+    image, extra = keras.Input((16, 16, 3), name="image"), keras.Input((16, 16, 1), name="mask")
+    x = keras.layers.Concatenate()([image, extra])
+    x = keras.layers.Conv2D(4, 3, padding="same")(x)
+    pooled = keras.layers.GlobalAveragePooling2D()(x)
+    model = keras.Model([image, extra], [keras.layers.Dense(2)(pooled), x])
+    runner = interpreter(export_tflite(model, quantization="float32"))
+    signature = runner.get_signature_runner()
+    assert runner.get_signature_list()["serving_default"] == {"inputs": ["image", "mask"],
+                                                              "outputs": ["output_0", "output_1"]}  # fmt: skip
+    a, b = rng.normal(size=(1, 16, 16, 3)).astype("float32"), rng.normal(size=(1, 16, 16, 1)).astype("float32")
+    outputs = signature(image=a, mask=b)
+    expected = model.predict([a, b], verbose=0)
+    found = sorted((v for v in outputs.values()), key=lambda v: v.ndim)
+    for got, want in zip(found, sorted(expected, key=lambda v: v.ndim)):
+        np.testing.assert_allclose(got, want, atol=1e-4)

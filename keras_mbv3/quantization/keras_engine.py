@@ -1,0 +1,239 @@
+"""Quantization-aware training on Keras 3, with ``keras.quantizers`` (tfmot needs tf_keras).
+
+``quantize(model)`` rebuilds the int8 form of a flat model (see ``int8_form``)
+with the layers of ``keras_mbv3.layers.quantized``, so that every tensor that
+will be int8 in TFLite is fake-quantized once, where it is made:
+
+* a ``Conv2D``, ``DepthwiseConv2D`` or ``Dense`` becomes its ``Quant*`` twin
+  with the following ``BatchNormalization`` folded into its kernel and bias
+  and a following ReLU/ReLU6 fused (as TFLite fuses them), then a
+  ``FakeQuant`` of the result;
+* the model inputs, and the outputs of ``Add``, ``Multiply``, pooling to a
+  mean, ``Rescaling``, ``Concatenate`` and standalone activations, get a
+  ``FakeQuant``; a ``HardGate`` output has the fixed range [0, 6], a sigmoid's
+  [0, 255/256] (TFLite's fixed int8 ``LOGISTIC`` output);
+* ops that keep their input's scale in TFLite (padding, max and average
+  pooling, reshapes, ``SpaceToDepth``, resizing, dropout) and softmax (a fixed
+  output scale) get none: a range of their own would add a requantize op;
+* a ``BatchNormalization`` that follows no conv becomes the equal 1x1
+  depthwise conv.
+
+BN statistics during QAT: they are frozen, folded once from the float model's
+moving statistics. QAT here is a short, low-rate fine-tune of a trained model
+whose statistics are final (Jacob et al., 2018, freeze them for the end of
+QAT; the recipe re-estimates them before QAT), and the int8 model is exactly
+that fold. The BN scale and shift keep training as part of the kernel and bias.
+Folding once also leaves no BN in the training step.
+"""
+
+import numpy as np
+
+from keras_mbv3 import checks
+from keras_mbv3.backend import keras
+from keras_mbv3.graph import Graph
+from keras_mbv3.layers.activations import HardGate
+from keras_mbv3.layers.quantized import FakeQuant, QuantConv2D, QuantDense, QuantDepthwiseConv2D
+from keras_mbv3.layers.space_to_depth import SpaceToDepth
+from keras_mbv3.quantization import xnnpack_limits
+from keras_mbv3.quantization.calibration import GATE_INPUT_RANGE, activation_ranges
+
+layers = keras.layers
+GATE_RANGE = (0.0, 6.0)
+SIGMOID_RANGE = (0.0, 255.0 / 256.0)
+_SAME_SCALE = (
+    layers.ZeroPadding2D, layers.MaxPooling2D, layers.AveragePooling2D, layers.Reshape, layers.Flatten,
+    layers.Dropout, layers.UpSampling2D, layers.Resizing, layers.Cropping2D, SpaceToDepth,
+)  # fmt: skip
+_OUTPUT_QUANTIZED = (
+    layers.Add, layers.Subtract, layers.Multiply, layers.Concatenate, layers.GlobalAveragePooling2D,
+    layers.Rescaling,
+)  # fmt: skip
+_QUANT_TWINS = {layers.Conv2D: QuantConv2D, layers.DepthwiseConv2D: QuantDepthwiseConv2D, layers.Dense: QuantDense}
+_FUSABLE = ("relu", "relu6")
+
+
+def _activation_name(layer):
+    """``"relu"``/``"relu6"`` for a ReLU, ReLU(6) or relu activation layer; ``"softmax"``, ``"sigmoid"``... else None."""
+    if isinstance(layer, layers.ReLU):
+        plain = float(layer.negative_slope) == 0 and float(layer.threshold) == 0
+        if plain and layer.max_value is None:
+            return "relu"
+        if plain and float(layer.max_value) == 6:
+            return "relu6"
+        return None
+    if isinstance(layer, layers.Softmax):
+        return "softmax"
+    if isinstance(layer, layers.Activation):
+        return keras.activations.serialize(layer.activation)
+    return None
+
+
+def _only_consumer(g, node, kind):
+    """The node that alone reads ``node``'s output if it is a ``kind`` (and the output is no model output)."""
+    (tensor,) = node.outputs
+    readers = g.consumers(tensor)
+    if len(readers) == 1 and not g.is_output(tensor) and kind(readers[0]):
+        return readers[0]
+    return None
+
+
+def _fusions(g):
+    """``{id(weighted node): (BN node or None, activation node or None)}`` and the ids of the nodes they absorb."""
+    fusions, absorbed = {}, set()
+    for node in g.nodes:
+        layer = node.layer
+        if type(layer) not in _QUANT_TWINS:
+            continue
+        own = keras.activations.serialize(layer.activation)
+        if own not in ("linear",) + _FUSABLE:
+            checks.fail("model", f"layer {layer.name!r} ({type(layer).__name__}) with activation {own!r}",
+                        "convs and dense layers with a linear, relu or relu6 activation for QAT")  # fmt: skip
+        bn = act = None
+        if own == "linear":
+            bn = _only_consumer(g, node, lambda n: isinstance(n.layer, layers.BatchNormalization))
+            act = _only_consumer(g, bn or node, lambda n: _activation_name(n.layer) in _FUSABLE)
+        fusions[id(node)] = (bn, act)
+        absorbed |= {id(n) for n in (bn, act) if n is not None}
+    return fusions, absorbed
+
+
+def _batchnorm_affine(bn):
+    """``(factor, shift)`` per channel with ``bn(x) == x * factor + shift`` in inference."""
+    value = keras.ops.convert_to_numpy
+    variance = value(bn.moving_variance)
+    factor = 1.0 / np.sqrt(variance + bn.epsilon)
+    if bn.scale:
+        factor = factor * value(bn.gamma)
+    shift = -value(bn.moving_mean) * factor
+    if bn.center:
+        shift = shift + value(bn.beta)
+    return factor.astype("float32"), shift.astype("float32")
+
+
+def _quant_twin(layer, bn, activation, x):
+    """The ``Quant*`` twin of ``layer`` with ``bn`` folded in and ``activation`` fused, called on ``x``."""
+    if getattr(layer, "data_format", "channels_last") != "channels_last" or getattr(layer, "groups", 1) != 1:
+        checks.fail("model", f"layer {layer.name!r} ({type(layer).__name__})",
+                    "channels-last convs without groups for QAT")  # fmt: skip
+    kernel, *rest = layer.get_weights()
+    channel_axis = 2 if isinstance(layer, layers.DepthwiseConv2D) else -1
+    channels = kernel.shape[channel_axis]
+    bias = rest[0] if rest else np.zeros(channels, "float32")
+    if bn is not None:
+        factor, shift = _batchnorm_affine(bn)
+        shape = [1] * kernel.ndim
+        shape[channel_axis] = channels
+        kernel, bias = kernel * factor.reshape(shape), bias * factor + shift
+    config = layer.get_config()
+    config.update(use_bias=True, activation=activation or config["activation"])
+    twin = _QUANT_TWINS[type(layer)].from_config(config)
+    outputs = twin(x)
+    twin.set_weights([kernel, bias])
+    return outputs
+
+
+def _batchnorm_as_depthwise(bn, x):
+    """A ``BatchNormalization`` that follows no conv, as the equal 1x1 depthwise conv (4D channels-last input)."""
+    if len(x.shape) != 4 or bn.axis not in (-1, 3, [-1], [3]):
+        checks.fail("model", f"layer {bn.name!r} (BatchNormalization) after no conv",
+                    "a BatchNormalization after a Conv2D, DepthwiseConv2D or Dense, or on 4D channels-last input")  # fmt: skip
+    conv = QuantDepthwiseConv2D(1, name=bn.name, dtype=bn.dtype_policy.name)
+    outputs = conv(x)
+    factor, shift = _batchnorm_affine(bn)
+    conv.set_weights([factor.reshape(1, 1, -1, 1), shift])
+    return outputs
+
+
+def quantize(model, representative_dataset_images=None):
+    """The Keras 3 QAT model of ``model`` (flat, in int8 form); see ``keras_mbv3.quantization.quantize_model``.
+
+    Args:
+        model: the int8 form of a flat functional model.
+        representative_dataset_images: None, or images ``(N, H, W, C)`` to start every
+            moving range at the float model's.
+
+    Returns:
+        ``(qat_model, sources)``: the QAT model and ``{FakeQuant name: name of the
+        float layer whose output it quantizes}``.
+    """
+    g = Graph(model)
+    fusions, absorbed = _fusions(g)
+    gate_inputs = {id(t) for node in g.nodes if isinstance(node.layer, HardGate) for t in node.inputs}
+    sources = {}
+
+    def fake_quant(tensor, source_node, fixed_range=None):
+        (old,) = source_node.outputs
+        name = source_node.layer.name
+        floor = GATE_INPUT_RANGE if id(old) in gate_inputs else 0.0
+        quant = FakeQuant(fixed_range=fixed_range, floor=floor, name=f"{name}_quant")
+        if fixed_range is None:
+            sources[quant.name] = name
+        return quant(tensor)
+
+    def on_input(node, tensor):
+        return fake_quant(tensor, node)
+
+    def call_node(node, args, kwargs):
+        layer = node.layer
+        if id(node) in absorbed:
+            return args[0]  # already computed by the conv it was folded or fused into
+        if id(node) in fusions:
+            bn, act = fusions[id(node)]
+            outputs = _quant_twin(layer, bn and bn.layer, _activation_name(act.layer) if act else None, args[0])
+            return fake_quant(outputs, act or bn or node)
+        if isinstance(layer, layers.BatchNormalization):
+            return fake_quant(_batchnorm_as_depthwise(layer, args[0]), node)
+        outputs = layer(*args, **kwargs)
+        kind = _activation_name(layer)
+        if isinstance(layer, HardGate):
+            return fake_quant(outputs, node, fixed_range=GATE_RANGE)
+        if kind == "sigmoid":
+            return fake_quant(outputs, node, fixed_range=SIGMOID_RANGE)
+        if isinstance(layer, _SAME_SCALE) or kind == "softmax":
+            return outputs
+        if isinstance(layer, _OUTPUT_QUANTIZED) or kind in _FUSABLE:
+            return fake_quant(outputs, node)
+        checks.fail("model", f"layer {layer.name!r} ({type(layer).__name__})",
+                    "layers that have an int8 TFLite form: convs, dense, BN, ReLU/ReLU6/sigmoid/softmax, add, "
+                    "multiply, concatenate, pooling, padding, reshapes, resizing, rescaling and keras_mbv3's layers")  # fmt: skip
+
+    qat = g.rebuild(call_node, on_input=on_input)
+    if representative_dataset_images is not None:
+        calibrate(qat, model, sources, representative_dataset_images)
+    return qat, sources
+
+
+def calibrate(qat_model, float_model, sources, images):
+    """Set every moving ``FakeQuant`` range of ``qat_model`` to its source tensor's range in ``float_model``."""
+    ranges = activation_ranges(float_model, set(sources.values()), images)
+    for quant_name, source in sources.items():
+        if source in ranges:
+            layer = qat_model.get_layer(quant_name)
+            low, high = ranges[source]
+            layer.range_min.assign(min(low, -layer.floor))
+            layer.range_max.assign(max(high, layer.floor))
+
+
+def range_constraints(qat_model):
+    """The ``xnnpack_limits.Constraint`` of every int8 ADD and MUL of ``qat_model``'s export."""
+    g = Graph(qat_model)
+
+    def range_of(tensor):
+        """Where the tensor is fake-quantized: by a ``FakeQuant`` that reads it, or before same-scale ops."""
+        node = next((n for n in g.consumers(tensor) if isinstance(n.layer, FakeQuant)), g.producer(tensor))
+        while isinstance(node.layer, _SAME_SCALE) and node.inputs:
+            node = g.producer(node.inputs[0])
+        layer = node.layer
+        if not isinstance(layer, FakeQuant):
+            return None
+        if layer.fixed_range is not None:
+            return xnnpack_limits.Range(*layer.fixed_range, fixed=True)
+        return xnnpack_limits.Range(layer.range_min, layer.range_max)
+
+    return xnnpack_limits.constraints(g, range_of)
+
+
+def is_qat_model(model):
+    """Whether ``model`` holds this engine's fake quantization."""
+    return any(isinstance(layer, FakeQuant) for layer in getattr(model, "layers", []))
+
