@@ -140,7 +140,10 @@ def check_int8_graph(content, on_split="raise"):
         Int8GraphError: float ops or custom (Flex) ops inside; more than one
             partition when ``on_split`` is ``"raise"`` (``"warn"``: a warning).
     """
-    report = graph_report(content)
+    try:
+        report = graph_report(content)
+    except (RuntimeError, ValueError) as error:  # an op LiteRT cannot run (a Flex op without its delegate)
+        raise Int8GraphError(f"LiteRT cannot run the int8 export: {error}") from error
     custom = {op for op in report["ops"] if op.startswith("Flex") or op == "CUSTOM"}
     if report["float_ops"] or custom:
         raise Int8GraphError(

@@ -47,6 +47,7 @@ _LINEAR = (
     keras.layers.GlobalAveragePooling2D,
     keras.layers.AveragePooling2D,
     keras.layers.MaxPooling2D,
+    keras.layers.GlobalMaxPooling2D,
     keras.layers.Dropout,
     keras.layers.Reshape,
     keras.layers.Flatten,

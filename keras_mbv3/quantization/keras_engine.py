@@ -35,14 +35,13 @@ from keras_mbv3.layers.activations import HardGate
 from keras_mbv3.layers.quantized import FakeQuant, QuantConv2D, QuantDense, QuantDepthwiseConv2D
 from keras_mbv3.layers.space_to_depth import SpaceToDepth
 from keras_mbv3.quantization import xnnpack_limits
-from keras_mbv3.quantization.calibration import GATE_INPUT_RANGE, activation_ranges
+from keras_mbv3.quantization.calibration import GATE_INPUT_RANGE, GATE_OUTPUT_RANGE, activation_ranges
 
 layers = keras.layers
-GATE_RANGE = (0.0, 6.0)
 SIGMOID_RANGE = (0.0, 255.0 / 256.0)
 _SAME_SCALE = (
-    layers.ZeroPadding2D, layers.MaxPooling2D, layers.AveragePooling2D, layers.Reshape, layers.Flatten,
-    layers.Dropout, layers.UpSampling2D, layers.Resizing, layers.Cropping2D, SpaceToDepth,
+    layers.ZeroPadding2D, layers.MaxPooling2D, layers.AveragePooling2D, layers.GlobalMaxPooling2D, layers.Reshape,
+    layers.Flatten, layers.Dropout, layers.UpSampling2D, layers.Resizing, layers.Cropping2D, SpaceToDepth,
 )  # fmt: skip
 _OUTPUT_QUANTIZED = (
     layers.Add, layers.Subtract, layers.Multiply, layers.Concatenate, layers.GlobalAveragePooling2D,
@@ -50,6 +49,14 @@ _OUTPUT_QUANTIZED = (
 )  # fmt: skip
 _QUANT_TWINS = {layers.Conv2D: QuantConv2D, layers.DepthwiseConv2D: QuantDepthwiseConv2D, layers.Dense: QuantDense}
 _FUSABLE = ("relu", "relu6")
+
+
+def _serialized_activation(layer, activation):
+    try:
+        return keras.activations.serialize(activation)
+    except ValueError:  # a function Keras does not know
+        checks.fail("model", f"layer {layer.name!r} ({type(layer).__name__}) with activation {activation!r}",
+                    "the activations of keras.activations for QAT")  # fmt: skip
 
 
 def _activation_name(layer):
@@ -64,7 +71,7 @@ def _activation_name(layer):
     if isinstance(layer, layers.Softmax):
         return "softmax"
     if isinstance(layer, layers.Activation):
-        return keras.activations.serialize(layer.activation)
+        return _serialized_activation(layer, layer.activation)
     return None
 
 
@@ -77,21 +84,45 @@ def _only_consumer(g, node, kind):
     return None
 
 
+def _folds_into(layer, bn):
+    """Whether ``bn`` normalizes the output channels of the conv or dense ``layer`` (its last axis)."""
+    axis = bn.axis if isinstance(bn.axis, int) else (bn.axis[0] if len(bn.axis) == 1 else None)
+    rank = 2 if isinstance(layer, layers.Dense) else 4
+    return axis is not None and axis % rank == rank - 1
+
+
+def _check_weighted(layer):
+    name = f"layer {layer.name!r} ({type(layer).__name__})"
+    own = _serialized_activation(layer, layer.activation)
+    if own not in ("linear",) + _FUSABLE:
+        checks.fail("model", f"{name} with activation {own!r}", "a linear, relu or relu6 activation for QAT")
+    if getattr(layer, "data_format", "channels_last") != "channels_last" or getattr(layer, "groups", 1) != 1:
+        checks.fail("model", name, "channels-last convs without groups for QAT")
+    if getattr(layer, "depth_multiplier", 1) != 1:
+        checks.fail("model", f"{name} with depth_multiplier={layer.depth_multiplier}",
+                    "depth_multiplier=1 for QAT (per-channel int8 depthwise weights)")  # fmt: skip
+    return own
+
+
 def _fusions(g):
-    """``{id(weighted node): (BN node or None, activation node or None)}`` and the ids of the nodes they absorb."""
+    """``{id(node): (BN node or None, activation node or None)}`` and the ids of the nodes they absorb.
+
+    A conv or dense layer absorbs the BatchNormalization that alone reads it
+    (folded into its weights) and then a ReLU/ReLU6 that alone reads the
+    result; an Add or Subtract absorbs such a ReLU (TFLite fuses both).
+    """
     fusions, absorbed = {}, set()
     for node in g.nodes:
-        layer = node.layer
-        if type(layer) not in _QUANT_TWINS:
+        layer, bn = node.layer, None
+        if type(layer) in _QUANT_TWINS:
+            if _check_weighted(layer) != "linear":
+                fusions[id(node)] = (None, None)
+                continue
+            bn = _only_consumer(g, node, lambda n: isinstance(n.layer, layers.BatchNormalization)
+                                and _folds_into(layer, n.layer))  # fmt: skip
+        elif not isinstance(layer, (layers.Add, layers.Subtract)):
             continue
-        own = keras.activations.serialize(layer.activation)
-        if own not in ("linear",) + _FUSABLE:
-            checks.fail("model", f"layer {layer.name!r} ({type(layer).__name__}) with activation {own!r}",
-                        "convs and dense layers with a linear, relu or relu6 activation for QAT")  # fmt: skip
-        bn = act = None
-        if own == "linear":
-            bn = _only_consumer(g, node, lambda n: isinstance(n.layer, layers.BatchNormalization))
-            act = _only_consumer(g, bn or node, lambda n: _activation_name(n.layer) in _FUSABLE)
+        act = _only_consumer(g, bn or node, lambda n: _activation_name(n.layer) in _FUSABLE)
         fusions[id(node)] = (bn, act)
         absorbed |= {id(n) for n in (bn, act) if n is not None}
     return fusions, absorbed
@@ -112,9 +143,6 @@ def _batchnorm_affine(bn):
 
 def _quant_twin(layer, bn, activation, x):
     """The ``Quant*`` twin of ``layer`` with ``bn`` folded in and ``activation`` fused, called on ``x``."""
-    if getattr(layer, "data_format", "channels_last") != "channels_last" or getattr(layer, "groups", 1) != 1:
-        checks.fail("model", f"layer {layer.name!r} ({type(layer).__name__})",
-                    "channels-last convs without groups for QAT")  # fmt: skip
     kernel, *rest = layer.get_weights()
     channel_axis = 2 if isinstance(layer, layers.DepthwiseConv2D) else -1
     channels = kernel.shape[channel_axis]
@@ -144,22 +172,18 @@ def _batchnorm_as_depthwise(bn, x):
     return outputs
 
 
-def quantize(model, representative_dataset_images=None):
+def quantize(model, images=None):
     """The Keras 3 QAT model of ``model`` (flat, in int8 form); see ``keras_mbv3.quantization.quantize_model``.
 
     Args:
         model: the int8 form of a flat functional model.
-        representative_dataset_images: None, or images ``(N, H, W, C)`` to start every
-            moving range at the float model's.
-
-    Returns:
-        ``(qat_model, sources)``: the QAT model and ``{FakeQuant name: name of the
-        float layer whose output it quantizes}``.
+        images: None, or images ``(N, H, W, C)`` to start every moving range at the float model's.
     """
     g = Graph(model)
+    _check_unshared(g)
     fusions, absorbed = _fusions(g)
     gate_inputs = {id(t) for node in g.nodes if isinstance(node.layer, HardGate) for t in node.inputs}
-    sources = {}
+    sources = {}  # FakeQuant name -> the float layer whose output it quantizes
 
     def fake_quant(tensor, source_node, fixed_range=None):
         (old,) = source_node.outputs
@@ -170,26 +194,27 @@ def quantize(model, representative_dataset_images=None):
             sources[quant.name] = name
         return quant(tensor)
 
-    def on_input(node, tensor):
-        return fake_quant(tensor, node)
-
     def call_node(node, args, kwargs):
         layer = node.layer
         if id(node) in absorbed:
-            return args[0]  # already computed by the conv it was folded or fused into
+            return args[0]  # already computed by the node it was folded or fused into
         if id(node) in fusions:
             bn, act = fusions[id(node)]
-            outputs = _quant_twin(layer, bn and bn.layer, _activation_name(act.layer) if act else None, args[0])
+            if type(layer) in _QUANT_TWINS:
+                outputs = _quant_twin(layer, bn and bn.layer, act and _activation_name(act.layer), args[0])
+            else:
+                outputs = layer(*args, **kwargs)
+                outputs = act.layer(outputs) if act else outputs
             return fake_quant(outputs, act or bn or node)
         if isinstance(layer, layers.BatchNormalization):
             return fake_quant(_batchnorm_as_depthwise(layer, args[0]), node)
         outputs = layer(*args, **kwargs)
         kind = _activation_name(layer)
         if isinstance(layer, HardGate):
-            return fake_quant(outputs, node, fixed_range=GATE_RANGE)
+            return fake_quant(outputs, node, fixed_range=GATE_OUTPUT_RANGE)
         if kind == "sigmoid":
             return fake_quant(outputs, node, fixed_range=SIGMOID_RANGE)
-        if isinstance(layer, _SAME_SCALE) or kind == "softmax":
+        if isinstance(layer, _SAME_SCALE) or kind in ("softmax", "linear"):
             return outputs
         if isinstance(layer, _OUTPUT_QUANTIZED) or kind in _FUSABLE:
             return fake_quant(outputs, node)
@@ -197,21 +222,25 @@ def quantize(model, representative_dataset_images=None):
                     "layers that have an int8 TFLite form: convs, dense, BN, ReLU/ReLU6/sigmoid/softmax, add, "
                     "multiply, concatenate, pooling, padding, reshapes, resizing, rescaling and keras_mbv3's layers")  # fmt: skip
 
-    qat = g.rebuild(call_node, on_input=on_input)
-    if representative_dataset_images is not None:
-        calibrate(qat, model, sources, representative_dataset_images)
-    return qat, sources
+    qat = g.rebuild(call_node, on_input=lambda node, tensor: fake_quant(tensor, node))
+    if images is not None:
+        ranges = activation_ranges(model, set(sources.values()), images)
+        for quant_name, source in sources.items():
+            if source in ranges:
+                layer = qat.get_layer(quant_name)
+                layer.range_min.assign(ranges[source][0])
+                layer.range_max.assign(ranges[source][1])
+    return qat
 
 
-def calibrate(qat_model, float_model, sources, images):
-    """Set every moving ``FakeQuant`` range of ``qat_model`` to its source tensor's range in ``float_model``."""
-    ranges = activation_ranges(float_model, set(sources.values()), images)
-    for quant_name, source in sources.items():
-        if source in ranges:
-            layer = qat_model.get_layer(quant_name)
-            low, high = ranges[source]
-            layer.range_min.assign(min(low, -layer.floor))
-            layer.range_max.assign(max(high, layer.floor))
+def _check_unshared(g):
+    """A layer called twice would get two quantized twins of one name: refuse it by name."""
+    seen = set()
+    for node in g.nodes:
+        if id(node.layer) in seen and not node.is_input:
+            checks.fail("model", f"layer {node.layer.name!r} ({type(node.layer).__name__}) called more than once",
+                        "a model whose layers are each called once, for QAT")  # fmt: skip
+        seen.add(id(node.layer))
 
 
 def range_constraints(qat_model):

@@ -9,9 +9,9 @@ tf_keras, tfmot does (``tfmot_engine``).
 """
 
 import contextlib
+import warnings
 
 from keras_mbv3.backend import IS_KERAS_3, keras
-from keras_mbv3.graph import is_functional
 from keras_mbv3.layers.flatten import flatten_model
 from keras_mbv3.quantization.calibration import CALIBRATION_SAMPLES, representative_images
 from keras_mbv3.quantization.int8_form import int8_form
@@ -38,19 +38,11 @@ def quantize_model(model, representative_dataset=None):
         TypeError: for a model that is not a functional Keras model.
         ValueError: for a layer that has no int8 form (named, with its class).
     """
-    if not is_functional(model):
-        raise TypeError(
-            f"Invalid `model`: received {type(model).__name__}; allowed: a functional Keras model "
-            "(Sequential and subclassed models cannot be flattened)."
-        )
-    folded = int8_form(flatten_model(model))
+    folded = int8_form(flatten_model(model))  # a TypeError for a model that is not functional
     images = None
     if representative_dataset is not None:
         images = representative_images(representative_dataset, CALIBRATION_SAMPLES)
-    if IS_KERAS_3:
-        qat, _ = _engine().quantize(folded, images)
-    else:
-        qat = _engine().quantize(folded, images)
+    qat = _engine().quantize(folded, images)
     if images is not None:
         keep_xnnpack_limits(qat)
     return qat
@@ -65,7 +57,13 @@ def keep_xnnpack_limits(qat_model):
     """
     from keras_mbv3.quantization import xnnpack_limits
 
-    return xnnpack_limits.enforce(_engine().range_constraints(qat_model))
+    constraints = _engine().range_constraints(qat_model)
+    changed = xnnpack_limits.enforce(constraints)
+    left = xnnpack_limits.violations(constraints)
+    if left:  # only a fixed range could move, e.g. a HardGate's [0, 6] behind an input range over 383
+        warnings.warn(f"ranges outside XNNPACK's int8 scale limits that cannot be widened, at {left}: "
+                      "these ops will run outside XNNPACK", stacklevel=2)  # fmt: skip
+    return changed
 
 
 class KeepXnnpackLimits(keras.callbacks.Callback):

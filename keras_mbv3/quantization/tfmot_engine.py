@@ -13,9 +13,8 @@ from keras_mbv3.backend import keras
 from keras_mbv3.graph import Graph
 from keras_mbv3.layers import LRASPP, HardGate, HardSigmoid, HardSwish, InvertedResidual, SpaceToDepth, SqueezeExcite
 from keras_mbv3.quantization import xnnpack_limits
-from keras_mbv3.quantization.calibration import activation_ranges
+from keras_mbv3.quantization.calibration import GATE_OUTPUT_RANGE, activation_ranges
 
-FIXED_GATE_RANGE = (0.0, 6.0)  # the HardGate's output
 TFMOT_MISSING = (
     "Quantization-aware training on tf_keras uses tensorflow-model-optimization, which is not installed: "
     "`pip install keras-mbv3[tfmot]`, or use Keras 3 (unset TF_USE_LEGACY_KERAS), whose engine needs no tfmot."
@@ -57,7 +56,7 @@ def _scheme_classes():
             pass
 
         def get_output_quantizers(self, layer):
-            low, high = FIXED_GATE_RANGE
+            low, high = GATE_OUTPUT_RANGE
             return [quantizers.FixedQuantizer(num_bits=8, init_min=low, init_max=high, narrow_range=False)]
 
         def get_config(self):
@@ -125,7 +124,7 @@ def range_constraints(qat_model):
         while True:
             layer = inner(node.layer)
             if isinstance(layer, HardGate):
-                return xnnpack_limits.Range(*FIXED_GATE_RANGE, fixed=True)
+                return xnnpack_limits.Range(*GATE_OUTPUT_RANGE, fixed=True)
             if layer.name in variables:
                 return xnnpack_limits.Range(*variables[layer.name])
             if not node.inputs:

@@ -40,7 +40,7 @@ class Range:
     def value(self):
         if self.fixed:
             return self.minimum, self.maximum
-        return float(np.asarray(self.minimum)), float(np.asarray(self.maximum))
+        return float(self.minimum.numpy()), float(self.maximum.numpy())  # .numpy(): distributed variables too
 
     def scale(self):
         low, high = self.value()

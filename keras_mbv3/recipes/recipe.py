@@ -15,8 +15,9 @@ import time
 
 from keras_mbv3 import __version__, checks
 from keras_mbv3.backend import FLAVOUR, IS_KERAS_3, keras
-from keras_mbv3.quantization import KeepXnnpackLimits, export_tflite, quantize_model, quantize_scope
 from keras_mbv3.files import write_atomically
+from keras_mbv3.quantization import KeepXnnpackLimits, export_tflite, quantize_model, quantize_scope
+from keras_mbv3.quantization.calibration import CALIBRATION_SAMPLES
 from keras_mbv3.recipes import data as data_lib
 from keras_mbv3.recipes import evaluation, report, training
 
@@ -74,6 +75,8 @@ class Run:
     def record_settings(self, keys, write=True):
         """Add ``keys`` of the settings to ``settings.json`` (if ``write``); refuse a folder that holds other values."""
         stored = json.load(open(self.path("settings.json"))) if os.path.exists(self.path("settings.json")) else {}
+        if stored and "keras" not in stored:
+            stored["keras"] = "tf_keras"  # folders of mbv3 before 0.2 ran on tf_keras
         mine = {k: self.settings[k] for k in keys}
         clash = {k: (stored[k], v) for k, v in mine.items() if k in stored and stored[k] != v}
         if clash:
@@ -144,7 +147,7 @@ class Run:
             return
         self._fit_step("qat", "qat", self.paths["qat"], self.settings["qat_epochs"], QAT_RATE, lambda steps: quantize_model(
             keras.models.load_model(self.paths["float"]),
-            representative_dataset=data.images(training.CALIBRATION_IMAGES)), callbacks=[KeepXnnpackLimits()])  # fmt: skip
+            representative_dataset=data.images(CALIBRATION_SAMPLES)), callbacks=[KeepXnnpackLimits()])  # fmt: skip
 
     def export(self):
         """``float.tflite`` (float32, fused HARD_SWISH) and ``int8.tflite`` (fully integer) from the trained models.

@@ -21,7 +21,7 @@ from keras_mbv3.applications import (
     MobileNetV3Large,
     MobileNetV3Small,
 )
-from keras_mbv3.backend import keras
+from keras_mbv3.backend import IS_KERAS_3, keras
 
 MODELS = {
     "small": (MobileNetV3Small, LRASPPMobileNetV3Small, False),
@@ -31,7 +31,6 @@ MODELS = {
 }
 STRATEGIES = ("default", "mirrored", "multi-worker")
 WEIGHT_DECAY = 1e-5  # the paper's
-CALIBRATION_IMAGES = 256
 
 
 def strategy(name, cpu_devices=1):
@@ -48,6 +47,9 @@ def strategy(name, cpu_devices=1):
     if name == "mirrored":
         return tf.distribute.MirroredStrategy()
     if name == "multi-worker":
+        if IS_KERAS_3:  # Keras 3's fit reduces the first distributed batch, which collective ops cannot do
+            checks.fail("--strategy", name, "'default' or 'mirrored' on Keras 3, which cannot train with "
+                        "MultiWorkerMirroredStrategy (keras-team/keras#20585); 'multi-worker' with TF_USE_LEGACY_KERAS=1")  # fmt: skip
         if "TF_CONFIG" not in os.environ:
             checks.fail("--strategy", name, "'multi-worker' only with the TF_CONFIG environment variable set")
         return tf.distribute.MultiWorkerMirroredStrategy()
@@ -118,10 +120,10 @@ def fit(model, data, epochs, work_dir, log_name, chief=True, callbacks=()):
     """
     backup = os.path.join(work_dir, f"{log_name}_backup")
     log_dir = work_dir if chief else tempfile.mkdtemp(prefix=f"{log_name}_log_")
-    callbacks = [
+    callbacks = [  # the caller's first: a backup holds what they did at the epoch's end
+        *callbacks,
         keras.callbacks.CSVLogger(os.path.join(log_dir, f"{log_name}_history.csv"), append=True),
         keras.callbacks.BackupAndRestore(backup),
-        *callbacks,
     ]
     model.fit(data.train, validation_data=data.val, epochs=epochs, callbacks=callbacks, verbose=1)
     if chief:
