@@ -25,3 +25,9 @@ FLAVOUR = "keras3" if IS_KERAS_3 else "tf_keras"
 def register(cls):
     """Register ``cls`` for serialization as ``keras_mbv3>ClassName``."""
     return keras.saving.register_keras_serializable(package="keras_mbv3")(cls)
+
+
+# Importing any module of the package registers every layer, so that a saved model loads with
+# `keras.models.load_model` after only `from keras_mbv3 import keras` (the layers import this module
+# first, and find `keras` and `register` defined).
+import keras_mbv3.layers  # noqa: E402,F401

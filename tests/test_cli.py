@@ -14,9 +14,9 @@ from keras_mbv3.backend import IS_KERAS_3
 from keras_mbv3.recipes.cli import COMMANDS, main
 
 # The CLI runs on the Keras line of the test process (Keras 3 unless TF_USE_LEGACY_KERAS=1).
-# The long runs are on Keras 3, the default; tf_keras runs one short recipe.
+# The long runs are on Keras 3, the default; tf_keras runs the multi-worker train, qat and export.
 keras_3_only = pytest.mark.skipif(not IS_KERAS_3, reason="long CLI runs: on the default Keras line")
-legacy_only = pytest.mark.skipif(IS_KERAS_3, reason="the tf_keras line's own recipe run")
+legacy_only = pytest.mark.skipif(IS_KERAS_3, reason="the tf_keras line's own CLI run")
 USER_ENV = dict(os.environ)
 
 
@@ -158,6 +158,7 @@ def test_killed_training_resumes_and_the_recipe_keeps_int8_within_a_point_of_flo
     assert json.loads((out / "report.json").read_text())["int8"]["accuracy"] == int8_accuracy
 
 
+@keras_3_only  # tf_keras runs tf.distribute in the multi-worker test
 def test_segmentation_training_and_qat_with_mirrored_strategy_on_two_logical_cpus(tmp_path):
     out = tmp_path / "seg"
     for step, epochs in (("train", "--epochs"), ("qat", "--qat-epochs")):
@@ -165,7 +166,7 @@ def test_segmentation_training_and_qat_with_mirrored_strategy_on_two_logical_cpu
                          "--cpu-devices", "2")  # fmt: skip
         assert result.returncode == 0, result.stderr
         assert "strategy: mirrored, 2 replica(s)" in result.stdout
-    assert (out / ("qat.keras" if IS_KERAS_3 else "qat.h5")).exists() and epochs_logged(out / "qat_history.csv") == [0]
+    assert (out / "qat.keras").exists() and epochs_logged(out / "qat_history.csv") == [0]
     assert json.loads((out / "settings.json").read_text())["data"] == "digits-seg"
     evaluation = run_cli("eval", "--task", "segmentation", "--out", out, "--file", out / "float.keras")
     assert evaluation.returncode == 0, evaluation.stderr
@@ -205,16 +206,9 @@ def test_multi_worker_training_and_qat_with_two_local_workers(tmp_path):
     assert epochs_logged(out / "float_history.csv") == [0] and epochs_logged(out / "qat_history.csv") == [0]  # the chief's
     assert sorted(p.name for p in out.iterdir()) == ["float.keras", "float_history.csv", "qat.h5", "qat_history.csv",
                                                      "settings.json", "timings.json"]  # fmt: skip
-
-
-@legacy_only
-def test_the_recipe_runs_on_tf_keras_with_tfmot(tmp_path):
-    out = tmp_path / "run"
-    result = run_cli("recipe", "--out", out, "--epochs", "6", "--qat-epochs", "1", "--batch-size", "32")
-    assert result.returncode == 0, result.stderr
-    report = json.loads((out / "report.json").read_text())
-    assert report["versions"]["flavour"] == "tf_keras" and (out / "qat.h5").exists()
-    assert report["float"]["accuracy"] > 0.5 and abs(report["int8"]["accuracy"] - report["float"]["accuracy"]) <= 0.02
+    export = run_cli("export", "--out", out)  # the tfmot QAT model, on tf_keras, to a fully int8 file
+    assert export.returncode == 0, export.stderr
+    assert json.loads((out / "settings.json").read_text())["keras"] == "tf_keras" and (out / "int8.tflite").exists()
 
 
 def test_bad_data_folders_are_one_clear_line(capsys, tmp_path):

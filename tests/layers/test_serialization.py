@@ -165,3 +165,23 @@ def test_trains_one_step(rng):
     history = model.fit(x, y, epochs=1, verbose=0)
     assert np.isfinite(history.history["loss"][0])
     assert any(not np.array_equal(a, b) for a, b in zip(before, model.get_weights()))
+
+
+def test_a_saved_model_loads_in_a_new_process_after_only_importing_keras_from_the_package(tmp_path):
+    """No custom_objects, no import of keras_mbv3.layers: importing any module of the package registers the layers."""
+    import subprocess
+    import sys
+
+    path = tmp_path / "m.keras"
+    save = (
+        "from keras_mbv3 import keras\n"
+        "from keras_mbv3.layers import HardSwish, InvertedResidual\n"
+        "inputs = keras.Input((32, 32, 3))\n"
+        "x = InvertedResidual(8, expanded_filters=16, se_ratio=0.25, activation='hard_swish')(HardSwish()(inputs))\n"
+        f"keras.Model(inputs, x).save({str(path)!r})\n"
+    )
+    load = f"from keras_mbv3 import keras\nprint(keras.models.load_model({str(path)!r}).layers[-1].name)\n"
+    for code in (save, load):
+        result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+        assert result.returncode == 0, result.stderr[-2000:]
+    assert "inverted_residual" in result.stdout

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from keras_mbv3.backend import IS_KERAS_3, keras
+from keras_mbv3.backend import IS_KERAS_3
 from keras_mbv3.quantization import xnnpack_limits
 from keras_mbv3.quantization.xnnpack_limits import ADD_LIMITS, MARGIN, MUL_LIMITS, Constraint, Range, enforce, violations
 
