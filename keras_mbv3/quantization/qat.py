@@ -28,11 +28,12 @@ def quantize_model(model, representative_dataset=None):
 
     Args:
         model: a functional Keras model of the Keras line in use.
-        representative_dataset: optional images (an array, a ``tf.data.Dataset``
-            of images or ``(images, labels)`` batches) to start every activation
-            range at the float model's (mean per-batch min and max) instead of
-            [-6, 6]; short fine-tunes need it, since the moving averages move
-            0.1% per step.
+        representative_dataset: optional images of a one-input model (an array,
+            a ``tf.data.Dataset`` of images or ``(images, labels)`` batches) to
+            start every activation range at the float model's (mean per-batch
+            min and max) instead of [-6, 6]; short fine-tunes need it, since the
+            moving averages move 0.1% per step. Ranges are then kept inside
+            XNNPACK's int8 limits (``keep_xnnpack_limits``).
 
     Raises:
         TypeError: for a model that is not a functional Keras model.
