@@ -32,10 +32,10 @@ test: $(STAMP) $(STAMP_TFMOT)
 	$(MAKE) -j2 --output-sync=target test-keras3 test-legacy
 
 test-keras3: $(STAMP)
-	TF_USE_LEGACY_KERAS=0 $(PY) -m pytest -q -p no:cacheprovider tests
+	TF_USE_LEGACY_KERAS=0 $(PY) -m pytest -q -p no:cacheprovider --durations=15 tests
 
 test-legacy: $(STAMP_TFMOT)
-	TF_USE_LEGACY_KERAS=1 $(PY_TFMOT) -m pytest -q -p no:cacheprovider tests
+	TF_USE_LEGACY_KERAS=1 $(PY_TFMOT) -m pytest -q -p no:cacheprovider --durations=15 tests
 
 demo: $(STAMP)
 	$(PY) -m keras_mbv3 recipe --data digits --model small --out runs/demo

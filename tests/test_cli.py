@@ -159,18 +159,16 @@ def test_killed_training_resumes_and_the_recipe_keeps_int8_within_a_point_of_flo
 
 
 @keras_3_only  # tf_keras runs tf.distribute in the multi-worker test
-def test_segmentation_training_and_qat_with_mirrored_strategy_on_two_logical_cpus(tmp_path):
-    out = tmp_path / "seg"
+def test_training_and_qat_with_mirrored_strategy_on_two_logical_cpus(tmp_path):
+    out = tmp_path / "run"
     for step, epochs in (("train", "--epochs"), ("qat", "--qat-epochs")):
-        result = run_cli(step, "--task", "segmentation", "--out", out, epochs, "1", "--strategy", "mirrored",
-                         "--cpu-devices", "2")  # fmt: skip
+        result = run_cli(step, "--out", out, epochs, "1", "--strategy", "mirrored", "--cpu-devices", "2")
         assert result.returncode == 0, result.stderr
         assert "strategy: mirrored, 2 replica(s)" in result.stdout
     assert (out / "qat.keras").exists() and epochs_logged(out / "qat_history.csv") == [0]
-    assert json.loads((out / "settings.json").read_text())["data"] == "digits-seg"
-    evaluation = run_cli("eval", "--task", "segmentation", "--out", out, "--file", out / "float.keras")
+    evaluation = run_cli("eval", "--out", out, "--file", out / "qat.keras")  # the QAT model trained on 2 replicas
     assert evaluation.returncode == 0, evaluation.stderr
-    assert 0 < json.loads(evaluation.stdout[evaluation.stdout.index("{"):])["float.keras"]["miou"] <= 1
+    assert 0 <= json.loads(evaluation.stdout[evaluation.stdout.index("{"):])["qat.keras"]["accuracy"] <= 1
 
 
 def free_ports(count):

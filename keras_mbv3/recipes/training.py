@@ -126,10 +126,18 @@ def fit(model, data, epochs, work_dir, log_name, chief=True, callbacks=()):
         keras.callbacks.BackupAndRestore(backup),
     ]
     model.fit(data.train, validation_data=data.val, epochs=epochs, callbacks=callbacks, verbose=1)
+    # Every worker past its last checkpoint write before the chief deletes the folder that holds them all
+    # (a chief that went first removed a slower worker's workertemp_1/ under it: NotFoundError).
+    barrier(model.distribute_strategy)
     if chief:
         shutil.rmtree(backup, ignore_errors=True)  # finished: the step's result is what counts now
     else:
         shutil.rmtree(log_dir, ignore_errors=True)
+
+
+def barrier(distribution):
+    """Return once every replica of ``distribution`` on every worker has called it (a collective sum)."""
+    distribution.reduce("SUM", distribution.run(lambda: tf.constant(1.0)), axis=None)
 
 
 def read_history(path):
