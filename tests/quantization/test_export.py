@@ -124,31 +124,38 @@ EXPORT_SCRIPT = """
 import sys
 from keras_mbv3 import keras
 from keras_mbv3.layers import HardSwish
-from keras_mbv3.quantization import export_tflite
-from keras_mbv3.quantization.export import Int8GraphError
+from keras_mbv3.quantization import export, export_tflite
+write = export.write_atomically
+def announced_write(*args, **kwargs):  # the test kills the process the moment the write starts
+    print("writing", flush=True)
+    return write(*args, **kwargs)
+export.write_atomically = announced_write
 inputs = keras.Input((32, 32, 3))
 x = HardSwish()(keras.layers.Conv2D(8, 3)(inputs))
-export_tflite(keras.Model(inputs, keras.layers.GlobalAveragePooling2D()(x)), sys.argv[1], quantization="float32")
+model = keras.Model(inputs, keras.layers.GlobalAveragePooling2D()(x))
+print("converting", flush=True)
+export_tflite(model, sys.argv[1], quantization="float32")
 print("done", flush=True)
 """
 
 
 @pytest.mark.skipif(not IS_KERAS_3, reason="a subprocess test; once is enough (the Keras 3 line)")
-@pytest.mark.parametrize("delay", [2.5, 6.0, None])  # None: let it finish
-def test_export_killed_at_any_moment_leaves_the_whole_file_or_none(tmp_path, delay):
+@pytest.mark.parametrize("kill_at", ["converting", "writing", None])  # None: let it finish
+def test_export_killed_at_any_moment_leaves_the_whole_file_or_none(tmp_path, kill_at):
     import subprocess
     import sys
-    import time
 
     path = tmp_path / "model.tflite"
     process = subprocess.Popen([sys.executable, "-c", EXPORT_SCRIPT, str(path)], stdout=subprocess.PIPE, text=True)
-    if delay is None:
-        process.wait(timeout=300)
-    else:
-        time.sleep(delay)
+    lines = []
+    while kill_at is not None and kill_at not in lines and process.poll() is None:
+        lines.append(process.stdout.readline().strip())  # blocks until the script prints its next line
+    if kill_at is not None:
         process.kill()
-        process.wait()
-    if process.stdout.read() == "done\n":
+    process.wait(timeout=300)
+    lines += process.stdout.read().split()
+    assert kill_at is None or kill_at in lines
+    if "done" in lines:
         assert path.exists()
     if path.exists():  # whole, never a prefix of the model
         runner = interpreter(path.read_bytes())
