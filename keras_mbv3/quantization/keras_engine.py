@@ -84,11 +84,15 @@ def _only_consumer(g, node, kind):
     return None
 
 
-def _folds_into(layer, bn):
-    """Whether ``bn`` normalizes the output channels of the conv or dense ``layer`` (its last axis)."""
+def _normalizes_last_axis(bn, rank):
+    """Whether ``bn`` normalizes the last axis (the channels) of its ``rank``-D input."""
     axis = bn.axis if isinstance(bn.axis, int) else (bn.axis[0] if len(bn.axis) == 1 else None)
-    rank = 2 if isinstance(layer, layers.Dense) else 4
     return axis is not None and axis % rank == rank - 1
+
+
+def _folds_into(layer, bn):
+    """Whether ``bn`` normalizes the output channels of the conv or dense ``layer``."""
+    return _normalizes_last_axis(bn, 2 if isinstance(layer, layers.Dense) else 4)
 
 
 def _check_weighted(layer):
@@ -162,7 +166,7 @@ def _quant_twin(layer, bn, activation, x):
 
 def _batchnorm_as_depthwise(bn, x):
     """A ``BatchNormalization`` that follows no conv, as the equal 1x1 depthwise conv (4D channels-last input)."""
-    if len(x.shape) != 4 or bn.axis not in (-1, 3, [-1], [3]):
+    if len(x.shape) != 4 or not _normalizes_last_axis(bn, 4):
         checks.fail("model", f"layer {bn.name!r} (BatchNormalization) after no conv",
                     "a BatchNormalization after a Conv2D, DepthwiseConv2D or Dense, or on 4D channels-last input")  # fmt: skip
     conv = QuantDepthwiseConv2D(1, name=bn.name, dtype=bn.dtype_policy.name)
