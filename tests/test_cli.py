@@ -8,9 +8,11 @@ import subprocess
 import sys
 import time
 
+import numpy as np
 import pytest
 
 from keras_mbv3.backend import IS_KERAS_3
+from keras_mbv3.recipes import training
 from keras_mbv3.recipes.cli import COMMANDS, main
 
 # The CLI runs on the Keras line of the test process (Keras 3 unless TF_USE_LEGACY_KERAS=1).
@@ -98,7 +100,7 @@ def test_other_settings_in_existing_run_are_refused(capsys, tmp_path):
     out.mkdir()
     (out / "settings.json").write_text('{"data": "digits", "model": "large"}')
     result = call_cli(capsys, "train", "--out", out, "--model", "small")
-    assert_one_line_error(result, "another --out", "'large' there")
+    assert_one_line_error(result, "another --out", "--model: 'large' there", "leave the flag out")
     assert (out / "settings.json").read_text() == '{"data": "digits", "model": "large"}'
 
 
@@ -120,55 +122,77 @@ def kill_when_logged(args, log, text, timeout=600):
 
 @keras_3_only
 def test_killed_training_resumes_and_the_recipe_keeps_int8_within_a_point_of_float(tmp_path):
-    """SIGKILL at the start of epoch 2 of `train` and of the recipe's QAT: each rerun resumes there;
-    int8 accuracy stays within 1 point of float; a finished recipe is reused, not recomputed."""
+    """`train --epochs 2` on digits, SIGKILLed at the start of epoch 2, resumes there; `recipe --out` (the folder
+    remembers its settings) is killed during QAT's epoch 2 and resumes there; a finished recipe is reused.
+
+    Issue 15: after `digits --epochs 2` float and int8 were both at 10.86% (BN statistics that never caught up);
+    now float evaluates at least at its last training-mode accuracy less 3 points, int8 at most 1 point below float.
+    """
     out = tmp_path / "run"
-    flags = ["--out", str(out), "--epochs", "6", "--batch-size", "32"]
-    args = [sys.executable, "-m", "keras_mbv3", "train", *flags]
-    kill_when_logged(args, tmp_path / "train.log", "Epoch 2/6")
+    args = [sys.executable, "-m", "keras_mbv3", "train", "--out", str(out), "--epochs", "2"]
+    kill_when_logged(args, tmp_path / "train.log", "Epoch 2/2")
     assert epochs_logged(out / "float_history.csv") == [0] and not (out / "float.keras").exists()
-    finished = max(epochs_logged(out / "float_history.csv"))
     result = subprocess.run(args, capture_output=True, text=True, timeout=600, env=USER_ENV)
     assert result.returncode == 0, result.stderr
-    assert f"Epoch {finished + 2}/6" in result.stdout and "Epoch 1/6" not in result.stdout
-    assert sorted(set(epochs_logged(out / "float_history.csv"))) == list(range(6))
+    assert "Epoch 2/2" in result.stdout and "Epoch 1/2" not in result.stdout
+    assert f"[train] wrote {out / 'float.keras'}" in result.stdout
+    assert epochs_logged(out / "float_history.csv") == [0, 1]
     assert (out / "float.keras").exists() and not (out / "float_backup").exists()
 
     # The recipe reuses the float model; QAT is killed during its second epoch and resumes there.
-    recipe_args = [sys.executable, "-m", "keras_mbv3", "recipe", *flags, "--qat-epochs", "2"]
+    recipe_args = [sys.executable, "-m", "keras_mbv3", "recipe", "--out", str(out), "--qat-epochs", "2"]
     kill_when_logged(recipe_args, tmp_path / "recipe.log", "Epoch 2/2")
     assert epochs_logged(out / "qat_history.csv") == [0] and not (out / "qat.keras").exists()
     result = subprocess.run(recipe_args, capture_output=True, text=True, timeout=900, env=USER_ENV)
     assert result.returncode == 0, result.stderr
     assert "[train] done before, reusing float.keras" in result.stdout
     assert "Epoch 2/2" in result.stdout and "Epoch 1/2" not in result.stdout
+    for written in ("[qat] wrote " + str(out / "qat.keras"), "[export] wrote " + str(out / "float.tflite"),
+                    "[bench] wrote " + str(out / "bench.json")):  # fmt: skip
+        assert written in result.stdout
     assert epochs_logged(out / "qat_history.csv") == [0, 1]
     report = json.loads((out / "report.json").read_text())
+    assert report["settings"]["epochs"] == 2 and report["settings"]["qat_epochs"] == 2
     float_accuracy, int8_accuracy = report["float"]["accuracy"], report["int8"]["accuracy"]
-    assert float_accuracy >= 0.9  # a trained model, not one at chance (0.1)
-    assert abs(int8_accuracy - float_accuracy) <= 0.01
+    training_mode = training.read_history(str(out / "float_history.csv"))["accuracy"][-1]
+    assert float_accuracy >= training_mode - 0.03 and float_accuracy >= 0.5  # not at chance (0.1)
+    # QAT's 2 epochs go on training a float model of 2 epochs: int8 may end higher (measured 93.9% vs 91.1%).
+    assert int8_accuracy >= float_accuracy - 0.01
     assert report["int8"]["size_bytes"] < 0.3 * report["float"]["size_bytes"]  # issue 5's size target
+    bench = json.loads((out / "bench.json").read_text())
+    assert set(bench["models"]) == {"float", "int8"} and bench["threads"] == 1
 
     stamps = {name: (out / name).stat().st_mtime_ns for name in ("float.keras", "qat.keras", "int8.tflite")}
-    again = run_cli("recipe", *flags, "--qat-epochs", "2")
+    again = run_cli("recipe", "--out", out)
     assert again.returncode == 0, again.stderr
     for step, name in (("train", "float.keras"), ("qat", "qat.keras"), ("export", "float.tflite")):
         assert f"[{step}] done before, reusing {name}" in again.stdout
     assert stamps == {name: (out / name).stat().st_mtime_ns for name in stamps}
     assert json.loads((out / "report.json").read_text())["int8"]["accuracy"] == int8_accuracy
+    refused = run_cli("recipe", "--out", out, "--epochs", "3")
+    assert_one_line_error(refused, "--epochs: 2 there, 3 now", "leave the flag out")
 
 
 @keras_3_only  # tf_keras runs tf.distribute in the multi-worker test
-def test_training_and_qat_with_mirrored_strategy_on_two_logical_cpus(tmp_path):
+def test_segmentation_run_with_mirrored_strategy_and_steps_that_take_the_folders_settings(tmp_path):
+    """LR-ASPP trained and QAT'd on 2 logical CPUs; qat, export, eval and bench given only --out (issue 15: they
+    were refused, or failed, until --task segmentation was repeated)."""
     out = tmp_path / "run"
-    for step, epochs in (("train", "--epochs"), ("qat", "--qat-epochs")):
-        result = run_cli(step, "--out", out, epochs, "1", "--strategy", "mirrored", "--cpu-devices", "2")
+    steps = [("train", "--task", "segmentation", "--epochs", "1", "--strategy", "mirrored", "--cpu-devices", "2"),
+             ("qat", "--qat-epochs", "1", "--strategy", "mirrored", "--cpu-devices", "2"), ("export",), ("eval",)]  # fmt: skip
+    for step, *flags in steps:
+        result = run_cli(step, "--out", out, *flags)
         assert result.returncode == 0, result.stderr
-        assert "strategy: mirrored, 2 replica(s)" in result.stdout
+        assert ("strategy: mirrored, 2 replica(s)" in result.stdout) == (step in ("train", "qat"))
+    settings = json.loads((out / "settings.json").read_text())
+    assert settings["task"] == "segmentation" and settings["data"] == "digits-seg"
     assert (out / "qat.keras").exists() and epochs_logged(out / "qat_history.csv") == [0]
-    evaluation = run_cli("eval", "--out", out, "--file", out / "qat.keras")  # the QAT model trained on 2 replicas
-    assert evaluation.returncode == 0, evaluation.stderr
-    assert 0 <= json.loads(evaluation.stdout[evaluation.stdout.index("{"):])["qat.keras"]["accuracy"] <= 1
+    miou = json.loads(result.stdout[result.stdout.index("{"):])
+    assert set(miou) == {"float", "int8"} and all(0 <= figures["miou"] <= 1 for figures in miou.values())
+    wrong = run_cli("eval", "--out", out, "--task", "classification", "--file", out / "int8.tflite")
+    assert_one_line_error(wrong, "--task: 'segmentation' there")
+    elsewhere = run_cli("eval", "--out", tmp_path / "other", "--file", out / "int8.tflite")  # digits, classification
+    assert_one_line_error(elsewhere, "`--file`", "classifier of 10 classes", "segmentation model of 11 classes")
 
 
 def free_ports(count):
@@ -217,3 +241,38 @@ def test_bad_data_folders_are_one_clear_line(capsys, tmp_path):
     result = call_cli(capsys, "train", "--data", tmp_path / "set" / "train", "--out", tmp_path / "run")
     assert_one_line_error(result, "`--data`", "val/")  # not the ImageNet layout
     assert not (tmp_path / "run" / "float.keras").exists()
+
+
+def three_class_folder(root, per_split=(("train", 12), ("val", 4)), side=40, seed=0):
+    """``root/{train,val}/{red,green,blue}/*.png``: noisy images tinted by class (48 in all by default)."""
+    from PIL import Image
+
+    rng = np.random.default_rng(seed)
+    for split, count in per_split:
+        for tint, name in zip(np.eye(3) * 100, ("red", "green", "blue")):
+            (root / split / name).mkdir(parents=True)
+            for i in range(count):
+                pixels = rng.integers(0, 60, (side, side, 3)) + tint
+                Image.fromarray(pixels.astype(np.uint8)).save(root / split / name / f"{i}.png")
+    return root
+
+
+@legacy_only  # the Keras 3 line runs the issue's other case, digits --epochs 2, in the kill test
+def test_a_small_folder_trained_for_8_steps_evaluates_at_its_training_mode_accuracy(tmp_path):
+    """Issue 15: 36 training images, 8 epochs of 1 step: 100% in training mode, 33% (chance) in inference mode."""
+    from keras_mbv3.backend import keras
+    from keras_mbv3.recipes import data as data_lib
+
+    folder, out = three_class_folder(tmp_path / "set"), tmp_path / "run"
+    trained = run_cli("train", "--data", folder, "--epochs", "8", "--out", out)
+    assert trained.returncode == 0, trained.stderr
+    assert "BatchNormalization statistics of the final weights, from 36 training images" in trained.stdout
+    evaluation = run_cli("eval", "--out", out, "--file", out / "float.keras")  # the folder's --data
+    assert evaluation.returncode == 0, evaluation.stderr
+    assert json.loads(evaluation.stdout[evaluation.stdout.index("{"):])["float.keras"]["accuracy"] >= 0.75
+
+    model = keras.models.load_model(str(out / "float.keras"))
+    images, labels = next(iter(data_lib.load(str(folder)).train_plain))  # all 36, unaugmented
+    inference = np.mean(np.argmax(model(images, training=False), -1) == np.argmax(labels, -1))
+    training_mode = np.mean(np.argmax(model(images, training=True), -1) == np.argmax(labels, -1))
+    assert training_mode >= 0.9 and abs(inference - training_mode) <= 0.05

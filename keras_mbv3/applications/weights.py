@@ -48,7 +48,8 @@ def fetch(file_name, file_hash, base_url=None, cache_dir=None):
     """Download ``base_url + file_name`` into ``cache_dir/models`` unless cached; check its md5.
 
     ``base_url`` defaults to ``BASE_WEIGHT_PATH`` and ``cache_dir`` to the Keras
-    cache. A file whose hash is wrong is deleted and a ``ValueError`` names it.
+    cache. A file whose hash is wrong is deleted and a ``ValueError`` names it;
+    a failed download is a ``ConnectionError`` that names the URL.
     """
     base_url = base_url or BASE_WEIGHT_PATH
     cache_dir = cache_dir or keras_cache_dir()
@@ -65,6 +66,11 @@ def fetch(file_name, file_hash, base_url=None, cache_dir=None):
         raise ValueError(
             f"Weights file {file_name!r} from {base_url!r} does not have the published md5 "
             f"{file_hash}; the bad download was deleted. ({error})"
+        ) from None
+    except Exception as error:  # get_file raises a bare Exception when the download fails
+        raise ConnectionError(
+            f"Could not download the weights file {base_url + file_name} ({error}). Without network, download it "
+            f"elsewhere and pass its path as weights= (--weights on the command line)."
         ) from None
 
 

@@ -5,16 +5,18 @@ import json
 import os
 import sys
 
+from keras_mbv3.recipes.settings import SETTINGS, flag, help_text
+
 COMMANDS = {
     "train": ("train a float model into RUN_DIR/float.keras",
               "mbv3 train --data digits --model small --out runs/demo --epochs 20"),
     "qat": ("fine-tune RUN_DIR/float.keras with quantization-aware training into RUN_DIR/qat.keras",
-            "mbv3 qat --data digits --out runs/demo --qat-epochs 3"),
+            "mbv3 qat --out runs/demo --qat-epochs 3 (the run's data and settings)"),
     "export": ("export RUN_DIR/float.tflite (float32) and RUN_DIR/int8.tflite (fully int8)",
-               "mbv3 export --out runs/demo"),
+               "mbv3 export --out runs/demo [--overwrite]"),
     "eval": ("accuracy (or mIoU) of a .keras/.h5/.tflite model on the validation data",
-             "mbv3 eval --data digits --out runs/demo [--file runs/demo/int8.tflite]"),
-    "bench": ("LiteRT latency of .tflite models (interleaved rounds, medians)",
+             "mbv3 eval --out runs/demo [--file runs/demo/int8.tflite]"),
+    "bench": ("LiteRT latency of .tflite models (interleaved rounds, medians) into RUN_DIR/bench.json",
               "mbv3 bench --out runs/demo --threads 1 [--file model.tflite]"),
     "recipe": ("train, qat, export, eval and bench in order, then report.json/.md/.png",
                "mbv3 recipe --data digits --model small --out runs/demo --epochs 20 --qat-epochs 3"),
@@ -23,7 +25,7 @@ COMMANDS = {
 USES = {
     "train": ("data", "model", "train"),
     "qat": ("data", "qat"),
-    "export": (),
+    "export": ("export",),
     "eval": ("data", "file"),
     "bench": ("file", "bench"),
     "recipe": ("data", "model", "train", "qat", "bench"),
@@ -31,29 +33,31 @@ USES = {
 
 
 def _add_flags(command, groups):
+    """The flags of ``groups``; a setting's flag defaults to None (not given: the run's value, else the default)."""
     command.add_argument("--out", required=True, help="run folder; rerun with the same folder to resume")
-    if "data" in groups:
-        command.add_argument("--data", help="digits (default), digits-seg, tfds:NAME or a folder (see README)")
-        command.add_argument("--task", default="classification", help="classification (default) or segmentation")
-        command.add_argument("--data-dir", help="TensorFlow Datasets folder for tfds:NAME")
-        command.add_argument("--image-size", type=int, default=32, help="input side in pixels, >= 32 (default 32)")
-        command.add_argument("--batch-size", type=int, default=64, help="default 64")
-        command.add_argument("--seed", type=int, default=0, help="default 0")
-    if "model" in groups:
-        command.add_argument("--model", default="small", help="small, large, small-minimalistic or large-minimalistic")
-        command.add_argument("--alpha", type=float, default=1.0, help="width multiplier (default 1.0)")
-        command.add_argument("--weights", help="initial backbone weights: imagenet or a file (default: from scratch)")
-    if "train" in groups:
-        command.add_argument("--epochs", type=int, default=20, help="float training epochs (default 20)")
-    if "qat" in groups:
-        command.add_argument("--qat-epochs", type=int, default=3, help="QAT fine-tuning epochs (default 3)")
+    names = {
+        "data": ("data", "task", "data_dir", "image_size", "batch_size", "seed"),
+        "model": ("model", "alpha", "weights"),
+        "train": ("epochs",),
+        "qat": ("qat_epochs",),
+    }
+    types = {"image_size": int, "batch_size": int, "seed": int, "alpha": float, "epochs": int, "qat_epochs": int}
+    for group in groups:
+        for name in names.get(group, ()):
+            command.add_argument(flag(name), type=types.get(name, str), help=help_text(name))
     if "train" in groups or "qat" in groups:
-        command.add_argument("--strategy", default="default", help="default, mirrored or multi-worker (TF_CONFIG)")
-        command.add_argument("--cpu-devices", type=int, default=1, help="logical CPU devices for mirrored (default 1)")
+        command.add_argument("--strategy", default="default", help="default, mirrored or multi-worker (TF_CONFIG) "
+                             "(default: %(default)s)")  # fmt: skip
+        command.add_argument("--cpu-devices", type=int, default=1,
+                             help="logical CPU devices for mirrored (default: %(default)s)")  # fmt: skip
     if "file" in groups:
-        command.add_argument("--file", help="a model file instead of the run's float.tflite and int8.tflite")
+        command.add_argument("--file", help="a model file (.keras, .h5, .tflite) instead of the run's float.tflite "
+                             "and int8.tflite")  # fmt: skip
     if "bench" in groups:
-        command.add_argument("--threads", type=int, default=1, help="LiteRT threads (default 1)")
+        command.add_argument("--threads", type=int, default=1, help="LiteRT threads (default: %(default)s)")
+    if "export" in groups:
+        command.add_argument("--overwrite", action="store_true",
+                             help="export again over the run's float.tflite and int8.tflite")  # fmt: skip
 
 
 def parser():
@@ -67,9 +71,8 @@ def parser():
 
 
 def _settings(args):
-    names = ("data", "task", "data_dir", "image_size", "batch_size", "seed", "model", "alpha", "weights", "epochs",
-             "qat_epochs")  # fmt: skip
-    return {name: getattr(args, name) for name in names if getattr(args, name, None) is not None}
+    """The settings given as flags (the others come from the run folder or the defaults)."""
+    return {name: getattr(args, name) for name in SETTINGS if getattr(args, name, None) is not None}
 
 
 def _files(args):
@@ -94,8 +97,7 @@ def execute(args):
     elif args.command == "qat":
         run.qat()
     elif args.command == "export":
-        run.export()
-        print(f"wrote {run.paths['float_tflite']} and {run.paths['int8_tflite']}")
+        run.export(overwrite=args.overwrite)
     elif args.command == "eval":
         print(json.dumps(run.evaluate(_files(args)), indent=2))
     elif args.command == "bench":

@@ -15,10 +15,10 @@ import tensorflow as tf
 
 from keras_mbv3 import checks
 from keras_mbv3.backend import keras
+from keras_mbv3.recipes.settings import EMBEDDED
 
 DIGITS_CLASSES = 10
 TASKS = ("classification", "segmentation")
-EMBEDDED = {"classification": "digits", "segmentation": "digits-seg"}
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg")
 
 
@@ -28,10 +28,13 @@ class Data:
 
     train: tf.data.Dataset
     val: tf.data.Dataset
+    train_plain: tf.data.Dataset  # the training split in order, without augmentation (BN statistics)
     classes: int
     task: str
     train_size: int
     val_size: int
+    name: str  # the --data value
+    image_shape: tuple  # (H, W, 3)
 
     def images(self, limit):
         """Up to ``limit`` training images (calibration of int8 ranges)."""
@@ -69,7 +72,9 @@ def load(data, task="classification", image_size=32, batch_size=64, data_dir=Non
     return Data(
         train=_pipeline(train, classes, task, batch_size, training=True, seed=seed, size=train_size),
         val=_pipeline(val, classes, task, batch_size, training=False, seed=seed, size=val_size),
-        classes=classes, task=task, train_size=train_size, val_size=val_size,
+        train_plain=_pipeline(train, classes, task, batch_size, training=False, seed=seed, size=train_size),
+        classes=classes, task=task, train_size=train_size, val_size=val_size, name=data,
+        image_shape=(image_size, image_size, 3),
     )  # fmt: skip
 
 

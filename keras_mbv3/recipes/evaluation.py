@@ -1,7 +1,9 @@
 """Accuracy or mIoU of a ``.keras``/``.h5`` or ``.tflite`` model on a validation pipeline, and LiteRT latency."""
 
 import contextlib
+import dataclasses
 import os
+from typing import Callable
 
 import numpy as np
 import tensorflow as tf
@@ -24,8 +26,39 @@ def check_model_file(path, flag="--file", extensions=MODEL_EXTENSIONS):
     return path
 
 
+@dataclasses.dataclass
+class Predictor:
+    """A model file as a function ``images (N, H, W, 3) -> outputs``, with its input and output shapes."""
+
+    path: str
+    run: Callable
+    input_shape: tuple  # (H, W, C)
+    output_shape: tuple  # without the batch axis: (classes,) or (H, W, classes)
+
+    def __call__(self, images):
+        return self.run(images)
+
+    def check_fits(self, data):
+        """One clear error when the model cannot be evaluated on ``data`` (task, classes or image size)."""
+        expected = (data.classes,) if data.task == "classification" else (*data.image_shape[:2], data.classes)
+        if not (_fits(self.output_shape, expected) and _fits(self.input_shape, data.image_shape)):
+            checks.fail("--file", self.path, f"a {describe(expected, data.image_shape)}, as --task {data.task} on "
+                        f"{data.name!r} needs; this file is a {describe(self.output_shape, self.input_shape)}")  # fmt: skip
+
+
+def _fits(shape, expected):
+    return len(shape) == len(expected) and all(d is None or d == e for d, e in zip(shape, expected))
+
+
+def describe(output_shape, input_shape):
+    """``"segmentation model of 11 classes on 32x32x3 images"`` for output (32, 32, 11), input (32, 32, 3)."""
+    task = {1: "classifier", 3: "segmentation model"}.get(len(output_shape), f"model with outputs {output_shape}")
+    size = "x".join("?" if d is None else str(d) for d in input_shape)
+    return f"{task} of {output_shape[-1]} classes on {size} images" if len(output_shape) in (1, 3) else f"{task} on {size} images"
+
+
 def load_predictor(path):
-    """A function ``images (N, H, W, 3) -> outputs`` for a model file."""
+    """The ``Predictor`` of a model file (``.keras``, ``.h5`` or ``.tflite``); a clear error for a bad file."""
     check_model_file(path)
     if path.endswith(".tflite"):
         content = open(path, "rb").read()
@@ -33,7 +66,9 @@ def load_predictor(path):
             runner = interpreter(content)
         except (ValueError, RuntimeError) as error:
             checks.fail("--file", path, f"a valid .tflite model ({error})")
-        return lambda images: predict(runner, images)
+        (input_detail,), (output_detail,) = runner.get_input_details(), runner.get_output_details()
+        return Predictor(path, lambda images: predict(runner, images), tuple(input_detail["shape"][1:]),
+                         tuple(output_detail["shape"][1:]))  # fmt: skip
     from keras_mbv3.quantization import quantize_scope
 
     try:
@@ -41,12 +76,14 @@ def load_predictor(path):
             model = keras.models.load_model(path, compile=False)
     except (OSError, ValueError) as error:
         checks.fail("--file", path, f"a Keras model saved by keras_mbv3 ({type(error).__name__}: {error})")
-    return lambda images: model(images, training=False).numpy()
+    return Predictor(path, lambda images: model(images, training=False).numpy(), tuple(model.input_shape[1:]),
+                     tuple(model.output_shape[1:]))  # fmt: skip
 
 
 def evaluate(path, data, name=None):
     """``{"accuracy": ...}`` (classification) or ``{"miou": ...}`` (segmentation) of the model file on ``data.val``."""
     run = load_predictor(path)
+    run.check_fits(data)
     progress = keras.utils.Progbar(data.val_size, unit_name="image")
     progress_name = name or os.path.basename(path)
     print(f"evaluating {progress_name} on {data.val_size} images")

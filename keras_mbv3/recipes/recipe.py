@@ -14,15 +14,15 @@ import platform
 import time
 
 from keras_mbv3 import __version__, checks
+from keras_mbv3.batchnorm import precise_batchnorm
 from keras_mbv3.backend import FLAVOUR, IS_KERAS_3, keras
 from keras_mbv3.files import write_atomically
 from keras_mbv3.quantization import KeepXnnpackLimits, export_tflite, quantize_model, quantize_scope
 from keras_mbv3.quantization.calibration import CALIBRATION_SAMPLES
 from keras_mbv3.recipes import data as data_lib
 from keras_mbv3.recipes import evaluation, report, training
+from keras_mbv3.recipes.settings import DEFAULTS, EMBEDDED, flag
 
-DEFAULTS = dict(data=None, task="classification", model="small", alpha=1.0, image_size=32, batch_size=64,
-                seed=0, epochs=20, qat_epochs=3, weights=None, data_dir=None)  # fmt: skip
 EVAL_SETTINGS = ["data", "task", "image_size", "batch_size", "seed"]
 FLOAT_RATE = 2e-3
 # Adam's steps do not scale with the weights, and the int8 form divides the
@@ -51,19 +51,21 @@ def check_settings(settings):
 
 
 class Run:
-    """The run folder ``out`` with ``settings`` (``DEFAULTS`` overridden), its data and its steps."""
+    """The run folder ``out`` and its steps; its settings are those given, else the folder's, else ``DEFAULTS``."""
 
     def __init__(self, out, log=print, distribution=None, **settings):
         unknown = set(settings) - set(DEFAULTS)
         if unknown:
             raise TypeError(f"unknown settings {sorted(unknown)}; allowed: {sorted(DEFAULTS)}")
-        self.settings = {**DEFAULTS, **{k: v for k, v in settings.items() if v is not None}}
+        self.out, self.log = out, log
+        self.given = {k: v for k, v in settings.items() if v is not None}
+        self.stored = self._read_settings()
+        self.settings = {**DEFAULTS, **{k: v for k, v in self.stored.items() if k in DEFAULTS}, **self.given}
         self.settings["keras"] = FLAVOUR  # a run's Keras files load only on the Keras line that wrote them
         checks.one_of("--task", self.settings["task"], data_lib.TASKS)
         if self.settings["data"] is None:
-            self.settings["data"] = data_lib.EMBEDDED[self.settings["task"]]
+            self.settings["data"] = EMBEDDED[self.settings["task"]]
         check_settings(self.settings)
-        self.out, self.log = out, log
         self.distribution = distribution or training.strategy("default")
         self.chief = training.is_chief(self.distribution)
         self.paths = {k: os.path.join(out, v) for k, v in FILES.items()}
@@ -72,23 +74,34 @@ class Run:
     def path(self, name):
         return os.path.join(self.out, name)
 
+    def _read_settings(self):
+        if not os.path.exists(self.path("settings.json")):
+            return {}
+        stored = json.load(open(self.path("settings.json")))
+        stored.setdefault("keras", "tf_keras")  # folders of mbv3 before 0.2 ran on tf_keras
+        return stored
+
     def record_settings(self, keys, write=True):
-        """Add ``keys`` of the settings to ``settings.json`` (if ``write``); refuse a folder that holds other values."""
-        stored = json.load(open(self.path("settings.json"))) if os.path.exists(self.path("settings.json")) else {}
-        if stored and "keras" not in stored:
-            stored["keras"] = "tf_keras"  # folders of mbv3 before 0.2 ran on tf_keras
+        """Add ``keys`` of the settings to ``settings.json`` (if ``write``); refuse a flag that contradicts the folder.
+
+        A setting not given comes from the folder, so only a flag given with
+        another value (or another Keras line) can clash.
+        """
         mine = {k: self.settings[k] for k in keys}
-        clash = {k: (stored[k], v) for k, v in mine.items() if k in stored and stored[k] != v}
+        clash = {k: (self.stored[k], v) for k, v in mine.items() if k in self.stored and self.stored[k] != v}
         if clash:
-            raise FileExistsError(
-                f"{self.out!r} holds a run with other settings ("
-                + ", ".join(f"{k}: {old!r} there, {new!r} now" for k, (old, new) in clash.items())
-                + "); use another --out to keep it."
-            )
-        if write and self.chief and set(mine) - set(stored):
+            old, new = clash.pop("keras", (None, None))
+            parts = [f"{flag(k)}: {there!r} there, {now!r} now" for k, (there, now) in clash.items()]
+            hints = ["leave the flag out to continue that run"] if clash else []
+            if old:
+                parts.append(f"Keras line: {old!r} there, {new!r} now")
+                hints.append(f"set TF_USE_LEGACY_KERAS={int(old == 'tf_keras')} to continue that run")
+            raise FileExistsError(f"{self.out!r} holds a run with other settings ({', '.join(parts)}); "
+                                  + ", ".join(hints) + ", or use another --out for a new one.")  # fmt: skip
+        if write and self.chief and set(mine) - set(self.stored):
             os.makedirs(self.out, exist_ok=True)
-            write_atomically(json.dumps({**stored, **mine}, indent=2).encode(), self.path("settings.json"),
-                             overwrite=True)  # fmt: skip
+            self.stored = {**self.stored, **mine}
+            write_atomically(json.dumps(self.stored, indent=2).encode(), self.path("settings.json"), overwrite=True)
 
     @property
     def data(self):
@@ -109,28 +122,39 @@ class Run:
         if self.chief:
             write_atomically(json.dumps(timings, indent=2).encode(), self.path("timings.json"), overwrite=True)
 
-    def _fit_step(self, name, log_name, path, epochs, rate, make_model, callbacks=()):
-        """Seed, make (in the strategy's scope) and compile a model, fit it resumably and save it to ``path``."""
+    def _fit_step(self, name, log_name, path, epochs, rate, make_model, record, callbacks=(), finish=None):
+        """Seed, make (in the strategy's scope) and compile a model, record the settings ``record`` (only now:
+        a step that fails before training, e.g. on a weights download, leaves no trace), fit it resumably,
+        ``finish(model)`` and save it to ``path``."""
         start, s, data = time.time(), self.settings, self.data
         keras.utils.set_random_seed(s["seed"])
         steps = epochs * -(-data.train_size // s["batch_size"])
         with self.distribution.scope():
             model = make_model(steps)
             training.compile_for(model, s["task"], rate, steps)
+        self.record_settings(record)
         training.fit(model, data, epochs, self.out, log_name, self.chief, callbacks)
+        if finish is not None:
+            finish(model)
         training.save(model, path, self.chief)
+        self.log(f"[{name}] wrote {path}")
         self._timed(name, start)
 
     def train(self):
-        """Float training into ``float.keras``."""
+        """Float training into ``float.keras``, its BatchNormalization statistics recomputed at the end."""
         data = self.data  # a bad --data fails here, before the folder records its settings
-        self.record_settings(["data", "task", "model", "alpha", "image_size", "batch_size", "seed", "epochs", "weights",
-                              "keras"])  # fmt: skip
+        record = ["data", "task", "model", "alpha", "image_size", "batch_size", "seed", "epochs", "weights", "keras"]
+        self.record_settings(record, write=False)
         if not self._step("train", [FILES["float"]]):
             return
         s = self.settings
         self._fit_step("train", "float", self.paths["float"], s["epochs"], FLOAT_RATE, lambda steps: training.build_model(
-            s["model"], s["alpha"], s["image_size"], data.classes, steps, s["task"], s["weights"]))  # fmt: skip
+            s["model"], s["alpha"], s["image_size"], data.classes, steps, s["task"], s["weights"]), record,
+            finish=self._precise_batchnorm)  # fmt: skip
+
+    def _precise_batchnorm(self, model):
+        used = precise_batchnorm(model, self.data.train_plain)
+        self.log(f"[train] BatchNormalization statistics of the final weights, from {used} training images")
 
     def _require(self, key, command):
         if not os.path.exists(self.paths[key]):
@@ -142,31 +166,41 @@ class Run:
         on tf_keras), the ranges kept inside XNNPACK's int8 limits after every epoch."""
         self._require("float", "train")
         data = self.data  # a bad --data fails here, before the folder records its settings
-        self.record_settings(["data", "task", "image_size", "batch_size", "seed", "qat_epochs", "keras"])
+        record = ["data", "task", "image_size", "batch_size", "seed", "qat_epochs", "keras"]
+        self.record_settings(record, write=False)
         if not self._step("qat", [FILES["qat"]]):
             return
         self._fit_step("qat", "qat", self.paths["qat"], self.settings["qat_epochs"], QAT_RATE, lambda steps: quantize_model(
             keras.models.load_model(self.paths["float"]),
-            representative_dataset=data.images(CALIBRATION_SAMPLES)), callbacks=[KeepXnnpackLimits()])  # fmt: skip
+            representative_dataset=data.images(CALIBRATION_SAMPLES)), record, callbacks=[KeepXnnpackLimits()])  # fmt: skip
 
-    def export(self):
+    def export(self, overwrite=False):
         """``float.tflite`` (float32, fused HARD_SWISH) and ``int8.tflite`` (fully integer) from the trained models.
 
         Both are files to ship: inner tensor names are stripped from both alike
         (``export_tflite(strip_names=True)``); the Keras files keep the layer names.
+        An export older than its Keras model is refused unless ``overwrite``
+        (``--overwrite``), which exports both again.
         """
         self._require("float", "train")
         self._require("qat", "qat")
-        if not self._step("export", [FILES["float_tflite"], FILES["int8_tflite"]]):
+        sources = {"float_tflite": "float", "int8_tflite": "qat"}
+        stale = [k for k, source in sources.items() if os.path.exists(self.paths[k])
+                 and os.path.getmtime(self.paths[k]) < os.path.getmtime(self.paths[source])]  # fmt: skip
+        if stale and not overwrite:
+            checks.fail("--out", self.out, f"a run whose exports are newer than their models ({FILES[stale[0]]} is older "
+                        f"than {FILES[sources[stale[0]]]}): pass --overwrite to export again", FileExistsError)  # fmt: skip
+        if not overwrite and not self._step("export", [FILES["float_tflite"], FILES["int8_tflite"]]):
             return
         start = time.time()
-        if not os.path.exists(self.paths["float_tflite"]):
+        if overwrite or not os.path.exists(self.paths["float_tflite"]):
             export_tflite(keras.models.load_model(self.paths["float"]), self.paths["float_tflite"],
-                          quantization="float32", strip_names=True)  # fmt: skip
-        if not os.path.exists(self.paths["int8_tflite"]):
+                          quantization="float32", strip_names=True, overwrite=overwrite)  # fmt: skip
+        if overwrite or not os.path.exists(self.paths["int8_tflite"]):
             with quantize_scope():
                 qat = keras.models.load_model(self.paths["qat"])
-            export_tflite(qat, self.paths["int8_tflite"], quantization="int8", strip_names=True)
+            export_tflite(qat, self.paths["int8_tflite"], quantization="int8", strip_names=True, overwrite=overwrite)
+        self.log(f"[export] wrote {self.paths['float_tflite']} and {self.paths['int8_tflite']}")
         self._timed("export", start)
 
     def _exported(self):
@@ -192,11 +226,17 @@ class Run:
         return {name: {k: v for k, v in results[os.path.abspath(p)].items() if k != "mtime"} for name, p in files.items()}
 
     def bench(self, files=None, threads=1, rounds=15):
-        """``{name: median ms}`` on LiteRT (default: the run's two ``.tflite``)."""
+        """``{name: median ms}`` on LiteRT (default: the run's two ``.tflite``), also written to ``bench.json``."""
         checks.positive_int("--threads", threads)  # flags first, then files
         files = files or self._exported()
         start = time.time()
         latency = evaluation.bench(files, threads=threads, rounds=rounds)
+        if self.chief:
+            figures = {"threads": threads, "rounds": rounds,
+                       "models": {name: {"path": path, "latency_ms": round(latency[name], 4)} for name, path in files.items()}}  # fmt: skip
+            os.makedirs(self.out, exist_ok=True)
+            write_atomically(json.dumps(figures, indent=2).encode(), self.path("bench.json"), overwrite=True)
+            self.log(f"[bench] wrote {self.path('bench.json')}")
         self._timed("bench", start)
         return latency
 

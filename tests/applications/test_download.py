@@ -39,6 +39,22 @@ def test_fetch_wrong_hash_is_error_and_not_kept(origin, tmp_path):
     assert not os.path.exists(os.path.join(str(tmp_path / "keras_home"), "models", "w.h5"))
 
 
+def test_failed_download_names_the_url_and_the_way_out(origin):
+    with pytest.raises(ConnectionError, match=f"{origin.as_uri()}/absent.h5.*pass its path"):
+        weight_files.fetch("absent.h5", "0" * 32)
+
+
+def test_cli_without_network_is_one_line_and_writes_nothing(origin, tmp_path, capsys):
+    """Issue 15: `--weights imagenet` offline printed a 98-line traceback and left settings.json behind."""
+    from keras_mbv3.recipes.cli import main
+
+    code = main(["train", "--weights", "imagenet", "--epochs", "1", "--out", str(tmp_path / "run")])
+    error = capsys.readouterr().err
+    assert code == 2 and "Traceback" not in error
+    assert "mbv3: error: Could not download the weights file " + origin.as_uri() in error and "--weights" in error
+    assert not (tmp_path / "run").exists()
+
+
 @pytest.mark.parametrize("include_top", [True, False])
 def test_imagenet_weights_through_download(origin, monkeypatch, include_top, rng):
     reference = random_reference("MobileNetV3Small", input_shape=(224, 224, 3), include_top=include_top)
