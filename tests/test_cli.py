@@ -276,3 +276,32 @@ def test_a_small_folder_trained_for_8_steps_evaluates_at_its_training_mode_accur
     inference = np.mean(np.argmax(model(images, training=False), -1) == np.argmax(labels, -1))
     training_mode = np.mean(np.argmax(model(images, training=True), -1) == np.argmax(labels, -1))
     assert training_mode >= 0.9 and abs(inference - training_mode) <= 0.05
+
+
+@pytest.mark.parametrize("command", COMMANDS)
+def test_help_shows_every_default_and_the_forms_of_data(capsys, command):
+    from keras_mbv3.recipes.settings import SETTINGS, flag
+
+    text = " ".join(call_cli(capsys, command, "--help").stdout.split())
+    shown = [name for name in SETTINGS if flag(name) + " " in text]
+    for name in shown:
+        default = SETTINGS[name][0]
+        assert default is None or f"else {default})" in text, name
+    if "data" in shown:
+        assert all(form in text for form in ("digits", "digits-seg", "train/ and val/", "images/ and masks/", "tfds:NAME"))
+    for option, default in (("--strategy", "default"), ("--cpu-devices", "1"), ("--threads", "1")):
+        assert option + " " not in text or f"(default: {default})" in text
+
+
+def test_export_older_than_its_model_is_refused_unless_overwrite(capsys, tmp_path):
+    out = tmp_path / "run"
+    out.mkdir()
+    for name in ("float.keras", "qat.keras", "qat.h5", "float.tflite", "int8.tflite"):
+        (out / name).write_bytes(b"model")
+    os.utime(out / "int8.tflite", (1_000_000, 1_000_000))  # older than qat.keras
+    result = call_cli(capsys, "export", "--out", out)
+    assert_one_line_error(result, "int8.tflite is older than", "--overwrite")
+    assert (out / "int8.tflite").read_bytes() == b"model"
+    result = call_cli(capsys, "export", "--out", out, "--overwrite")  # exports again: these are no Keras models
+    assert_one_line_error(result, "float.keras")
+    assert (out / "float.tflite").read_bytes() == b"model"  # nothing replaced by a failed export

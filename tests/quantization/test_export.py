@@ -7,7 +7,7 @@ import pytest
 
 from keras_mbv3.backend import IS_KERAS_3, keras
 from keras_mbv3.layers import HardSwish, InvertedResidual
-from keras_mbv3.quantization import export_tflite
+from keras_mbv3.quantization import export_tflite, quantize_model
 from keras_mbv3.quantization.export import Int8GraphError
 from keras_mbv3.files import write_atomically
 from keras_mbv3.graph import input_name
@@ -240,3 +240,15 @@ def test_models_with_several_inputs_and_outputs_export(rng):
     found = sorted((v for v in outputs.values()), key=lambda v: v.ndim)
     for got, want in zip(found, sorted(expected, key=lambda v: v.ndim)):
         np.testing.assert_allclose(got, want, atol=1e-4)
+
+
+def test_converter_notices_that_do_not_apply_are_silenced(model, images, caplog, recwarn):
+    """Issue 15: "Please consider providing the trackable_obj argument" (twice per export) and "Statistics for
+    quantized inputs were expected" were printed on every export; neither is something a user can act on."""
+    from keras_mbv3.quantization.export import NOTICES
+
+    caplog.set_level("WARNING")
+    export_tflite(model, quantization="int8", representative_dataset=images)
+    export_tflite(quantize_model(model, representative_dataset=images), quantization="int8")
+    messages = [str(w.message) for w in recwarn] + [record.getMessage() for record in caplog.records]
+    assert not [m for m in messages if m.startswith(NOTICES)]
