@@ -178,7 +178,8 @@ def test_segmentation_run_with_mirrored_strategy_and_steps_that_take_the_folders
     """LR-ASPP trained and QAT'd on 2 logical CPUs; qat, export, eval and bench given only --out (issue 15: they
     were refused, or failed, until --task segmentation was repeated)."""
     out = tmp_path / "run"
-    steps = [("train", "--task", "segmentation", "--epochs", "1", "--strategy", "mirrored", "--cpu-devices", "2"),
+    steps = [("train", "--task", "segmentation", "--epochs", "1", "--batch-size", "128", "--strategy", "mirrored",
+              "--cpu-devices", "2"),
              ("qat", "--qat-epochs", "1", "--strategy", "mirrored", "--cpu-devices", "2"), ("export",), ("eval",)]  # fmt: skip
     for step, *flags in steps:
         result = run_cli(step, "--out", out, *flags)
