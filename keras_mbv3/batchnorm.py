@@ -24,6 +24,13 @@ def batchnorm_layers(model):
     return [layer for layer in [model] + sublayers(model) if isinstance(layer, keras.layers.BatchNormalization)]
 
 
+def _local(variable):
+    """This worker's value: tf_keras keeps BN statistics as SyncOnRead variables under a strategy, and reading
+    one in cross-replica context is a collective across workers (each worker here sees the same batches)."""
+    values = getattr(variable, "values", None)
+    return (values[0] if values else variable).numpy()
+
+
 def _batches(images, batch_size):
     if isinstance(images, np.ndarray):
         for start in range(0, len(images), batch_size):
@@ -57,7 +64,7 @@ def precise_batchnorm(model, images, max_images=PRECISE_BN_IMAGES, batch_size=64
     if not layers:
         return 0
     momenta = [layer.momentum for layer in layers]
-    before = [(layer.moving_mean.numpy(), layer.moving_variance.numpy()) for layer in layers]
+    before = [(_local(layer.moving_mean), _local(layer.moving_variance)) for layer in layers]
     sums = [[0.0, 0.0] for _ in layers]
     seen = 0
     try:
@@ -67,9 +74,9 @@ def precise_batchnorm(model, images, max_images=PRECISE_BN_IMAGES, batch_size=64
             model(batch, training=True)
             count = int(batch.shape[0])
             for layer, total in zip(layers, sums):
-                mean = layer.moving_mean.numpy().astype("float64")
+                mean = _local(layer.moving_mean).astype("float64")
                 total[0] = total[0] + count * mean
-                total[1] = total[1] + count * (layer.moving_variance.numpy() + mean**2)
+                total[1] = total[1] + count * (_local(layer.moving_variance) + mean**2)
             seen += count
             if seen >= max_images:
                 break

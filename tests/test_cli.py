@@ -180,11 +180,16 @@ def test_segmentation_run_with_mirrored_strategy_and_steps_that_take_the_folders
     out = tmp_path / "run"
     steps = [("train", "--task", "segmentation", "--epochs", "1", "--batch-size", "128", "--strategy", "mirrored",
               "--cpu-devices", "2"),
-             ("qat", "--qat-epochs", "1", "--strategy", "mirrored", "--cpu-devices", "2"), ("export",), ("eval",)]  # fmt: skip
+             ("qat", "--qat-epochs", "1", "--strategy", "mirrored", "--cpu-devices", "2"), ("export",),
+             ("export", "--overwrite"), ("eval",)]  # fmt: skip
+    stamps = []
     for step, *flags in steps:
         result = run_cli(step, "--out", out, *flags)
         assert result.returncode == 0, result.stderr
         assert ("strategy: mirrored, 2 replica(s)" in result.stdout) == (step in ("train", "qat"))
+        if step == "export":
+            stamps.append((out / "int8.tflite").stat().st_mtime_ns)
+    assert stamps[1] > stamps[0]  # --overwrite exported again
     settings = json.loads((out / "settings.json").read_text())
     assert settings["task"] == "segmentation" and settings["data"] == "digits-seg"
     assert (out / "qat.keras").exists() and epochs_logged(out / "qat_history.csv") == [0]
@@ -283,8 +288,11 @@ def test_a_small_folder_trained_for_8_steps_evaluates_at_its_training_mode_accur
 def test_help_shows_every_default_and_the_forms_of_data(capsys, command):
     from keras_mbv3.recipes.settings import SETTINGS, flag
 
+    from keras_mbv3.recipes.cli import USES
+
     text = " ".join(call_cli(capsys, command, "--help").stdout.split())
     shown = [name for name in SETTINGS if flag(name) + " " in text]
+    assert ("data" in shown) == ("data" in USES[command]) and ("model" in shown) == ("model" in USES[command])
     for name in shown:
         default = SETTINGS[name][0]
         assert default is None or f"else {default})" in text, name
@@ -294,15 +302,15 @@ def test_help_shows_every_default_and_the_forms_of_data(capsys, command):
         assert option + " " not in text or f"(default: {default})" in text
 
 
-def test_export_older_than_its_model_is_refused_unless_overwrite(capsys, tmp_path):
+def test_results_older_than_their_sources_are_refused_not_reused(capsys, tmp_path):
+    """An int8.tflite older than qat.keras, a qat.keras older than float.keras (retrained): refused, kept."""
     out = tmp_path / "run"
     out.mkdir()
     for name in ("float.keras", "qat.keras", "qat.h5", "float.tflite", "int8.tflite"):
         (out / name).write_bytes(b"model")
-    os.utime(out / "int8.tflite", (1_000_000, 1_000_000))  # older than qat.keras
-    result = call_cli(capsys, "export", "--out", out)
-    assert_one_line_error(result, "int8.tflite is older than", "--overwrite")
+    os.utime(out / "int8.tflite", (1_000_000, 1_000_000))
+    assert_one_line_error(call_cli(capsys, "export", "--out", out), "int8.tflite is older", "--overwrite")
     assert (out / "int8.tflite").read_bytes() == b"model"
-    result = call_cli(capsys, "export", "--out", out, "--overwrite")  # exports again: these are no Keras models
-    assert_one_line_error(result, "float.keras")
-    assert (out / "float.tflite").read_bytes() == b"model"  # nothing replaced by a failed export
+    for name in ("qat.keras", "qat.h5"):
+        os.utime(out / name, (1_000_000, 1_000_000))
+    assert_one_line_error(call_cli(capsys, "qat", "--out", out), "is older", "delete it")

@@ -9,6 +9,7 @@ becomes ``_``, and the result is lower-cased (``conv_bn``,
 """
 
 import os
+import urllib.error
 
 import h5py
 import numpy as np
@@ -68,6 +69,8 @@ def fetch(file_name, file_hash, base_url=None, cache_dir=None):
             f"{file_hash}; the bad download was deleted. ({error})"
         ) from None
     except Exception as error:  # get_file raises a bare Exception when the download fails
+        if not isinstance(error.__context__, urllib.error.URLError):
+            raise
         raise ConnectionError(
             f"Could not download the weights file {base_url + file_name} ({error}). Without network, download it "
             f"elsewhere and pass its path as weights= (--weights on the command line)."

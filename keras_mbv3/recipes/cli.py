@@ -41,10 +41,10 @@ def _add_flags(command, groups):
         "train": ("epochs",),
         "qat": ("qat_epochs",),
     }
-    types = {"image_size": int, "batch_size": int, "seed": int, "alpha": float, "epochs": int, "qat_epochs": int}
     for group in groups:
         for name in names.get(group, ()):
-            command.add_argument(flag(name), type=types.get(name, str), help=help_text(name))
+            default = SETTINGS[name][0]
+            command.add_argument(flag(name), type=str if default is None else type(default), help=help_text(name))
     if "train" in groups or "qat" in groups:
         command.add_argument("--strategy", default="default", help="default, mirrored or multi-worker (TF_CONFIG) "
                              "(default: %(default)s)")  # fmt: skip

@@ -28,7 +28,7 @@ class Data:
 
     train: tf.data.Dataset
     val: tf.data.Dataset
-    train_plain: tf.data.Dataset  # the training split in order, without augmentation (BN statistics)
+    train_plain: tf.data.Dataset  # the training split shuffled once, without augmentation (BN statistics)
     classes: int
     task: str
     train_size: int
@@ -72,7 +72,8 @@ def load(data, task="classification", image_size=32, batch_size=64, data_dir=Non
     return Data(
         train=_pipeline(train, classes, task, batch_size, training=True, seed=seed, size=train_size),
         val=_pipeline(val, classes, task, batch_size, training=False, seed=seed, size=val_size),
-        train_plain=_pipeline(train, classes, task, batch_size, training=False, seed=seed, size=train_size),
+        train_plain=_pipeline(train.shuffle(min(train_size, 10_000), seed=seed, reshuffle_each_iteration=False),
+                              classes, task, batch_size, training=False, seed=seed, size=train_size),  # mixed classes
         classes=classes, task=task, train_size=train_size, val_size=val_size, name=data,
         image_shape=(image_size, image_size, 3),
     )  # fmt: skip

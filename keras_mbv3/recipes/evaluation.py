@@ -52,9 +52,16 @@ def _fits(shape, expected):
 
 def describe(output_shape, input_shape):
     """``"segmentation model of 11 classes on 32x32x3 images"`` for output (32, 32, 11), input (32, 32, 3)."""
-    task = {1: "classifier", 3: "segmentation model"}.get(len(output_shape), f"model with outputs {output_shape}")
     size = "x".join("?" if d is None else str(d) for d in input_shape)
-    return f"{task} of {output_shape[-1]} classes on {size} images" if len(output_shape) in (1, 3) else f"{task} on {size} images"
+    task = {1: "classifier", 3: "segmentation model"}.get(len(output_shape))
+    if task is None:
+        return f"model with outputs {output_shape} on {size} images"
+    return f"{task} of {output_shape[-1]} classes on {size} images"
+
+
+def _signature(detail):
+    """A tensor's shape without the batch axis, None where it is dynamic (LiteRT's -1)."""
+    return tuple(None if d < 0 else int(d) for d in detail["shape_signature"][1:])
 
 
 def load_predictor(path):
@@ -66,9 +73,11 @@ def load_predictor(path):
             runner = interpreter(content)
         except (ValueError, RuntimeError) as error:
             checks.fail("--file", path, f"a valid .tflite model ({error})")
-        (input_detail,), (output_detail,) = runner.get_input_details(), runner.get_output_details()
-        return Predictor(path, lambda images: predict(runner, images), tuple(input_detail["shape"][1:]),
-                         tuple(output_detail["shape"][1:]))  # fmt: skip
+        inputs, outputs = runner.get_input_details(), runner.get_output_details()
+        if len(inputs) != 1 or len(outputs) != 1:
+            checks.fail("--file", path, f"a model of one input and one output (this one has {len(inputs)} and "
+                        f"{len(outputs)})")  # fmt: skip
+        return Predictor(path, lambda images: predict(runner, images), _signature(inputs[0]), _signature(outputs[0]))
     from keras_mbv3.quantization import quantize_scope
 
     try:
@@ -76,6 +85,9 @@ def load_predictor(path):
             model = keras.models.load_model(path, compile=False)
     except (OSError, ValueError) as error:
         checks.fail("--file", path, f"a Keras model saved by keras_mbv3 ({type(error).__name__}: {error})")
+    if len(model.inputs) != 1 or len(model.outputs) != 1:
+        checks.fail("--file", path, f"a model of one input and one output (this one has {len(model.inputs)} and "
+                    f"{len(model.outputs)})")  # fmt: skip
     return Predictor(path, lambda images: model(images, training=False).numpy(), tuple(model.input_shape[1:]),
                      tuple(model.output_shape[1:]))  # fmt: skip
 

@@ -23,7 +23,8 @@ from keras_mbv3.recipes import data as data_lib
 from keras_mbv3.recipes import evaluation, report, training
 from keras_mbv3.recipes.settings import DEFAULTS, EMBEDDED, flag
 
-EVAL_SETTINGS = ["data", "task", "image_size", "batch_size", "seed"]
+EVAL_SETTINGS = ["data", "task", "image_size", "batch_size", "seed", "data_dir"]
+MAY_MOVE = ("data_dir",)  # recorded for later steps, never a clash: the same data sets may move
 FLOAT_RATE = 2e-3
 # Adam's steps do not scale with the weights, and the int8 form divides the
 # kernels that read a hard-swish by 6 (36 after an SE gate): QAT at a tenth of
@@ -44,10 +45,22 @@ def check_settings(settings):
     if checks.positive_int("--image-size", s["image_size"]) < 32:
         checks.fail("--image-size", s["image_size"], "an integer of at least 32")
     for name in ("batch_size", "epochs", "qat_epochs"):
-        checks.positive_int("--" + name.replace("_", "-"), s[name])
-    weights = s["weights"]
+        checks.positive_int(flag(name), s[name])
+
+
+def check_weights(weights):
+    """Only where they are used (``train``): a later step must not fail on a weights file moved since."""
     if weights not in (None, "imagenet") and not os.path.isfile(weights):
         checks.fail("--weights", weights, "'imagenet' or an existing weights file")
+
+
+def _absolute(settings):
+    """Paths as absolute paths, so that a later step run from another folder finds them."""
+    for name in ("data", "weights", "data_dir"):
+        value = settings.get(name)
+        if value and value not in ("imagenet", *EMBEDDED.values()) and not value.startswith("tfds:"):
+            settings[name] = os.path.abspath(os.path.expanduser(value))
+    return settings
 
 
 class Run:
@@ -58,7 +71,9 @@ class Run:
         if unknown:
             raise TypeError(f"unknown settings {sorted(unknown)}; allowed: {sorted(DEFAULTS)}")
         self.out, self.log = out, log
-        self.given = {k: v for k, v in settings.items() if v is not None}
+        self.given = _absolute({k: v for k, v in settings.items() if v is not None})
+        if "weights" in self.given:
+            check_weights(self.given["weights"])
         self.stored = self._read_settings()
         self.settings = {**DEFAULTS, **{k: v for k, v in self.stored.items() if k in DEFAULTS}, **self.given}
         self.settings["keras"] = FLAVOUR  # a run's Keras files load only on the Keras line that wrote them
@@ -77,7 +92,12 @@ class Run:
     def _read_settings(self):
         if not os.path.exists(self.path("settings.json")):
             return {}
-        stored = json.load(open(self.path("settings.json")))
+        try:
+            stored = json.load(open(self.path("settings.json")))
+        except ValueError as error:
+            stored = error
+        if not isinstance(stored, dict):
+            checks.fail("--out", self.out, f"a run folder whose settings.json holds a JSON object ({stored})")
         stored.setdefault("keras", "tf_keras")  # folders of mbv3 before 0.2 ran on tf_keras
         return stored
 
@@ -88,7 +108,8 @@ class Run:
         another value (or another Keras line) can clash.
         """
         mine = {k: self.settings[k] for k in keys}
-        clash = {k: (self.stored[k], v) for k, v in mine.items() if k in self.stored and self.stored[k] != v}
+        clash = {k: (self.stored[k], v) for k, v in mine.items()
+                 if k in self.stored and self.stored[k] != v and k not in MAY_MOVE}  # fmt: skip
         if clash:
             old, new = clash.pop("keras", (None, None))
             parts = [f"{flag(k)}: {there!r} there, {now!r} now" for k, (there, now) in clash.items()]
@@ -98,7 +119,7 @@ class Run:
                 hints.append(f"set TF_USE_LEGACY_KERAS={int(old == 'tf_keras')} to continue that run")
             raise FileExistsError(f"{self.out!r} holds a run with other settings ({', '.join(parts)}); "
                                   + ", ".join(hints) + ", or use another --out for a new one.")  # fmt: skip
-        if write and self.chief and set(mine) - set(self.stored):
+        if write and self.chief and any(self.stored.get(k, ...) != v for k, v in mine.items()):
             os.makedirs(self.out, exist_ok=True)
             self.stored = {**self.stored, **mine}
             write_atomically(json.dumps(self.stored, indent=2).encode(), self.path("settings.json"), overwrite=True)
@@ -111,8 +132,14 @@ class Run:
                                        s["seed"])  # fmt: skip
         return self._data
 
-    def _step(self, name, outputs):
+    def _step(self, name, outputs, sources=(), again=""):
+        """Whether the step must run (an output is missing); an output older than a source is refused, not reused."""
         missing = [p for p in outputs if not os.path.exists(self.path(p))]
+        for output in set(outputs) - set(missing):
+            newer = [p for p in sources if os.path.getmtime(self.path(p)) > os.path.getmtime(self.path(output))]
+            if newer:
+                checks.fail("--out", self.out, f"a run folder whose {output} is newer than {newer[0]} ({output} is "
+                            f"older); {again}", FileExistsError)  # fmt: skip
         self.log(f"[{name}] " + ("running" if missing else "done before, reusing " + ", ".join(outputs)))
         return bool(missing)
 
@@ -133,21 +160,24 @@ class Run:
             model = make_model(steps)
             training.compile_for(model, s["task"], rate, steps)
         self.record_settings(record)
-        training.fit(model, data, epochs, self.out, log_name, self.chief, callbacks)
+        log_dir = training.fit(model, data, epochs, self.out, log_name, self.chief, callbacks)
         if finish is not None:
             finish(model)
         training.save(model, path, self.chief)
+        training.release(model, self.out, log_name, log_dir, self.chief)  # a kill before this resumes from the backup
         self.log(f"[{name}] wrote {path}")
         self._timed(name, start)
 
     def train(self):
         """Float training into ``float.keras``, its BatchNormalization statistics recomputed at the end."""
         data = self.data  # a bad --data fails here, before the folder records its settings
-        record = ["data", "task", "model", "alpha", "image_size", "batch_size", "seed", "epochs", "weights", "keras"]
+        record = ["data", "task", "model", "alpha", "image_size", "batch_size", "seed", "epochs", "weights", "keras",
+                  "data_dir"]  # fmt: skip
         self.record_settings(record, write=False)
         if not self._step("train", [FILES["float"]]):
             return
         s = self.settings
+        check_weights(s["weights"])
         self._fit_step("train", "float", self.paths["float"], s["epochs"], FLOAT_RATE, lambda steps: training.build_model(
             s["model"], s["alpha"], s["image_size"], data.classes, steps, s["task"], s["weights"]), record,
             finish=self._precise_batchnorm)  # fmt: skip
@@ -166,9 +196,9 @@ class Run:
         on tf_keras), the ranges kept inside XNNPACK's int8 limits after every epoch."""
         self._require("float", "train")
         data = self.data  # a bad --data fails here, before the folder records its settings
-        record = ["data", "task", "image_size", "batch_size", "seed", "qat_epochs", "keras"]
+        record = ["data", "task", "image_size", "batch_size", "seed", "qat_epochs", "keras", "data_dir"]
         self.record_settings(record, write=False)
-        if not self._step("qat", [FILES["qat"]]):
+        if not self._step("qat", [FILES["qat"]], [FILES["float"]], f"delete it to fine-tune the newer {FILES['float']}"):
             return
         self._fit_step("qat", "qat", self.paths["qat"], self.settings["qat_epochs"], QAT_RATE, lambda steps: quantize_model(
             keras.models.load_model(self.paths["float"]),
@@ -184,13 +214,9 @@ class Run:
         """
         self._require("float", "train")
         self._require("qat", "qat")
-        sources = {"float_tflite": "float", "int8_tflite": "qat"}
-        stale = [k for k, source in sources.items() if os.path.exists(self.paths[k])
-                 and os.path.getmtime(self.paths[k]) < os.path.getmtime(self.paths[source])]  # fmt: skip
-        if stale and not overwrite:
-            checks.fail("--out", self.out, f"a run whose exports are newer than their models ({FILES[stale[0]]} is older "
-                        f"than {FILES[sources[stale[0]]]}): pass --overwrite to export again", FileExistsError)  # fmt: skip
-        if not overwrite and not self._step("export", [FILES["float_tflite"], FILES["int8_tflite"]]):
+        outputs = [FILES["float_tflite"], FILES["int8_tflite"]]
+        again = f"run `mbv3 export --out {self.out} --overwrite` to export again"
+        if not overwrite and not self._step("export", outputs, [FILES["float"], FILES["qat"]], again):
             return
         start = time.time()
         if overwrite or not os.path.exists(self.paths["float_tflite"]):
@@ -228,12 +254,13 @@ class Run:
     def bench(self, files=None, threads=1, rounds=15):
         """``{name: median ms}`` on LiteRT (default: the run's two ``.tflite``), also written to ``bench.json``."""
         checks.positive_int("--threads", threads)  # flags first, then files
+        own = not files
         files = files or self._exported()
         start = time.time()
         latency = evaluation.bench(files, threads=threads, rounds=rounds)
-        if self.chief:
-            figures = {"threads": threads, "rounds": rounds,
-                       "models": {name: {"path": path, "latency_ms": round(latency[name], 4)} for name, path in files.items()}}  # fmt: skip
+        if self.chief and own:  # the run's figures, not those of any file benchmarked with --out
+            models = {name: {"path": path, "latency_ms": round(latency[name], 4)} for name, path in files.items()}
+            figures = {"threads": threads, "rounds": rounds, "models": models}
             os.makedirs(self.out, exist_ok=True)
             write_atomically(json.dumps(figures, indent=2).encode(), self.path("bench.json"), overwrite=True)
             self.log(f"[bench] wrote {self.path('bench.json')}")

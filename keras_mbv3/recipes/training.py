@@ -112,7 +112,8 @@ def compile_for(model, task, rate, steps, label_smoothing=0.1):
 
 
 def fit(model, data, epochs, work_dir, log_name, chief=True, callbacks=()):
-    """``model.fit`` with a progress bar, a per-epoch CSV log, ``BackupAndRestore`` in ``work_dir`` and ``callbacks``.
+    """``model.fit`` with a progress bar, a per-epoch CSV log, ``BackupAndRestore`` in ``work_dir`` and ``callbacks``;
+    returns the log folder. ``release`` deletes the backup once the result is saved.
 
     All workers of a multi-worker run share ``work_dir`` (a shared file system):
     Keras writes the other workers' checkpoints to temporary sub-folders, and
@@ -126,11 +127,16 @@ def fit(model, data, epochs, work_dir, log_name, chief=True, callbacks=()):
         keras.callbacks.BackupAndRestore(backup),
     ]
     model.fit(data.train, validation_data=data.val, epochs=epochs, callbacks=callbacks, verbose=1)
+    return log_dir
+
+
+def release(model, work_dir, log_name, log_dir, chief=True):
+    """Delete what ``fit`` kept for a resume, once the step's result is saved (a kill before that resumes)."""
     # Every worker past its last checkpoint write before the chief deletes the folder that holds them all
     # (a chief that went first removed a slower worker's workertemp_1/ under it: NotFoundError).
     barrier(model.distribute_strategy)
     if chief:
-        shutil.rmtree(backup, ignore_errors=True)  # finished: the step's result is what counts now
+        shutil.rmtree(os.path.join(work_dir, f"{log_name}_backup"), ignore_errors=True)
     else:
         shutil.rmtree(log_dir, ignore_errors=True)
 
