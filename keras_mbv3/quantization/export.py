@@ -15,6 +15,7 @@ from keras_mbv3.layers.flatten import flatten_model
 from keras_mbv3.quantization.calibration import representative_images
 from keras_mbv3.quantization.int8_form import int8_form
 from keras_mbv3.quantization.litert import graph_report
+from keras_mbv3.quantization.metadata import ImageModelMetadata, append_files, with_metadata
 from keras_mbv3.quantization.qat import is_qat_model, keep_xnnpack_limits
 
 QUANTIZATIONS = ("int8", "float16", "float32", "dynamic")
@@ -54,8 +55,9 @@ def _converter(model):
 SIGNATURE_KEY = "serving_default"
 
 
-def _finish(content, input_names, strip_names):
-    """Give ``.tflite`` bytes a ``serving_default`` signature if they have none; optionally strip inner names.
+def _finish(content, input_names, strip_names, metadata=None):
+    """Give ``.tflite`` bytes a ``serving_default`` signature if they have none; optionally strip inner names
+    and add ``metadata`` (one pass over the flatbuffer).
 
     The signature is what ``TFLiteConverter.from_keras_model`` writes (inputs
     named after the Keras ``Input`` layers, outputs ``output_0``, ...), so that
@@ -81,7 +83,9 @@ def _finish(content, input_names, strip_names):
         for index, tensor in enumerate(subgraph.tensors):
             if index not in named:
                 tensor.name = None
-    return bytes(flatbuffer_utils.convert_object_to_bytearray(model))
+    files = with_metadata(model, metadata) if metadata is not None else {}
+    content = bytes(flatbuffer_utils.convert_object_to_bytearray(model))
+    return append_files(content, files) if files else content
 
 
 def _tensor_map(name, index):
@@ -189,7 +193,7 @@ def check_int8_graph(content, on_split="raise"):
 
 
 def export_tflite(model, path=None, *, quantization="int8", representative_dataset=None, input_type="int8",
-                  output_type="int8", strip_names=False, check_graph="raise", overwrite=False):  # fmt: skip
+                  output_type="int8", strip_names=False, check_graph="raise", overwrite=False, metadata=None):  # fmt: skip
     """Convert ``model`` to a ``.tflite`` flatbuffer and optionally write it.
 
     Args:
@@ -213,6 +217,9 @@ def export_tflite(model, path=None, *, quantization="int8", representative_datas
             the graph is not one XNNPACK partition (``check_int8_graph``); float
             islands always raise.
         overwrite: replace an existing ``path``.
+        metadata: an ``ImageModelMetadata`` (task, class names, normalization)
+            written as TFLite metadata with a labels file, as MediaPipe Tasks
+            read it (they take uint8 or float32 input, not int8).
 
     Returns:
         The ``.tflite`` bytes, with a ``serving_default`` signature (inputs named
@@ -223,10 +230,12 @@ def export_tflite(model, path=None, *, quantization="int8", representative_datas
     checks.one_of("input_type", input_type, tuple(IO_TYPES))
     checks.one_of("output_type", output_type, tuple(IO_TYPES))
     checks.one_of("check_graph", check_graph, ("raise", "warn"))
+    if metadata is not None and not isinstance(metadata, ImageModelMetadata):
+        checks.fail("metadata", metadata, "None or a keras_mbv3.quantization.ImageModelMetadata", TypeError)
     if path is not None:
         refuse_existing(os.fspath(path), overwrite)  # before the (long) conversion
     content = _convert(model, quantization, representative_dataset, input_type, output_type)
-    content = _finish(content, [input_name(t) for t in model.inputs], strip_names)
+    content = _finish(content, [input_name(t) for t in model.inputs], strip_names, metadata)
     if quantization == "int8":
         check_int8_graph(content, check_graph)
     if path is not None:
