@@ -6,6 +6,7 @@ import logging
 import os
 import warnings
 
+import numpy as np
 import tensorflow as tf
 
 from keras_mbv3 import checks
@@ -154,6 +155,15 @@ def _without_notices_that_do_not_apply():
         logger.removeFilter(drop)
 
 
+def _boundary_conversions(content):
+    """QUANTIZE ops that uint8 or float32 I/O of an int8 model needs: one per such input, one per uint8 output."""
+    from keras_mbv3.quantization.litert import interpreter
+
+    runner = interpreter(content, xnnpack=False)
+    inputs = sum(d["dtype"] != np.int8 for d in runner.get_input_details())
+    return inputs + sum(d["dtype"] == np.uint8 for d in runner.get_output_details())
+
+
 class Int8GraphError(RuntimeError):
     """An int8 export that is not fully int8, or not one XNNPACK partition."""
 
@@ -164,8 +174,9 @@ def check_int8_graph(content, on_split="raise"):
     A tensor that no fake quantizer covered stays float in the converter, with
     no error (a DEQUANTIZE ... QUANTIZE island); an op that XNNPACK rejects in
     int8 (a scale ratio out of its limits, an op it lacks) runs in the slow
-    builtin kernel and splits the graph. Float I/O's own QUANTIZE/DEQUANTIZE,
-    and an undelegated last op that does not split the graph, are allowed.
+    builtin kernel and splits the graph. The QUANTIZE/DEQUANTIZE of uint8 or
+    float I/O (outside XNNPACK, around the partition), and an undelegated last
+    op that does not split the graph, are allowed; any other QUANTIZE is not.
 
     Raises:
         Int8GraphError: float ops or custom (Flex) ops inside; more than one
@@ -181,6 +192,11 @@ def check_int8_graph(content, on_split="raise"):
             f"the int8 export is not fully int8: float ops {report['float_ops']}, custom ops {sorted(custom)} "
             "(a tensor without a quantization range; quantize the model with keras_mbv3.quantization.quantize_model)"
         )
+    boundary = _boundary_conversions(content)
+    inner = report["ops"].get("QUANTIZE", 0) - boundary
+    if inner > 0:
+        raise Int8GraphError(f"the int8 export requantizes inside the graph: {inner} QUANTIZE ops beyond the "
+                             f"{boundary} of its uint8/float I/O (ranges that disagree between connected tensors)")  # fmt: skip
     if report["partitions"] != 1:
         message = (
             f"the int8 export runs as {report['partitions']} XNNPACK partitions, not 1: ops left to the slow "

@@ -14,10 +14,12 @@ COMMANDS = {
             "mbv3 qat --out runs/demo --qat-epochs 3 (the run's data and settings)"),
     "export": ("export RUN_DIR/float.tflite (float32) and RUN_DIR/int8.tflite (fully int8)",
                "mbv3 export --out runs/demo [--overwrite]"),
-    "eval": ("accuracy (or mIoU) of a .keras/.h5/.tflite model on the validation data",
-             "mbv3 eval --out runs/demo [--file runs/demo/int8.tflite]"),
-    "bench": ("LiteRT latency of .tflite models (interleaved rounds, medians) into RUN_DIR/bench.json",
-              "mbv3 bench --out runs/demo --threads 1 [--file model.tflite]"),
+    "eval": ("accuracy (or mIoU) of the run's .tflite files, or of model files (.keras/.h5/.tflite), on validation data",
+             "mbv3 eval --out runs/demo  or  mbv3 eval model.tflite --data digits"),
+    "bench": ("LiteRT latency of the run's .tflite files (into RUN_DIR/bench.json) or of .tflite files "
+              "(interleaved rounds, medians)", "mbv3 bench --out runs/demo  or  mbv3 bench a.tflite b.tflite --threads 1"),
+    "predict": ("top-k classes of a model file on images, with the names in its metadata (segmentation: overlay PNGs)",
+                "mbv3 predict --file runs/demo/int8.tflite photo.jpg [more.png ...] [--json]"),
     "recipe": ("train, qat, export, eval and bench in order, then report.json/.md/.png",
                "mbv3 recipe --data digits --model small --out runs/demo --epochs 20 --qat-epochs 3"),
 }  # fmt: skip
@@ -28,13 +30,25 @@ USES = {
     "export": ("export",),
     "eval": ("data", "file"),
     "bench": ("file", "bench"),
+    "predict": ("predict",),
     "recipe": ("data", "model", "train", "qat", "bench"),
 }
 
 
 def _add_flags(command, groups):
     """The flags of ``groups``; a setting's flag defaults to None (not given: the run's value, else the default)."""
-    command.add_argument("--out", required=True, help="run folder; rerun with the same folder to resume")
+    if "predict" in groups:
+        command.add_argument("images", nargs="+", metavar="IMAGE", help="PNG, JPEG, GIF or BMP files")
+        command.add_argument("--file", required=True, help="a model file (.tflite, .keras or .h5)")
+        command.add_argument("--top-k", type=int, default=5, help="classes to show per image (default: %(default)s)")
+        command.add_argument("--json", action="store_true", help="print the results as JSON")
+        command.add_argument("--overlays", default="overlays",
+                             help="folder for the overlay PNGs of a segmentation model (default: %(default)s)")  # fmt: skip
+        command.add_argument("--overwrite", action="store_true", help="replace overlay PNGs already there")
+        return
+    optional = "file" in groups  # eval and bench also take model files without a run folder
+    command.add_argument("--out", required=not optional, help="run folder; rerun with the same folder to resume"
+                         + ("; optional with model files" if optional else ""))  # fmt: skip
     names = {
         "data": ("data", "task", "data_dir", "image_size", "batch_size", "seed"),
         "model": ("model", "alpha", "weights"),
@@ -51,8 +65,9 @@ def _add_flags(command, groups):
         command.add_argument("--cpu-devices", type=int, default=1,
                              help="logical CPU devices for mirrored (default: %(default)s)")  # fmt: skip
     if "file" in groups:
-        command.add_argument("--file", help="a model file (.keras, .h5, .tflite) instead of the run's float.tflite "
-                             "and int8.tflite")  # fmt: skip
+        command.add_argument("files", nargs="*", metavar="FILE", help="model files (.tflite; .keras and .h5 for eval) "
+                             "instead of the run's float.tflite and int8.tflite")  # fmt: skip
+        command.add_argument("--file", help="a model file (the same as FILE)")
     if "bench" in groups:
         command.add_argument("--threads", type=int, default=1, help="LiteRT threads (default: %(default)s)")
     if "export" in groups:
@@ -76,12 +91,24 @@ def _settings(args):
 
 
 def _files(args):
-    return {os.path.basename(args.file): args.file} if getattr(args, "file", None) else None
+    """``{name: path}`` of the model files given (FILE... and --file), or None for the run's own."""
+    paths = list(getattr(args, "files", None) or []) + ([args.file] if getattr(args, "file", None) else [])
+    if not paths and args.out is None:
+        raise ValueError(f"Invalid `--out`: received --out=None; allowed: a run folder, or model files (mbv3 {args.command} "
+                         "FILE ...).")  # fmt: skip
+    return {os.path.basename(p) if list(map(os.path.basename, paths)).count(os.path.basename(p)) == 1 else p: p
+            for p in paths} or None  # fmt: skip
 
 
 def execute(args):
     from keras_mbv3.recipes import recipe, training
 
+    if args.command == "predict":
+        from keras_mbv3.recipes import predict
+
+        results = predict.predict_files(args.file, args.images, args.top_k, args.overlays, args.overwrite)
+        print(json.dumps(results, indent=2) if args.json else "\n".join(predict.describe(results)))
+        return results
     distribution = None
     if hasattr(args, "strategy"):
         distribution = training.strategy(args.strategy, args.cpu_devices)

@@ -18,6 +18,7 @@ from keras_mbv3.backend import keras
 from keras_mbv3.recipes.settings import EMBEDDED
 
 DIGITS_CLASSES = 10
+DIGIT_NAMES = tuple(str(d) for d in range(DIGITS_CLASSES))
 TASKS = ("classification", "segmentation")
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg")
 
@@ -34,6 +35,7 @@ class Data:
     train_size: int
     val_size: int
     name: str  # the --data value
+    labels: tuple  # class names in index order (folder names, TFDS names, digits)
     image_shape: tuple  # (H, W, 3)
 
     def images(self, limit):
@@ -56,25 +58,25 @@ def load(data, task="classification", image_size=32, batch_size=64, data_dir=Non
     checks.one_of("--task", task, TASKS)
     if data == "digits" and task == "classification":
         (train_x, train_y), (val_x, val_y) = digits(image_size, seed=seed)
-        train, val, classes = _slices(train_x, train_y), _slices(val_x, val_y), DIGITS_CLASSES
+        train, val, labels = _slices(train_x, train_y), _slices(val_x, val_y), DIGIT_NAMES
     elif data == "digits-seg" and task == "segmentation":
         (train_x, train_y), (val_x, val_y) = digits_segmentation(image_size, seed=seed)
-        train, val, classes = _slices(train_x, train_y), _slices(val_x, val_y), DIGITS_CLASSES + 1
+        train, val, labels = _slices(train_x, train_y), _slices(val_x, val_y), ("background", *DIGIT_NAMES)
     elif data.startswith("tfds:") and task == "classification":
-        train, val, classes = _tfds(data[len("tfds:"):], data_dir, image_size)
+        train, val, labels = _tfds(data[len("tfds:"):], data_dir, image_size)
     elif data not in ("digits", "digits-seg") and not data.startswith("tfds:"):
         loader = _class_folders if task == "classification" else _segmentation_folder
-        train, val, classes = loader(data, image_size)
+        train, val, labels = loader(data, image_size)
     else:
         checks.fail("--data", data, f"for --task {task}: {EMBEDDED[task]!r}, a folder"
                     + (" or 'tfds:NAME'" if task == "classification" else ""))  # fmt: skip
-    train_size, val_size = _size(train), _size(val)
+    train_size, val_size, classes = _size(train), _size(val), len(labels)
     return Data(
         train=_pipeline(train, classes, task, batch_size, training=True, seed=seed, size=train_size),
         val=_pipeline(val, classes, task, batch_size, training=False, seed=seed, size=val_size),
         train_plain=_pipeline(train.shuffle(min(train_size, 10_000), seed=seed, reshuffle_each_iteration=False),
                               classes, task, batch_size, training=False, seed=seed, size=train_size),  # mixed classes
-        classes=classes, task=task, train_size=train_size, val_size=val_size, name=data,
+        classes=classes, task=task, train_size=train_size, val_size=val_size, name=data, labels=tuple(labels),
         image_shape=(image_size, image_size, 3),
     )  # fmt: skip
 
@@ -199,7 +201,7 @@ def _class_folders(path, image_size):
         )  # fmt: skip
         for split in ("train", "val")
     ]
-    return splits[0], splits[1], len(names["train"])
+    return splits[0], splits[1], tuple(names["train"])
 
 
 def _segmentation_folder(path, image_size, val_every=5):
@@ -230,7 +232,7 @@ def _segmentation_folder(path, image_size, val_every=5):
     train = [p for i, p in enumerate(pairs) if i % val_every != val_every - 1]
     if not train or not val:
         checks.fail("--data", path, f"at least {val_every} image/mask pairs (found {len(pairs)})")
-    return dataset(train), dataset(val), classes
+    return dataset(train), dataset(val), tuple(str(i) for i in range(classes))  # a label map names no classes
 
 
 def _tfds(name, data_dir, image_size):
@@ -254,4 +256,4 @@ def _tfds(name, data_dir, image_size):
             image = tf.image.grayscale_to_rgb(image)
         return image[..., :3], label
 
-    return train.map(prepare), val.map(prepare), builder.info.features["label"].num_classes
+    return train.map(prepare), val.map(prepare), tuple(builder.info.features["label"].names)

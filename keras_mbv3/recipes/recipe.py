@@ -17,7 +17,13 @@ from keras_mbv3 import __version__, checks
 from keras_mbv3.batchnorm import precise_batchnorm
 from keras_mbv3.backend import FLAVOUR, IS_KERAS_3, keras
 from keras_mbv3.files import write_atomically
-from keras_mbv3.quantization import KeepXnnpackLimits, export_tflite, quantize_model, quantize_scope
+from keras_mbv3.quantization import (
+    ImageModelMetadata,
+    KeepXnnpackLimits,
+    export_tflite,
+    quantize_model,
+    quantize_scope,
+)
 from keras_mbv3.quantization.calibration import CALIBRATION_SAMPLES
 from keras_mbv3.recipes import data as data_lib
 from keras_mbv3.recipes import evaluation, report, training
@@ -31,6 +37,8 @@ FLOAT_RATE = 2e-3
 # the float rate dropped digits from 98.3% to 85.8% in one epoch; a hundredth kept 98.1%.
 QAT_RATE = FLOAT_RATE / 100
 # tfmot's QAT models do not reload from .keras (their quantize_layer variables); ours do.
+# int8.tflite takes raw pixels and gives uint8 scores: what MediaPipe Tasks accept (they refuse int8 I/O).
+SHIPPED_IO = "uint8"
 FILES = dict(float="float.keras", qat="qat.keras" if IS_KERAS_3 else "qat.h5", float_tflite="float.tflite",
              int8_tflite="int8.tflite")  # fmt: skip
 
@@ -83,14 +91,14 @@ class Run:
         check_settings(self.settings)
         self.distribution = distribution or training.strategy("default")
         self.chief = training.is_chief(self.distribution)
-        self.paths = {k: os.path.join(out, v) for k, v in FILES.items()}
+        self.paths = {k: os.path.join(out, v) for k, v in FILES.items()} if out is not None else {}
         self._data = None
 
     def path(self, name):
         return os.path.join(self.out, name)
 
     def _read_settings(self):
-        if not os.path.exists(self.path("settings.json")):
+        if self.out is None or not os.path.exists(self.path("settings.json")):
             return {}
         try:
             stored = json.load(open(self.path("settings.json")))
@@ -205,7 +213,9 @@ class Run:
             representative_dataset=data.images(CALIBRATION_SAMPLES)), record, callbacks=[KeepXnnpackLimits()])  # fmt: skip
 
     def export(self, overwrite=False):
-        """``float.tflite`` (float32, fused HARD_SWISH) and ``int8.tflite`` (fully integer) from the trained models.
+        """``float.tflite`` (float32, fused HARD_SWISH) and ``int8.tflite`` (int8 inside, uint8 image in and
+        uint8 scores out) from the trained models, each with TFLite metadata (labels, normalization) for
+        MediaPipe Tasks.
 
         Both are files to ship: inner tensor names are stripped from both alike
         (``export_tflite(strip_names=True)``); the Keras files keep the layer names.
@@ -219,15 +229,25 @@ class Run:
         if not overwrite and not self._step("export", outputs, [FILES["float"], FILES["qat"]], again):
             return
         start = time.time()
+        metadata = self.metadata()
         if overwrite or not os.path.exists(self.paths["float_tflite"]):
             export_tflite(keras.models.load_model(self.paths["float"]), self.paths["float_tflite"],
-                          quantization="float32", strip_names=True, overwrite=overwrite)  # fmt: skip
+                          quantization="float32", strip_names=True, overwrite=overwrite, metadata=metadata)  # fmt: skip
         if overwrite or not os.path.exists(self.paths["int8_tflite"]):
             with quantize_scope():
                 qat = keras.models.load_model(self.paths["qat"])
-            export_tflite(qat, self.paths["int8_tflite"], quantization="int8", strip_names=True, overwrite=overwrite)
+            export_tflite(qat, self.paths["int8_tflite"], quantization="int8", input_type=SHIPPED_IO,
+                          output_type=SHIPPED_IO, strip_names=True, overwrite=overwrite, metadata=metadata)  # fmt: skip
         self.log(f"[export] wrote {self.paths['float_tflite']} and {self.paths['int8_tflite']}")
         self._timed("export", start)
+
+    def metadata(self):
+        """The TFLite metadata of the run's exports: its task and the data set's class names."""
+        s = self.settings
+        model = f"MobileNetV3{s['model'].title().replace('-', '')}" + (" LR-ASPP" if s["task"] == "segmentation" else "")
+        return ImageModelMetadata(s["task"], self.data.labels, name=model, description=(
+            f"{model} (alpha {s['alpha']}) for {s['task']} of {s['image_size']}x{s['image_size']} RGB images, "
+            f"trained by keras-mbv3 on {os.path.basename(str(s['data']).rstrip('/'))}"))  # fmt: skip
 
     def _exported(self):
         for key in ("float_tflite", "int8_tflite"):
@@ -235,7 +255,13 @@ class Run:
         return {k: self.paths[f"{k}_tflite"] for k in ("float", "int8")}
 
     def evaluate(self, files=None):
-        """``{name: {"accuracy"|"miou": value}}`` of model files (default: the run's two ``.tflite``)."""
+        """``{name: {"accuracy"|"miou": value}}`` of model files (default: the run's two ``.tflite``).
+
+        Without a run folder (``out=None``) nothing is read or written: the
+        settings are those given, else the defaults.
+        """
+        if self.out is None:
+            return {name: evaluation.evaluate(path, self.data, name) for name, path in files.items()}
         files = files or self._exported()
         self.record_settings(EVAL_SETTINGS, write=False)
         cached = self.path("eval.json")
@@ -254,6 +280,8 @@ class Run:
     def bench(self, files=None, threads=1, rounds=15):
         """``{name: median ms}`` on LiteRT (default: the run's two ``.tflite``), also written to ``bench.json``."""
         checks.positive_int("--threads", threads)  # flags first, then files
+        if self.out is None:
+            return evaluation.bench(files, threads=threads, rounds=rounds)
         own = not files
         files = files or self._exported()
         start = time.time()

@@ -30,7 +30,30 @@ def markdown(report):
         f"{q['size_bytes'] / f['size_bytes']:.3f}x |\n\n"
         f"Validation images: {report['validation_images']}. Step times (s): "
         + (", ".join(f"{k} {v:.0f}" for k, v in timings.items()) or "-")
-        + "\n"
+        + "\n\n"
+        + shipping(s["task"])
+    )
+
+
+def shipping(task):
+    """Which files to ship, and the MediaPipe Tasks code that runs them."""
+    task_class, method, result, option = {
+        "classification": ("ImageClassifier", "classify", "result.classifications[0].categories", "max_results=3"),
+        "segmentation": ("ImageSegmenter", "segment", "result.category_mask.numpy_view()", "output_category_mask=True"),
+    }[task]
+    return (
+        "## Files to ship\n\n"
+        "- `int8.tflite`: fully int8, uint8 RGB pixels in (no normalization), uint8 scores out; class names\n"
+        "  and model information in its TFLite metadata. `float.tflite`: float32, the same metadata.\n"
+        "- Both run in MediaPipe Tasks (Android, iOS, web, Python) as they are:\n\n"
+        "```python\n"
+        "import mediapipe as mp\n"
+        "from mediapipe.tasks.python import BaseOptions, vision\n\n"
+        f"options = vision.{task_class}Options(base_options=BaseOptions(model_asset_path=\"int8.tflite\"), {option})\n"
+        f"with vision.{task_class}.create_from_options(options) as model:\n"
+        f"    result = model.{method}(mp.Image.create_from_file(\"photo.jpg\"))\n"
+        f"    print({result})\n"
+        "```\n"
     )
 
 

@@ -252,3 +252,16 @@ def test_converter_notices_that_do_not_apply_are_silenced(model, images, caplog,
     export_tflite(quantize_model(model, representative_dataset=images), quantization="int8")
     messages = [str(w.message) for w in recwarn] + [record.getMessage() for record in caplog.records]
     assert not [m for m in messages if m.startswith(NOTICES)]
+
+
+def test_uint8_io_adds_only_the_boundary_quantize_ops_and_gives_the_int8_io_scores(model, images):
+    """Issue 12: raw pixels in (MediaPipe refuses int8 input): a QUANTIZE at each end, outside the one partition."""
+    qat = quantize_model(model, representative_dataset=images)
+    int8_io = export_tflite(qat, quantization="int8")
+    uint8_io = export_tflite(qat, quantization="int8", input_type="uint8", output_type="uint8")
+    report = graph_report(uint8_io)
+    assert report["ops"]["QUANTIZE"] == 2 and "QUANTIZE" not in graph_report(int8_io)["ops"]
+    assert report["partitions"] == 1 and report["undelegated"].get("QUANTIZE") == 2
+    detail = interpreter(uint8_io).get_input_details()[0]
+    assert detail["dtype"] == np.uint8
+    np.testing.assert_allclose(predict(interpreter(uint8_io), images), predict(interpreter(int8_io), images), atol=0.02)

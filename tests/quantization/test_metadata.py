@@ -11,12 +11,7 @@ from keras_mbv3.layers import HardSwish
 from keras_mbv3.quantization import ImageModelMetadata, export_tflite, quantize_model, read_metadata
 from keras_mbv3.quantization.metadata import LABELS_FILE, METADATA_NAME
 
-try:  # only in the Keras 3 environment: mediapipe (absl-py 2.3) cannot share one with tfmot (absl-py 1.2)
-    import mediapipe
-    from mediapipe.tasks.python import BaseOptions, vision
-except ImportError:
-    mediapipe = None
-needs_mediapipe = pytest.mark.skipif(mediapipe is None, reason="mediapipe is in the Keras 3 environment only")
+from mediapipe_client import classify, needs_mediapipe, segment
 LABELS = ("cat", "dog", "bird")
 
 
@@ -117,23 +112,16 @@ def test_metadata_of_another_type_or_for_two_outputs_is_refused():
         export_tflite(two, quantization="float32", metadata=ImageModelMetadata("classification", LABELS))
 
 
-def mediapipe_image(image):
-    return mediapipe.Image(image_format=mediapipe.ImageFormat.SRGB, data=np.ascontiguousarray(image.astype(np.uint8)))
-
-
 @needs_mediapipe
 @pytest.mark.parametrize("name", ["float", "uint8"])
 def test_mediapipe_image_classifier_gives_our_names_and_our_scores(exported, images, name):
     from keras_mbv3.quantization.litert import interpreter, predict
 
     ours = predict(interpreter(open(exported[name], "rb").read()), np.round(images))
-    options = vision.ImageClassifierOptions(base_options=BaseOptions(model_asset_path=exported[name]), max_results=3)
-    with vision.ImageClassifier.create_from_options(options) as classifier_task:
-        for image, scores in zip(images, ours):
-            categories = classifier_task.classify(mediapipe_image(image)).classifications[0].categories
-            assert {c.category_name for c in categories} == set(LABELS)
-            got = {c.index: c.score for c in categories}
-            np.testing.assert_allclose([got[i] for i in range(3)], scores, atol=0.01)
+    for categories, scores in zip(classify(exported[name], images), ours):
+        assert {label for _, label, _ in categories} == set(LABELS)
+        got = {index: score for index, _, score in categories}
+        np.testing.assert_allclose([got[i] for i in range(3)], scores, atol=0.01)
 
 
 @needs_mediapipe
@@ -141,10 +129,5 @@ def test_mediapipe_image_segmenter_gives_our_argmax_and_labels(exported, images)
     from keras_mbv3.quantization.litert import interpreter, predict
 
     ours = predict(interpreter(open(exported["segmenter"], "rb").read()), np.round(images)).argmax(-1)
-    options = vision.ImageSegmenterOptions(base_options=BaseOptions(model_asset_path=exported["segmenter"]),
-                                           output_category_mask=True)  # fmt: skip
-    with vision.ImageSegmenter.create_from_options(options) as segmenter_task:
-        assert tuple(segmenter_task.labels) == LABELS
-        # copies: a mask's numpy view dies with its result
-        masks = [np.array(segmenter_task.segment(mediapipe_image(image)).category_mask.numpy_view()) for image in images]
-    assert np.mean(np.squeeze(np.stack(masks)) == ours) >= 0.99
+    labels, masks = segment(exported["segmenter"], images)
+    assert labels == LABELS and np.mean(masks == ours) >= 0.99

@@ -214,6 +214,24 @@ def test_a_layer_without_int8_form_is_named_with_its_class():
         quantize_model(keras.Model(inputs, x))
 
 
+def test_activations_inside_convs_and_dense_layers_quantize_as_their_own_layers(rng):
+    """A ``Dense(10, activation="softmax")`` top, a conv with a sigmoid: our engine refused them (tfmot did not)."""
+    inputs = keras.Input((16, 16, 3))
+    x = keras.layers.Conv2D(8, 3, strides=2, padding="same", activation="relu")(inputs)
+    x = keras.layers.Conv2D(8, 1, activation="sigmoid", name="gated")(x)
+    outputs = keras.layers.Dense(10, activation="softmax", name="top")(keras.layers.GlobalAveragePooling2D()(x))
+    model = keras.Model(inputs, outputs)
+    images = rng.uniform(-1, 1, (8, 16, 16, 3)).astype("float32")
+    form = int8_form(model)
+    assert {"gated_sigmoid", "top_softmax"} <= {layer.name for layer in form.layers}
+    np.testing.assert_allclose(form.predict(images, verbose=0), model.predict(images, verbose=0), atol=1e-6)
+    content = export_tflite(quantize_model(model, representative_dataset=images), quantization="int8")
+    report = graph_report(content)
+    assert report["ops"]["SOFTMAX"] == 1 and report["ops"]["LOGISTIC"] == 1 and report["partitions"] == 1
+    scores = predict(interpreter(content), images)
+    assert np.mean(scores.argmax(-1) == model.predict(images, verbose=0).argmax(-1)) >= 0.75
+
+
 # At 224 on Keras 3 only: each line runs its engine's constraints on the same graphs at 96.
 FULL_SIZE = [("small", 224), ("large-dilated", 224)] if IS_KERAS_3 else []
 
