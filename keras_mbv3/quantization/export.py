@@ -6,7 +6,6 @@ import logging
 import os
 import warnings
 
-import numpy as np
 import tensorflow as tf
 
 from keras_mbv3 import checks
@@ -155,13 +154,10 @@ def _without_notices_that_do_not_apply():
         logger.removeFilter(drop)
 
 
-def _boundary_conversions(content):
+def _boundary_conversions(report):
     """QUANTIZE ops that uint8 or float32 I/O of an int8 model needs: one per such input, one per uint8 output."""
-    from keras_mbv3.quantization.litert import interpreter
-
-    runner = interpreter(content, xnnpack=False)
-    inputs = sum(d["dtype"] != np.int8 for d in runner.get_input_details())
-    return inputs + sum(d["dtype"] == np.uint8 for d in runner.get_output_details())
+    io_types = report["io_types"]
+    return sum(t != "int8" for t in io_types["inputs"]) + sum(t == "uint8" for t in io_types["outputs"])
 
 
 class Int8GraphError(RuntimeError):
@@ -192,7 +188,7 @@ def check_int8_graph(content, on_split="raise"):
             f"the int8 export is not fully int8: float ops {report['float_ops']}, custom ops {sorted(custom)} "
             "(a tensor without a quantization range; quantize the model with keras_mbv3.quantization.quantize_model)"
         )
-    boundary = _boundary_conversions(content)
+    boundary = _boundary_conversions(report)
     inner = report["ops"].get("QUANTIZE", 0) - boundary
     if inner > 0:
         raise Int8GraphError(f"the int8 export requantizes inside the graph: {inner} QUANTIZE ops beyond the "

@@ -61,7 +61,8 @@ def graph_report(model_content):
         XNNPACK delegate nodes when fused, as run), ``undelegated`` (op name ->
         count of ops left to the builtin kernels) and ``float_ops`` (op name ->
         count of ops that read or write a float tensor, the float I/O's
-        ``QUANTIZE``/``DEQUANTIZE`` left out: in an int8 model, float islands).
+        ``QUANTIZE``/``DEQUANTIZE`` left out: in an int8 model, float islands)
+        and ``io_types`` (``{"inputs": [dtype name], "outputs": [...]}``).
     """
     fused = interpreter(model_content)._get_ops_details()
     ops = collections.Counter(op["op_name"] for op in fused if op["op_name"] != DELEGATE)
@@ -79,7 +80,10 @@ def graph_report(model_content):
         op["op_name"] for op in plain._get_ops_details()
         if op["op_name"] not in ("QUANTIZE", "DEQUANTIZE") and floats & (set(op["inputs"]) | set(op["outputs"]))
     )  # fmt: skip
-    return {"ops": dict(ops), "partitions": partitions, "undelegated": dict(undelegated), "float_ops": dict(float_ops)}
+    io_types = {kind: [np.dtype(d["dtype"]).name for d in details]
+                for kind, details in (("inputs", plain.get_input_details()), ("outputs", plain.get_output_details()))}  # fmt: skip
+    return {"ops": dict(ops), "partitions": partitions, "undelegated": dict(undelegated), "float_ops": dict(float_ops),
+            "io_types": io_types}  # fmt: skip
 
 
 def interleaved_latency_ms(models, rounds=15, runs=10, warmup=5, num_threads=1, progress=None):
