@@ -8,6 +8,7 @@ import numpy as np  # noqa: E402
 import pytest  # noqa: E402
 
 from keras_mbv3.backend import IS_KERAS_3, keras  # noqa: E402
+from keras_mbv3.batchnorm import precise_batchnorm  # noqa: E402
 from keras_mbv3.layers.composite import sublayers  # noqa: E402
 
 
@@ -30,19 +31,13 @@ def randomize_batchnorm(model, seed=0, batchnorm_class=None):
 
 
 def fit_batchnorm_statistics(model, images):
-    """Set every BatchNormalization's moving statistics to those of ``images``, as training would.
+    """Set every BatchNormalization's moving statistics to those of ``images`` (one batch), as training would.
 
     An untrained model keeps mean 0 / variance 1 while its activations shrink
     layer after layer; calibrated int8 ranges of such near-silent tensors are
     unlike any trained model's.
     """
-    batchnorms = [layer for layer in sublayers(model) if isinstance(layer, keras.layers.BatchNormalization)]
-    momenta = [layer.momentum for layer in batchnorms]
-    for layer in batchnorms:
-        layer.momentum = 0.0
-    model(images, training=True)
-    for layer, momentum in zip(batchnorms, momenta):
-        layer.momentum = momentum
+    precise_batchnorm(model, images, batch_size=len(images))
 
 
 @pytest.fixture

@@ -38,6 +38,10 @@ class Predictor:
     def __call__(self, images):
         return self.run(images)
 
+    @property
+    def task(self):
+        return task_of(self.output_shape)
+
     def check_fits(self, data):
         """One clear error when the model cannot be evaluated on ``data`` (task, classes or image size)."""
         expected = (data.classes,) if data.task == "classification" else (*data.image_shape[:2], data.classes)
@@ -53,10 +57,18 @@ def _fits(shape, expected):
 def describe(output_shape, input_shape):
     """``"segmentation model of 11 classes on 32x32x3 images"`` for output (32, 32, 11), input (32, 32, 3)."""
     size = "x".join("?" if d is None else str(d) for d in input_shape)
-    task = {1: "classifier", 3: "segmentation model"}.get(len(output_shape))
+    task = task_of(output_shape)
     if task is None:
         return f"model with outputs {output_shape} on {size} images"
-    return f"{task} of {output_shape[-1]} classes on {size} images"
+    return f"{MODEL_KINDS[task]} of {output_shape[-1]} classes on {size} images"
+
+
+MODEL_KINDS = {"classification": "classifier", "segmentation": "segmentation model"}
+
+
+def task_of(output_shape):
+    """``"classification"`` for an output ``(classes,)``, ``"segmentation"`` for ``(H, W, classes)``, else None."""
+    return {1: "classification", 3: "segmentation"}.get(len(output_shape))
 
 
 def _signature(detail):

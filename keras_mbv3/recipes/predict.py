@@ -41,11 +41,11 @@ def predict_files(model_path, images, top_k=5, overlays=None, overwrite=False):
     """
     checks.positive_int("--top-k", top_k)
     predictor = load_predictor(model_path)
-    if len(predictor.output_shape) not in (1, 3) or None in predictor.input_shape[:2]:
+    if predictor.task is None or None in predictor.input_shape[:2]:
         checks.fail("--file", model_path, "a classifier or segmentation model with a fixed input size")
     classes = predictor.output_shape[-1]
     names = labels_of(model_path) or tuple(str(i) for i in range(classes))
-    segmentation = len(predictor.output_shape) == 3
+    segmentation = predictor.task == "segmentation"
     if segmentation and overlays is None:
         checks.fail("--overlays", overlays, "a folder for the overlay PNGs of a segmentation model")
     batch = np.stack([read_image(path, predictor.input_shape[:2]) for path in images])  # every image checked first
