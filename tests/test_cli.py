@@ -186,8 +186,8 @@ def test_killed_training_resumes_and_the_recipe_keeps_int8_within_a_point_of_flo
 @keras_3_only
 @needs_mediapipe
 def test_the_recipes_models_run_in_mediapipe_with_names_and_our_predictions(digits_run):
-    """Issue 12: float.tflite (float32 in, normalization metadata) and int8.tflite (uint8 in and out) in MediaPipe's
-    ImageClassifier: digit names come out, and its top-1 equals our LiteRT top-1 on every validation image."""
+    """Issue 12: float.tflite (float32 in, normalization metadata) and int8.tflite (float32 pixels in, uint8 out) in
+    MediaPipe's ImageClassifier: digit names come out, and its top-1 equals our LiteRT top-1 on every validation image."""
     from keras_mbv3.quantization import read_metadata
     from keras_mbv3.quantization.litert import interpreter, predict
     from keras_mbv3.recipes import data as data_lib
@@ -199,7 +199,8 @@ def test_the_recipes_models_run_in_mediapipe_with_names_and_our_predictions(digi
         metadata = read_metadata(content)
         assert metadata.labels == tuple("0123456789") and metadata.name == "MobileNetV3Small"
         runner = interpreter(content)
-        assert runner.get_input_details()[0]["dtype"] == (np.float32 if name == "float.tflite" else np.uint8)
+        assert runner.get_input_details()[0]["dtype"] == np.float32
+        assert runner.get_output_details()[0]["dtype"] == (np.float32 if name == "float.tflite" else np.uint8)
         ours = predict(runner, images).argmax(-1)
         theirs = classify(out / name, images, max_results=1)
         assert [int(label) for ((_, label, _),) in theirs] == ours.tolist()
