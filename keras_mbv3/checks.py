@@ -61,3 +61,35 @@ def momentum(name, value, allow_none=False):
     if not 0 < value < 1:
         fail(name, value, allowed)
     return float(value)
+
+
+def _is_real(value):
+    return isinstance(value, numbers.Real) and not isinstance(value, bool)
+
+
+def positive_number(name, value):
+    if not _is_real(value):
+        fail(name, value, "a positive number", TypeError)
+    if not value > 0:
+        fail(name, value, "a positive number")
+    return float(value)
+
+
+def in_range(name, value, low, high, low_open, high_open):
+    """A number in the interval from ``low`` to ``high`` (each end open or closed)."""
+    allowed = f"a number in {'(' if low_open else '['}{low}, {high}{')' if high_open else ']'}"
+    if not _is_real(value):
+        fail(name, value, allowed, TypeError)
+    if (value <= low if low_open else value < low) or (value >= high if high_open else value > high):
+        fail(name, value, allowed)
+    return float(value)
+
+
+def positive_numbers(name, value, length=None):
+    """A tuple of positive numbers (of ``length`` items when given)."""
+    allowed = "a list or tuple of " + ("" if length is None else f"{length} ") + "positive numbers"
+    if not isinstance(value, (list, tuple)) or (length is not None and len(value) != length):
+        fail(name, value, allowed)
+    if not all(_is_real(v) and v > 0 for v in value):
+        fail(name, value, allowed)
+    return tuple(float(v) for v in value)

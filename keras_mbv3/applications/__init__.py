@@ -1,4 +1,4 @@
-"""MobileNetV3 models: classification, multi-scale features and LR-ASPP segmentation."""
+"""MobileNetV3 models: classification, multi-scale features, LR-ASPP segmentation and SSDLite detection."""
 
 from keras_mbv3.applications.features import FeatureInfo, feature_info, feature_model
 from keras_mbv3.applications.mobilenet_v3 import (
@@ -8,6 +8,7 @@ from keras_mbv3.applications.mobilenet_v3 import (
     preprocess_input,
 )
 from keras_mbv3.applications.segmentation import LRASPPMobileNetV3Large, LRASPPMobileNetV3Small
+from keras_mbv3.applications.ssdlite import SSDLiteMobileNetV3Large, SSDLiteMobileNetV3Small
 
 __all__ = [
     "MobileNetV3Large",
@@ -19,4 +20,6 @@ __all__ = [
     "FeatureInfo",
     "LRASPPMobileNetV3Large",
     "LRASPPMobileNetV3Small",
+    "SSDLiteMobileNetV3Large",
+    "SSDLiteMobileNetV3Small",
 ]

@@ -82,6 +82,15 @@ def feature_model(model, levels=LEVELS, tap="output"):
     Returns:
         A functional model sharing ``model``'s layers; output ``{level: (batch, H/s, W/s, C)}``.
     """
+    inputs, outputs = feature_tensors(model, levels, tap)
+    return keras.Model(inputs, outputs, name=f"{model.name}_features")
+
+
+def feature_tensors(model, levels=LEVELS, tap="output"):
+    """``(input, {level: feature map})``: the symbolic tensors ``feature_model`` returns, to build heads on.
+
+    With ``tap="expansion"`` they belong to ``flatten_model(model)`` (same layers, same weights).
+    """
     levels = tuple(levels) if isinstance(levels, (list, tuple)) else levels
     if not isinstance(levels, tuple) or not levels:
         checks.fail("levels", levels, f"a non-empty sequence of {LEVELS}")
@@ -90,8 +99,7 @@ def feature_model(model, levels=LEVELS, tap="output"):
     info = {i.level: i for i in feature_info(model, tap)}
     source = flatten_model(model) if tap == "expansion" else model
     tensors = layer_outputs(source)
-    outputs = {level: tensors[_output_layer(tensors, info[level].layer)] for level in levels}
-    return keras.Model(source.input, outputs, name=f"{model.name}_features")
+    return source.input, {level: tensors[_output_layer(tensors, info[level].layer)] for level in levels}
 
 
 def _output_layer(names, name):

@@ -19,6 +19,7 @@ from keras_mbv3.layers.divisible import make_divisible
 from keras_mbv3.layers.inverted_residual import InvertedResidual
 from keras_mbv3.layers.lraspp import LRASPP
 from keras_mbv3.layers.space_to_depth import SpaceToDepth
+from keras_mbv3.layers.ssdlite import SSDLiteExtraBlock, SSDLiteHead
 from keras_mbv3.layers.squeeze_excite import SqueezeExcite
 
 if IS_KERAS_3:  # the Keras 3 QAT engine's layers (tfmot's wrappers serve tf_keras)
@@ -32,6 +33,8 @@ __all__ = [
     "InvertedResidual",
     "LRASPP",
     "SpaceToDepth",
+    "SSDLiteExtraBlock",
+    "SSDLiteHead",
     "make_divisible",
     "CompositeLayer",
 ]

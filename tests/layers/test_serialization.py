@@ -8,9 +8,11 @@ import pytest
 
 from conftest import NO_XLA, randomize_batchnorm
 from keras_mbv3.applications import LRASPPMobileNetV3Small, MobileNetV3Small
+from keras_mbv3.applications.ssdlite import SSDLiteMobileNetV3Small
 from keras_mbv3.backend import IS_KERAS_3, keras
 from keras_mbv3.layers.composite import sublayers
 from keras_mbv3.layers import LRASPP, HardSigmoid, HardSwish, InvertedResidual, SpaceToDepth, SqueezeExcite
+from keras_mbv3.layers.ssdlite import SSDLiteExtraBlock, SSDLiteHead
 
 LAYERS = [
     HardSigmoid(name="hs"),
@@ -21,6 +23,8 @@ LAYERS = [
     InvertedResidual(16, dilation_rate=2, name="dilated"),
     LRASPP(num_classes=7, filters=32, bn_momentum=0.95, name="lraspp"),
     SpaceToDepth(block_size=4, name="s2d"),
+    SSDLiteExtraBlock(64, bn_momentum=0.9, name="extra"),
+    SSDLiteHead(anchors=6, values=4, bn_momentum=0.9, name="head"),
 ]  # fmt: skip
 
 
@@ -117,6 +121,7 @@ def momentum_user_model():
 MOMENTUM_MODELS = {
     "MobileNetV3Small": lambda: MobileNetV3Small(weights=None, input_shape=(32, 32, 3), bn_momentum=0.9),
     "LRASPPMobileNetV3Small": lambda: LRASPPMobileNetV3Small(3, input_shape=(32, 32, 3), bn_momentum=0.9),
+    "SSDLiteMobileNetV3Small": lambda: SSDLiteMobileNetV3Small(3, input_shape=(64, 64, 3), bn_momentum=0.9),
     "user model": momentum_user_model,
 }
 

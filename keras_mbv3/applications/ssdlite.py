@@ -1,0 +1,110 @@
+"""SSDLite object detection on MobileNetV3 (Section 6.2 of the paper), as torchvision builds it."""
+
+from keras_mbv3 import checks
+from keras_mbv3.applications import mobilenet_v3
+from keras_mbv3.applications.features import feature_tensors
+from keras_mbv3.backend import keras
+from keras_mbv3.detection.anchors import anchors_per_location, default_anchors
+from keras_mbv3.layers.ssdlite import SSDLiteExtraBlock, SSDLiteHead
+
+EXTRA_FILTERS = (512, 256, 256, 128)
+ASPECT_RATIOS = (2, 3)
+BOX_VALUES = 4
+OUTPUT_NAMES = ("box_encodings", "class_logits")
+
+
+def feature_sizes(image_size):
+    """``[(H, W), ...]`` of the six maps SSDLite predicts from, for an ``(H, W)`` input.
+
+    C4 is at stride 16 and C5 at stride 32; each extra block halves, rounding up
+    (what both the backbone's stride-2 convs and the extra blocks' "same" padding do).
+    """
+    sizes = [tuple(-(-s // 16) for s in image_size)]
+    for _ in range(1 + len(EXTRA_FILTERS)):
+        sizes.append(tuple(-(-s // 2) for s in sizes[-1]))
+    return sizes
+
+
+def anchors(model):
+    """The default anchors ``(N, 4)`` (ycenter, xcenter, height, width, normalized) of an SSDLite model.
+
+    Read from the model's input size, so it works on the built model, its flattened
+    and QAT forms and a reloaded file alike.
+    """
+    size = tuple(model.inputs[0].shape[1:3])
+    if None in size:
+        checks.fail("model", model.name, "a model with a static input height and width")
+    return default_anchors(feature_sizes(size), aspect_ratios=ASPECT_RATIOS)
+
+
+def _ssdlite_model(backbone_fn, name, num_classes, input_shape, backbone_weights, bn_momentum, **backbone_options):
+    checks.positive_int("num_classes", num_classes)
+    if num_classes < 2:
+        checks.fail("num_classes", num_classes, "an integer >= 2 (class 0 is the background)")
+    checks.momentum("bn_momentum", bn_momentum, allow_none=True)
+    shape = tuple(input_shape) if isinstance(input_shape, (list, tuple)) else input_shape
+    if not isinstance(shape, tuple) or len(shape) != 3 or any(
+            not isinstance(s, int) or s < 32 or s % 32 for s in shape[:2]):  # fmt: skip
+        checks.fail("input_shape", input_shape, "(height, width, 3) with height and width multiples of 32 (static: "
+                    "the anchors depend on them)")  # fmt: skip
+    momentum = {} if bn_momentum is None else {"bn_momentum": bn_momentum}
+    backbone = backbone_fn(input_shape=shape, include_top=False, weights=backbone_weights, **backbone_options,
+                           **momentum)  # fmt: skip
+    inputs, taps = feature_tensors(backbone, ("P4", "P5"), tap="expansion")
+    maps = [taps["P4"], taps["P5"]]
+    for i, filters in enumerate(EXTRA_FILTERS, start=1):
+        maps.append(SSDLiteExtraBlock(filters, name=f"extra_{i}", **momentum)(maps[-1]))
+    per_location = anchors_per_location(ASPECT_RATIOS)
+    boxes, logits = [], []
+    for i, x in enumerate(maps):
+        boxes.append(SSDLiteHead(per_location, BOX_VALUES, name=f"box_head_{i}", **momentum)(x))
+        logits.append(SSDLiteHead(per_location, num_classes, name=f"class_head_{i}", **momentum)(x))
+    outputs = [keras.layers.Concatenate(axis=1, name=output)(parts) for output, parts in zip(OUTPUT_NAMES, (boxes, logits))]
+    return keras.Model(inputs, outputs, name=name)
+
+
+DETECTION_DOC = """SSDLite object detection on a MobileNetV3{size} backbone (torchvision's ``ssdlite320_mobilenet_v3_large``).
+
+Predicts from six maps: C4, the expansion output (after its activation) of the
+block that goes from stride 16 to 32 (``feature_model(..., tap="expansion")``'s
+``P4``; Large: 672 channels), C5, the backbone's last 1x1 conv (Large: 480 with
+the reduced tail), and four ``SSDLiteExtraBlock`` of 512, 256, 256 and 128
+channels. Each map has an ``SSDLiteHead`` for box encodings and one for class
+logits, 6 anchors per location (``anchors(model)``). With ``num_classes=91`` the
+Large model has torchvision's 3,440,060 trainable parameters.
+
+Args:
+    num_classes: classes including the background, which is class 0.
+    input_shape: ``(height, width, 3)``, height and width static multiples of 32.
+    alpha, minimalistic, include_preprocessing: as ``MobileNetV3{size}``.
+    backbone_weights: None, ``"imagenet"`` (the classification weights) or a path.
+    reduced_tail: halve the last stage's channels (the paper's detection backbone).
+    bn_momentum: None keeps each part's own BatchNormalization momentum (0.999 in
+        the backbone as keras.applications, 0.97 in the extra blocks and heads as
+        torchvision's); a number in (0, 1) sets every BatchNormalization to it.
+
+Returns:
+    A functional model with outputs ``[box_encodings (batch, anchors, 4), class_logits
+    (batch, anchors, num_classes)]``: encodings (ty, tx, th, tw) against the anchors
+    with scales (10, 10, 5, 5) (``keras_mbv3.detection.decode``), logits before softmax.
+"""
+
+
+def SSDLiteMobileNetV3Large(num_classes, input_shape=(320, 320, 3), alpha=1.0, minimalistic=False,
+                            backbone_weights=None, reduced_tail=True, include_preprocessing=True, *,
+                            bn_momentum=None):  # fmt: skip
+    return _ssdlite_model(mobilenet_v3.MobileNetV3Large, "SSDLiteMobileNetV3Large", num_classes, input_shape,
+                          backbone_weights, bn_momentum, alpha=alpha, minimalistic=minimalistic,
+                          reduced_tail=reduced_tail, include_preprocessing=include_preprocessing)
+
+
+def SSDLiteMobileNetV3Small(num_classes, input_shape=(320, 320, 3), alpha=1.0, minimalistic=False,
+                            backbone_weights=None, reduced_tail=True, include_preprocessing=True, *,
+                            bn_momentum=None):  # fmt: skip
+    return _ssdlite_model(mobilenet_v3.MobileNetV3Small, "SSDLiteMobileNetV3Small", num_classes, input_shape,
+                          backbone_weights, bn_momentum, alpha=alpha, minimalistic=minimalistic,
+                          reduced_tail=reduced_tail, include_preprocessing=include_preprocessing)
+
+
+SSDLiteMobileNetV3Large.__doc__ = DETECTION_DOC.format(size="Large")
+SSDLiteMobileNetV3Small.__doc__ = DETECTION_DOC.format(size="Small")
