@@ -106,8 +106,8 @@ def execute(args):
     if args.command == "predict":
         from keras_mbv3.recipes import predict
 
-        results = predict.predict_files(args.file, args.images, args.top_k, args.overlays, args.overwrite)
-        print(json.dumps(results, indent=2) if args.json else "\n".join(predict.describe(results)))
+        task, results = predict.predict_files(args.file, args.images, args.top_k, args.overlays, args.overwrite)
+        print(json.dumps(results, indent=2) if args.json else "\n".join(predict.describe(results, task)))
         return results
     distribution = None
     if hasattr(args, "strategy"):

@@ -2,7 +2,7 @@
 
 Every source becomes a ``Data``: batched, prefetched train and validation
 pipelines of float32 RGB images in [0, 255] (the models rescale them) with
-one-hot labels (classification) or int32 masks (segmentation). Splits, the
+the targets of the task (``keras_mbv3.recipes.tasks``). Splits, the
 shuffling and the augmentation are deterministic for a given seed: a rerun of
 a recipe with the same ``--seed`` gives the same figures on the same machine.
 """
@@ -15,11 +15,12 @@ import tensorflow as tf
 
 from keras_mbv3 import checks
 from keras_mbv3.backend import keras
+from keras_mbv3.recipes import tasks
 from keras_mbv3.recipes.settings import EMBEDDED
 
 DIGITS_CLASSES = 10
 DIGIT_NAMES = tuple(str(d) for d in range(DIGITS_CLASSES))
-TASKS = ("classification", "segmentation")
+EMBEDDED_SETS = tuple(EMBEDDED.values())
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg")
 
 
@@ -44,44 +45,31 @@ class Data:
 
 
 def load(data, task="classification", image_size=32, batch_size=64, data_dir=None, seed=0):
-    """The data set named by ``data`` (the ``--data`` flag).
+    """The data set named by ``data`` (the ``--data`` flag) for ``task``.
 
     Args:
-        data: ``"digits"`` / ``"digits-seg"`` (embedded), ``"tfds:NAME"`` (TensorFlow
-            Datasets, read from ``data_dir``, never downloaded here), or a folder:
-            ``train/`` and ``val/`` with one sub-folder of images per class
+        data: an embedded set (``"digits"``, ``"digits-seg"``), ``"tfds:NAME"``
+            (TensorFlow Datasets, read from ``data_dir``, never downloaded here), or a
+            folder: ``train/`` and ``val/`` with one sub-folder of images per class
             (classification), or ``images/`` and ``masks/`` (PNG label maps, same
-            file names; segmentation).
-        task: ``"classification"`` or ``"segmentation"``.
+            file names; segmentation). Which forms a task takes is its ``sources``.
+        task: a ``--task`` name (``keras_mbv3.recipes.tasks``).
         image_size: side of the square images fed to the model.
     """
-    checks.one_of("--task", task, TASKS)
-    if data == "digits" and task == "classification":
-        (train_x, train_y), (val_x, val_y) = digits(image_size, seed=seed)
-        train, val, labels = _slices(train_x, train_y), _slices(val_x, val_y), DIGIT_NAMES
-    elif data == "digits-seg" and task == "segmentation":
-        (train_x, train_y), (val_x, val_y) = digits_segmentation(image_size, seed=seed)
-        train, val, labels = _slices(train_x, train_y), _slices(val_x, val_y), ("background", *DIGIT_NAMES)
-    elif data.startswith("tfds:") and task == "classification":
-        train, val, labels = _tfds(data[len("tfds:"):], data_dir, image_size)
-    elif data not in ("digits", "digits-seg") and not data.startswith("tfds:"):
-        loader = _class_folders if task == "classification" else _segmentation_folder
-        train, val, labels = loader(data, image_size)
-    else:
-        checks.fail("--data", data, f"for --task {task}: {EMBEDDED[task]!r}, a folder"
-                    + (" or 'tfds:NAME'" if task == "classification" else ""))  # fmt: skip
+    kind = tasks.get(task)
+    train, val, labels = kind.sources(data, image_size, data_dir, seed)
     train_size, val_size, classes = _size(train), _size(val), len(labels)
     return Data(
-        train=_pipeline(train, classes, task, batch_size, training=True, seed=seed, size=train_size),
-        val=_pipeline(val, classes, task, batch_size, training=False, seed=seed, size=val_size),
+        train=_pipeline(train, kind, classes, batch_size, training=True, seed=seed, size=train_size),
+        val=_pipeline(val, kind, classes, batch_size, training=False, seed=seed, size=val_size),
         train_plain=_pipeline(train.shuffle(min(train_size, 10_000), seed=seed, reshuffle_each_iteration=False),
-                              classes, task, batch_size, training=False, seed=seed, size=train_size),  # mixed classes
+                              kind, classes, batch_size, training=False, seed=seed, size=train_size),  # mixed classes
         classes=classes, task=task, train_size=train_size, val_size=val_size, name=data, labels=tuple(labels),
         image_shape=(image_size, image_size, 3),
     )  # fmt: skip
 
 
-def _slices(images, targets):
+def slices(images, targets):
     return tf.data.Dataset.from_tensor_slices((images, targets))
 
 
@@ -90,32 +78,23 @@ def _size(dataset):
     return size if size >= 0 else int(dataset.reduce(0, lambda n, _: n + 1))
 
 
-def _pipeline(dataset, classes, task, batch_size, training, seed, size):
-    if task == "classification":
-        dataset = dataset.map(lambda x, y: (x, tf.one_hot(tf.cast(y, tf.int32), classes)))
+def _pipeline(dataset, kind, classes, batch_size, training, seed, size):
+    dataset = dataset.map(lambda x, y: (x, kind.target(y, classes)))
     if training:
         dataset = dataset.shuffle(min(size, 10_000), seed=seed, reshuffle_each_iteration=True)
         # A stateless crop per image with a seed drawn in order: the same augmentation on
         # every run for a given --seed (a stateful op in a parallel map draws in thread order).
         seeds = tf.data.Dataset.random(seed=seed, rerandomize_each_iteration=True).batch(2)
-        augment = _translate if task == "classification" else _translate_pair
-        dataset = tf.data.Dataset.zip(dataset, seeds).map(lambda pair, seed: augment(*pair, seed),
+        dataset = tf.data.Dataset.zip(dataset, seeds).map(lambda pair, seed: kind.augment(*pair, seed),
                                                           num_parallel_calls=tf.data.AUTOTUNE)  # fmt: skip
     return dataset.batch(batch_size).prefetch(tf.data.AUTOTUNE)
 
 
-def _translate(image, label, seed):
-    """Small random translations (no flips: digits and text must not be mirrored)."""
-    size = tf.shape(image)[0]
+def translate(image, seed):
+    """A random translation by up to 2 pixels (zero fill), all channels alike (no flips: digits and text must not be
+    mirrored)."""
     padded = tf.pad(image, [[2, 2], [2, 2], [0, 0]])
-    return tf.image.stateless_random_crop(padded, tf.stack([size, size, 3]), seed), label
-
-
-def _translate_pair(image, mask, seed):
-    size = tf.shape(image)[0]
-    both = tf.concat([image, tf.cast(mask[..., None], image.dtype)], axis=-1)
-    both = tf.image.stateless_random_crop(tf.pad(both, [[2, 2], [2, 2], [0, 0]]), tf.stack([size, size, 4]), seed)
-    return both[..., :3], tf.cast(both[..., 3], tf.int32)
+    return tf.image.stateless_random_crop(padded, tf.shape(image), seed)
 
 
 def digits(image_size=32, val_fraction=0.2, seed=0):
@@ -180,7 +159,7 @@ def _image_files(folder):
     return sorted(f for f in os.listdir(folder) if f.lower().endswith(IMAGE_EXTENSIONS))
 
 
-def _class_folders(path, image_size):
+def class_folders(path, image_size):
     """``path/train`` and ``path/val``, one sub-folder of PNG/JPEG images per class (the ImageNet layout)."""
     _folder(path, "train", "val")
     names = {}
@@ -204,7 +183,7 @@ def _class_folders(path, image_size):
     return splits[0], splits[1], tuple(names["train"])
 
 
-def _segmentation_folder(path, image_size, val_every=5):
+def segmentation_folder(path, image_size, val_every=5):
     """``path/images`` and ``path/masks`` (PNG label maps with the images' base names); every 5th pair validates."""
     _folder(path, "images", "masks")
     images = _image_files(os.path.join(path, "images"))
@@ -235,7 +214,7 @@ def _segmentation_folder(path, image_size, val_every=5):
     return dataset(train), dataset(val), tuple(str(i) for i in range(classes))  # a label map names no classes
 
 
-def _tfds(name, data_dir, image_size):
+def tfds_classes(name, data_dir, image_size):
     """A TensorFlow Datasets image classification set, already in ``data_dir`` (never downloaded here)."""
     import tensorflow_datasets as tfds
 

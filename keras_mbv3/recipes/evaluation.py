@@ -5,12 +5,10 @@ import dataclasses
 import os
 from typing import Callable
 
-import numpy as np
-import tensorflow as tf
-
 from keras_mbv3 import checks
 from keras_mbv3.backend import keras
 from keras_mbv3.quantization.litert import interleaved_latency_ms, interpreter, predict
+from keras_mbv3.recipes import tasks
 
 MODEL_EXTENSIONS = (".keras", ".h5", ".tflite")
 
@@ -33,7 +31,7 @@ class Predictor:
     path: str
     run: Callable
     input_shape: tuple  # (H, W, C)
-    output_shape: tuple  # without the batch axis: (classes,) or (H, W, classes)
+    output_shape: tuple  # without the batch axis, e.g. (classes,) or (H, W, classes)
 
     def __call__(self, images):
         return self.run(images)
@@ -44,7 +42,7 @@ class Predictor:
 
     def check_fits(self, data):
         """One clear error when the model cannot be evaluated on ``data`` (task, classes or image size)."""
-        expected = (data.classes,) if data.task == "classification" else (*data.image_shape[:2], data.classes)
+        expected = tasks.get(data.task).expected_output(data.classes, data.image_shape)
         if not (_fits(self.output_shape, expected) and _fits(self.input_shape, data.image_shape)):
             checks.fail("--file", self.path, f"a {describe(expected, data.image_shape)}, as --task {data.task} on "
                         f"{data.name!r} needs; this file is a {describe(self.output_shape, self.input_shape)}")  # fmt: skip
@@ -60,15 +58,13 @@ def describe(output_shape, input_shape):
     task = task_of(output_shape)
     if task is None:
         return f"model with outputs {output_shape} on {size} images"
-    return f"{MODEL_KINDS[task]} of {output_shape[-1]} classes on {size} images"
-
-
-MODEL_KINDS = {"classification": "classifier", "segmentation": "segmentation model"}
+    return f"{tasks.get(task).MODEL_KIND} of {output_shape[-1]} classes on {size} images"
 
 
 def task_of(output_shape):
-    """``"classification"`` for an output ``(classes,)``, ``"segmentation"`` for ``(H, W, classes)``, else None."""
-    return {1: "classification", 3: "segmentation"}.get(len(output_shape))
+    """The task of a model's output shape (without the batch axis): ``"classification"`` for ``(classes,)``,
+    ``"segmentation"`` for ``(H, W, classes)``, else None."""
+    return tasks.of_output(output_shape)
 
 
 def _signature(detail):
@@ -105,32 +101,17 @@ def load_predictor(path):
 
 
 def evaluate(path, data, name=None):
-    """``{"accuracy": ...}`` (classification) or ``{"miou": ...}`` (segmentation) of the model file on ``data.val``."""
+    """``{metric: value}`` of the model file on ``data.val``: the task's (``accuracy``, ``miou``)."""
     run = load_predictor(path)
     run.check_fits(data)
     progress = keras.utils.Progbar(data.val_size, unit_name="image")
     progress_name = name or os.path.basename(path)
     print(f"evaluating {progress_name} on {data.val_size} images")
-    correct, confusion = 0, np.zeros((data.classes, data.classes), np.int64)
+    evaluator = tasks.get(data.task).Evaluator(data.classes)
     for images, targets in data.val.as_numpy_iterator():
-        outputs = run(images)
-        if data.task == "classification":
-            correct += int(np.sum(outputs.argmax(-1) == targets.argmax(-1)))
-        else:
-            confusion += tf.math.confusion_matrix(targets.ravel(), outputs.argmax(-1).ravel(), data.classes,
-                                                  dtype=tf.int64).numpy()  # fmt: skip
+        evaluator.update(run(images), targets)
         progress.add(len(images))
-    if data.task == "classification":
-        return {"accuracy": correct / data.val_size}
-    return {"miou": mean_iou(confusion)}
-
-
-def mean_iou(confusion):
-    """Mean over classes present (in labels or predictions) of intersection / union."""
-    intersection = np.diag(confusion).astype(float)
-    union = confusion.sum(0) + confusion.sum(1) - intersection
-    present = union > 0
-    return float(np.mean(intersection[present] / union[present]))
+    return evaluator.result()
 
 
 def bench(paths, threads=1, rounds=15):

@@ -6,7 +6,7 @@ import numpy as np
 import tensorflow as tf
 
 from keras_mbv3 import checks
-from keras_mbv3.files import write_atomically
+from keras_mbv3.recipes import tasks
 from keras_mbv3.recipes.evaluation import load_predictor
 
 
@@ -33,55 +33,26 @@ def labels_of(path):
 
 
 def predict_files(model_path, images, top_k=5, overlays=None, overwrite=False):
-    """Run ``model_path`` on ``images`` (paths).
+    """Run ``model_path`` on ``images`` (paths): ``(task, results)``, one result dict per image, as the task gives it.
 
-    Returns one dict per image: ``{"image", "top": [{"class", "name", "score"}]}`` for a classifier,
-    ``{"image", "overlay", "classes": {name: pixel fraction}}`` for a segmentation model, whose
-    overlay PNG (the image with a color per class) goes to the folder ``overlays``.
+    A classifier gives ``{"image", "top": [{"class", "name", "score"}]}`` (the ``top_k`` best), a
+    segmentation model ``{"image", "overlay", "classes": {name: pixel fraction}}``, whose overlay
+    PNG (the image with a color per class) goes to the folder ``overlays``.
     """
     checks.positive_int("--top-k", top_k)
     predictor = load_predictor(model_path)
     if predictor.task is None or None in predictor.input_shape[:2]:
         checks.fail("--file", model_path, "a classifier or segmentation model with a fixed input size")
-    classes = predictor.output_shape[-1]
-    names = labels_of(model_path) or tuple(str(i) for i in range(classes))
-    segmentation = predictor.task == "segmentation"
-    if segmentation and overlays is None:
-        checks.fail("--overlays", overlays, "a folder for the overlay PNGs of a segmentation model")
+    kind = tasks.get(predictor.task)
+    names = labels_of(model_path) or tuple(str(i) for i in range(predictor.output_shape[-1]))
+    options = {"top_k": top_k, "overlays": overlays, "overwrite": overwrite}
+    if kind.NEEDS_OVERLAYS and overlays is None:
+        checks.fail("--overlays", overlays, f"a folder for the overlay PNGs of a {kind.MODEL_KIND}")
     batch = np.stack([read_image(path, predictor.input_shape[:2]) for path in images])  # every image checked first
-    results = []
-    for path, image, output in zip(images, batch, predictor(batch)):
-        if not segmentation:
-            order = np.argsort(-output)[:top_k]
-            top = [{"class": int(i), "name": names[i], "score": round(float(output[i]), 4)} for i in order]
-            results.append({"image": path, "top": top})
-            continue
-        mask = output.argmax(-1)
-        target = os.path.join(overlays, os.path.splitext(os.path.basename(path))[0] + ".overlay.png")
-        os.makedirs(overlays, exist_ok=True)
-        write_atomically(overlay_png(image, mask, classes), target, overwrite)
-        share = np.bincount(mask.ravel(), minlength=classes) / mask.size
-        results.append({"image": path, "overlay": target,
-                        "classes": {names[i]: round(float(share[i]), 4) for i in np.flatnonzero(share)}})  # fmt: skip
-    return results
+    return predictor.task, [kind.predict(path, image, output, names, options) for path, image, output in
+                            zip(images, batch, predictor(batch))]  # fmt: skip
 
 
-def overlay_png(image, mask, classes):
-    """PNG bytes of ``image`` half-blended with a color per class of ``mask`` (class 0 left clear)."""
-    from matplotlib import colormaps
-
-    palette = (colormaps["tab20"](np.arange(classes) % 20)[:, :3] * 255).astype(np.float32)
-    colored = np.where(mask[..., None] > 0, 0.5 * image + 0.5 * palette[mask], image)
-    return tf.io.encode_png(np.clip(np.round(colored), 0, 255).astype(np.uint8)).numpy()
-
-
-def describe(results):
-    """The lines ``mbv3 predict`` prints."""
-    lines = []
-    for result in results:
-        if "top" in result:
-            lines.append(result["image"] + ": " + ", ".join(f"{t['name']} {t['score']:.3f}" for t in result["top"]))
-        else:
-            shares = ", ".join(f"{name} {share:.1%}" for name, share in result["classes"].items())
-            lines.append(f"{result['image']}: {shares} -> {result['overlay']}")
-    return lines
+def describe(results, task):
+    """The lines ``mbv3 predict`` prints for the ``results`` of a ``task`` model."""
+    return [tasks.get(task).describe(result) for result in results]

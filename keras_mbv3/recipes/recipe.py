@@ -26,7 +26,7 @@ from keras_mbv3.quantization import (
 )
 from keras_mbv3.quantization.calibration import CALIBRATION_SAMPLES
 from keras_mbv3.recipes import data as data_lib
-from keras_mbv3.recipes import evaluation, report, training
+from keras_mbv3.recipes import evaluation, report, tasks, training
 from keras_mbv3.recipes.settings import DEFAULTS, EMBEDDED, flag
 
 EVAL_SETTINGS = ["data", "task", "image_size", "batch_size", "seed", "data_dir"]
@@ -49,7 +49,7 @@ FILES = dict(float="float.keras", qat="qat.keras" if IS_KERAS_3 else "qat.h5", f
 def check_settings(settings):
     """Validate the settings a step uses (flag names in the messages)."""
     s = settings
-    checks.one_of("--task", s["task"], data_lib.TASKS)
+    checks.one_of("--task", s["task"], tasks.NAMES)
     checks.one_of("--model", s["model"], tuple(training.MODELS))
     if not isinstance(s["alpha"], numbers.Real) or not 0 < s["alpha"] <= 4:
         checks.fail("--alpha", s["alpha"], "a number in (0, 4], e.g. 0.75 or 1.0")
@@ -88,7 +88,7 @@ class Run:
         self.stored = self._read_settings()
         self.settings = {**DEFAULTS, **{k: v for k, v in self.stored.items() if k in DEFAULTS}, **self.given}
         self.settings["keras"] = FLAVOUR  # a run's Keras files load only on the Keras line that wrote them
-        checks.one_of("--task", self.settings["task"], data_lib.TASKS)
+        checks.one_of("--task", self.settings["task"], tasks.NAMES)
         if self.settings["data"] is None:
             self.settings["data"] = EMBEDDED[self.settings["task"]]
         check_settings(self.settings)
@@ -247,7 +247,7 @@ class Run:
     def metadata(self):
         """The TFLite metadata of the run's exports: its task and the data set's class names."""
         s = self.settings
-        model = f"MobileNetV3{s['model'].title().replace('-', '')}" + (" LR-ASPP" if s["task"] == "segmentation" else "")
+        model = f"MobileNetV3{s['model'].title().replace('-', '')}" + tasks.get(s["task"]).TITLE
         return ImageModelMetadata(s["task"], self.data.labels, name=model, description=(
             f"{model} (alpha {s['alpha']}) for {s['task']} of {s['image_size']}x{s['image_size']} RGB images, "
             f"trained by keras-mbv3 on {os.path.basename(str(s['data']).rstrip('/'))}"))  # fmt: skip

@@ -4,6 +4,7 @@ import json
 import os
 
 from keras_mbv3.files import write_atomically
+from keras_mbv3.recipes import tasks
 
 
 def write(report, histories, out):
@@ -14,7 +15,7 @@ def write(report, histories, out):
 
 
 def _metric(report):
-    return "miou" if "miou" in report["float"] else "accuracy"
+    return tasks.get(report["settings"]["task"]).METRIC
 
 
 def markdown(report):
@@ -37,10 +38,7 @@ def markdown(report):
 
 def shipping(task):
     """Which files to ship, and the MediaPipe Tasks code that runs them."""
-    task_class, method, result, option = {
-        "classification": ("ImageClassifier", "classify", "result.classifications[0].categories", "max_results=3"),
-        "segmentation": ("ImageSegmenter", "segment", "result.category_mask.numpy_view()", "output_category_mask=True"),
-    }[task]
+    task_class, method, result, option = tasks.get(task).MEDIAPIPE
     return (
         "## Files to ship\n\n"
         "- `int8.tflite`: int8 inside, float32 RGB pixels (0-255) in (normalization mean 0, std 1 in its\n"

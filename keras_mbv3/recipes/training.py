@@ -15,19 +15,14 @@ import numpy as np
 import tensorflow as tf
 
 from keras_mbv3 import checks
-from keras_mbv3.applications import (
-    LRASPPMobileNetV3Large,
-    LRASPPMobileNetV3Small,
-    MobileNetV3Large,
-    MobileNetV3Small,
-)
 from keras_mbv3.backend import IS_KERAS_3, keras
+from keras_mbv3.recipes import tasks
 
-MODELS = {
-    "small": (MobileNetV3Small, LRASPPMobileNetV3Small, False),
-    "large": (MobileNetV3Large, LRASPPMobileNetV3Large, False),
-    "small-minimalistic": (MobileNetV3Small, LRASPPMobileNetV3Small, True),
-    "large-minimalistic": (MobileNetV3Large, LRASPPMobileNetV3Large, True),
+MODELS = {  # --model: (size, minimalistic); each task builds its own model of that backbone
+    "small": ("small", False),
+    "large": ("large", False),
+    "small-minimalistic": ("small", True),
+    "large-minimalistic": ("large", True),
 }
 STRATEGIES = ("default", "mirrored", "multi-worker")
 WEIGHT_DECAY = 1e-5  # the paper's
@@ -64,7 +59,7 @@ def is_chief(distribution):
 
 
 def build_model(name, alpha, image_size, classes, steps, task="classification", weights=None):
-    """A MobileNetV3 classifier or LR-ASPP segmenter, with BN momentum suited to ``steps`` training steps.
+    """The ``task``'s model on the ``--model`` backbone, with BN momentum suited to ``steps`` training steps.
 
     keras.applications' BN momentum 0.999 averages over ~1000 steps: on a small
     data set the moving statistics never converge and validation sits at chance.
@@ -74,22 +69,10 @@ def build_model(name, alpha, image_size, classes, steps, task="classification", 
     initializes the backbone.
     """
     checks.one_of("--model", name, tuple(MODELS))
-    classifier, segmenter, minimalistic = MODELS[name]
-    shape = (image_size, image_size, 3)
+    size, minimalistic = MODELS[name]
     momentum = float(np.clip(1.0 - 10.0 / max(steps, 1), 0.9, 0.999))
-    if task == "segmentation":
-        model = segmenter(classes, input_shape=shape, alpha=alpha, minimalistic=minimalistic, backbone_weights=weights,
-                          bn_momentum=momentum)  # fmt: skip
-    else:
-        model = classifier(input_shape=shape, alpha=alpha, minimalistic=minimalistic, weights=None, classes=classes,
-                           bn_momentum=momentum)  # fmt: skip
-        if weights is not None:
-            backbone = classifier(input_shape=shape, alpha=alpha, minimalistic=minimalistic, weights=weights,
-                                  include_top=False)  # fmt: skip
-            for layer in backbone.layers:
-                if layer.weights:
-                    model.get_layer(layer.name).set_weights(layer.get_weights())
-    return model
+    return tasks.get(task).build_model(size, minimalistic, classes, (image_size, image_size, 3), alpha, momentum,
+                                       weights)  # fmt: skip
 
 
 def _schedule(base_rate, steps, warmup_fraction=0.05):
@@ -99,16 +82,11 @@ def _schedule(base_rate, steps, warmup_fraction=0.05):
     )
 
 
-def compile_for(model, task, rate, steps, label_smoothing=0.1):
-    """AdamW with warm-up + cosine decay; label-smoothed cross-entropy (classification) or pixel-wise (segmentation)."""
-    if task == "segmentation":
-        loss = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
-        metrics = [keras.metrics.SparseCategoricalAccuracy(name="accuracy")]
-    else:
-        loss = keras.losses.CategoricalCrossentropy(label_smoothing=label_smoothing)
-        metrics = ["accuracy"]
+def compile_for(model, task, rate, steps):
+    """AdamW with warm-up + cosine decay, and the ``task``'s loss and metrics."""
+    kind = tasks.get(task)
     optimizer = keras.optimizers.AdamW(_schedule(rate, steps), weight_decay=WEIGHT_DECAY)
-    model.compile(optimizer=optimizer, loss=loss, metrics=metrics)
+    model.compile(optimizer=optimizer, loss=kind.loss(), metrics=kind.metrics())
 
 
 def fit(model, data, epochs, work_dir, log_name, chief=True, callbacks=()):

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from keras_mbv3.recipes import data
+from keras_mbv3.recipes import data, tasks
 
 
 def write_image(path, array):
@@ -58,11 +58,11 @@ def test_translation_moves_image_and_mask_together():
     mask = (image[..., 0] > 0).astype("int32") * 7
     shifts = set()
     for i in range(20):
-        moved, moved_mask = data._translate_pair(tf.constant(image), tf.constant(mask), tf.constant([i, 0]))
+        moved, moved_mask = tasks.get("segmentation").augment(tf.constant(image), tf.constant(mask), tf.constant([i, 0]))
         moved, moved_mask = moved.numpy(), moved_mask.numpy()
         assert moved.shape == image.shape and moved_mask.dtype == np.int32
         np.testing.assert_array_equal(moved_mask, (moved[..., 0] > 0) * 7)
-        alone, _ = data._translate(tf.constant(image), 0, tf.constant([i, 0]))
+        alone, _ = tasks.get("classification").augment(tf.constant(image), 0, tf.constant([i, 0]))
         np.testing.assert_array_equal(alone.numpy(), moved)  # one crop per seed for either task
         rows, columns = np.nonzero(moved[..., 0])
         shifts.add((rows.min() - 2, columns.min() - 3))

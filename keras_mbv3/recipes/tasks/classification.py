@@ -1,0 +1,87 @@
+"""``--task classification``: MobileNetV3 classifiers, accuracy."""
+
+import numpy as np
+import tensorflow as tf
+
+from keras_mbv3 import checks
+from keras_mbv3.applications import MobileNetV3Large, MobileNetV3Small
+from keras_mbv3.backend import keras
+from keras_mbv3.recipes import data as data_lib
+
+METRIC = "accuracy"
+MODEL_KIND = "classifier"
+TITLE = ""  # after "MobileNetV3Small" in the metadata's model name
+OUTPUT_RANK = 1  # (classes,)
+CONSTRUCTORS = {"small": MobileNetV3Small, "large": MobileNetV3Large}
+NEEDS_OVERLAYS = False  # mbv3 predict writes an overlay PNG per image
+MEDIAPIPE = ("ImageClassifier", "classify", "result.classifications[0].categories", "max_results=3")
+
+
+def sources(data, image_size, data_dir, seed):
+    if data == "digits":
+        (train_x, train_y), (val_x, val_y) = data_lib.digits(image_size, seed=seed)
+        return data_lib.slices(train_x, train_y), data_lib.slices(val_x, val_y), data_lib.DIGIT_NAMES
+    if data.startswith("tfds:"):
+        return data_lib.tfds_classes(data[len("tfds:"):], data_dir, image_size)
+    if data in data_lib.EMBEDDED_SETS:
+        checks.fail("--data", data, "for --task classification: 'digits', a folder or 'tfds:NAME'")
+    return data_lib.class_folders(data, image_size)
+
+
+def target(label, classes):
+    return tf.one_hot(tf.cast(label, tf.int32), classes)
+
+
+def augment(image, label, seed):
+    return data_lib.translate(image, seed), label
+
+
+def build_model(size, minimalistic, classes, input_shape, alpha, bn_momentum, weights):
+    """A classifier; ``weights`` (``"imagenet"`` or a backbone weights file) initializes all but the top."""
+    constructor = CONSTRUCTORS[size]
+    model = constructor(input_shape=input_shape, alpha=alpha, minimalistic=minimalistic, weights=None,
+                        classes=classes, bn_momentum=bn_momentum)  # fmt: skip
+    if weights is not None:
+        backbone = constructor(input_shape=input_shape, alpha=alpha, minimalistic=minimalistic, weights=weights,
+                               include_top=False)  # fmt: skip
+        for layer in backbone.layers:
+            if layer.weights:
+                model.get_layer(layer.name).set_weights(layer.get_weights())
+    return model
+
+
+def loss(label_smoothing=0.1):
+    return keras.losses.CategoricalCrossentropy(label_smoothing=label_smoothing)
+
+
+def metrics():
+    return ["accuracy"]
+
+
+def expected_output(classes, image_shape):
+    return (classes,)
+
+
+class Evaluator:
+    """Top-1 accuracy over the batches given to ``update``."""
+
+    def __init__(self, classes):
+        self.correct, self.count = 0, 0
+
+    def update(self, outputs, targets):
+        self.correct += int(np.sum(outputs.argmax(-1) == targets.argmax(-1)))
+        self.count += len(outputs)
+
+    def result(self):
+        return {METRIC: self.correct / max(self.count, 1)}
+
+
+def predict(path, image, output, names, options):
+    """``{"image", "top": [{"class", "name", "score"}]}``: the ``options["top_k"]`` best classes."""
+    order = np.argsort(-output)[: options["top_k"]]
+    return {"image": path, "top": [{"class": int(i), "name": names[i], "score": round(float(output[i]), 4)}
+                                   for i in order]}  # fmt: skip
+
+
+def describe(result):
+    return result["image"] + ": " + ", ".join(f"{t['name']} {t['score']:.3f}" for t in result["top"])
