@@ -5,17 +5,18 @@ Boxes are normalized corners ``(ymin, xmin, ymax, xmax)``; anchors are normalize
 
 Example::
 
-    from keras_mbv3.detection import SSDLoss, decode_detections, default_anchors, match
+    from keras_mbv3.detection import SSDBoxLoss, SSDClassLoss, decode_detections, default_anchors, match
 
     anchors = default_anchors([(20, 20), (10, 10), (5, 5), (3, 3), (2, 2), (1, 1)])
-    dataset = dataset.map(lambda image, boxes, labels: (image, match(boxes, labels, anchors)))
-    model.compile(optimizer="adam", loss=SSDLoss())  # y_pred: (batch, N, 4 + num_classes)
+    dataset = dataset.map(lambda image, boxes, labels: (image, (match(boxes, labels, anchors),) * 2))
+    model.compile(optimizer="adam", loss=[SSDBoxLoss(), SSDClassLoss()])  # outputs: boxes, class logits
+    box_encodings, class_logits = model.predict(images)
     detections = decode_detections(box_encodings, class_logits, anchors)
 """
 
 from keras_mbv3.detection.anchors import anchors_per_location, default_anchors
 from keras_mbv3.detection.boxes import decode, encode, iou
-from keras_mbv3.detection.loss import SSDLoss
+from keras_mbv3.detection.loss import SSDBoxLoss, SSDClassLoss
 from keras_mbv3.detection.matching import match, match_batch
 from keras_mbv3.detection.postprocess import decode_detections
 
@@ -27,6 +28,7 @@ __all__ = [
     "iou",
     "match",
     "match_batch",
-    "SSDLoss",
+    "SSDBoxLoss",
+    "SSDClassLoss",
     "decode_detections",
 ]

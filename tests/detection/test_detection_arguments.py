@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 from keras_mbv3.detection import (
-    SSDLoss,
+    SSDClassLoss,
     anchors_per_location,
     decode,
     decode_detections,
@@ -36,9 +36,8 @@ BAD = [
     (lambda: decode(BOX, ANCHORS, scales=(10, 10, 5, 0)), ValueError, "scales", (10, 10, 5, 0)),
     (lambda: match(BOX, [1], ANCHORS, iou_threshold=0), ValueError, "iou_threshold", 0),
     (lambda: match_batch(BOX[None], [[1]], ANCHORS, iou_threshold=1.5), ValueError, "iou_threshold", 1.5),
-    (lambda: SSDLoss(neg_pos_ratio=0), ValueError, "neg_pos_ratio", 0),
-    (lambda: SSDLoss(box_weight=-1.0), ValueError, "box_weight", -1.0),
-    (lambda: SSDLoss(box_weight="1"), TypeError, "box_weight", "1"),
+    (lambda: SSDClassLoss(neg_pos_ratio=0), ValueError, "neg_pos_ratio", 0),
+    (lambda: SSDClassLoss(neg_pos_ratio="3"), TypeError, "neg_pos_ratio", "3"),
     (lambda: decode_detections(BOX[None], SCORES, ANCHORS, score_threshold=1.0), ValueError, "score_threshold", 1.0),
     (lambda: decode_detections(BOX[None], SCORES, ANCHORS, iou_threshold=0.0), ValueError, "iou_threshold", 0.0),
     (lambda: decode_detections(BOX[None], SCORES, ANCHORS, max_detections=0), ValueError, "max_detections", 0),

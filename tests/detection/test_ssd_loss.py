@@ -1,4 +1,4 @@
-"""SSDLoss: hand values, hard negative mining, the batch normalization and a fit on the Keras line in use."""
+"""SSDBoxLoss + SSDClassLoss: hand values, hard negative mining, the batch normalization and a fit on the Keras line in use."""
 
 import json
 import math
@@ -9,7 +9,7 @@ import tensorflow as tf
 
 from conftest import NO_XLA
 from keras_mbv3.backend import keras
-from keras_mbv3.detection import SSDLoss, anchors_per_location, default_anchors, match
+from keras_mbv3.detection import SSDBoxLoss, SSDClassLoss, anchors_per_location, default_anchors, match
 
 
 def reference_loss(y_true, y_pred, neg_pos_ratio=3, box_weight=1.0):
@@ -30,6 +30,12 @@ def reference_loss(y_true, y_pred, neg_pos_ratio=3, box_weight=1.0):
     return total / max(1, matches)
 
 
+def ssd_loss(y_true, y_pred, neg_pos_ratio=3, box_weight=1.0):
+    """The two losses on the concatenated prediction (box encodings, then class logits), weighted as compile would."""
+    box = SSDBoxLoss()(y_true, y_pred[..., :4])
+    return float(box_weight * box + SSDClassLoss(neg_pos_ratio)(y_true, y_pred[..., 4:]))
+
+
 def test_tiny_case_by_hand():
     # 4 anchors, background + 1 class; anchor 0 matched with target encoding (1, 0, 0, 0)
     y_true = np.array([[[1, 0, 0, 0, 1], [0, 0, 0, 0, 0], [0, 0, 0, 0, 0], [0, 0, 0, 0, 0]]], np.float32)
@@ -39,10 +45,10 @@ def test_tiny_case_by_hand():
                         [0, 0, 0, 0, -1, 1]]], np.float32)  # CE log(1 + e^2)  # fmt: skip
     box = 0.625
     all_negatives = box + 2 * math.log(2) + math.log(1 + math.exp(-2)) + math.log(1 + math.exp(2))
-    assert float(SSDLoss()(y_true, y_pred)) == pytest.approx(all_negatives, rel=1e-5)  # 3 negatives: all of them
+    assert ssd_loss(y_true, y_pred) == pytest.approx(all_negatives, rel=1e-5)  # 3 negatives: all of them
     hardest = box + math.log(2) + math.log(1 + math.exp(2))
-    assert float(SSDLoss(neg_pos_ratio=1)(y_true, y_pred)) == pytest.approx(hardest, rel=1e-5)
-    assert float(SSDLoss(neg_pos_ratio=1, box_weight=2)(y_true, y_pred)) == pytest.approx(hardest + box, rel=1e-5)
+    assert ssd_loss(y_true, y_pred, neg_pos_ratio=1) == pytest.approx(hardest, rel=1e-5)
+    assert ssd_loss(y_true, y_pred, neg_pos_ratio=1, box_weight=2) == pytest.approx(hardest + box, rel=1e-5)
 
 
 def random_case(rng, positives=(3, 0, 1), anchors=24, classes=4):
@@ -58,14 +64,13 @@ def random_case(rng, positives=(3, 0, 1), anchors=24, classes=4):
 @pytest.mark.parametrize("neg_pos_ratio, box_weight", [(3, 1.0), (1, 0.5), (10, 2.0)])
 def test_matches_a_numpy_reference_normalized_by_the_batch_matches(rng, neg_pos_ratio, box_weight):
     y_true, y_pred = random_case(rng)  # 3, 0 and 1 matches: the batch divides by 4, not per image
-    loss = SSDLoss(neg_pos_ratio=neg_pos_ratio, box_weight=box_weight)
     expected = reference_loss(y_true, y_pred, neg_pos_ratio, box_weight)
-    assert float(loss(y_true, y_pred)) == pytest.approx(expected, rel=1e-5)
+    assert ssd_loss(y_true, y_pred, neg_pos_ratio, box_weight) == pytest.approx(expected, rel=1e-5)
 
 
 def test_no_match_in_the_batch_gives_zero():
     y_true, y_pred = random_case(np.random.default_rng(0), positives=(0, 0))
-    assert float(SSDLoss()(y_true, y_pred)) == 0.0
+    assert ssd_loss(y_true, y_pred) == 0.0
 
 
 def test_hard_negative_mining_takes_the_highest_loss_negatives(rng):
@@ -73,7 +78,7 @@ def test_hard_negative_mining_takes_the_highest_loss_negatives(rng):
     y_pred = tf.constant(y_pred)
     with tf.GradientTape() as tape:
         tape.watch(y_pred)
-        value = SSDLoss()(y_true, y_pred)
+        value = SSDClassLoss()(y_true, y_pred[..., 4:])
     used = np.any(tape.gradient(value, y_pred).numpy()[0, :, 4:] != 0, axis=-1)
     logits = y_pred.numpy()[0, :, 4:]
     background_loss = np.log(np.exp(logits).sum(-1)) - logits[:, 0]
@@ -82,23 +87,25 @@ def test_hard_negative_mining_takes_the_highest_loss_negatives(rng):
     np.testing.assert_array_equal(np.flatnonzero(used), np.sort(np.concatenate([np.flatnonzero(positive), hardest])))
 
 
-def test_config_round_trip_and_registration():
-    loss = SSDLoss(neg_pos_ratio=2, box_weight=0.5, name="det")
+@pytest.mark.parametrize("loss, arguments", [(SSDClassLoss(neg_pos_ratio=2, name="det"), {"neg_pos_ratio", "name"}),
+                                             (SSDBoxLoss(name="boxes"), {"name"})])  # fmt: skip
+def test_config_round_trip_and_registration(loss, arguments):
     config = loss.get_config()
-    assert set(config) == {"neg_pos_ratio", "box_weight", "name"}
-    clone = SSDLoss.from_config(json.loads(json.dumps(config)))
+    assert set(config) == arguments
+    kind = type(loss)
+    clone = kind.from_config(json.loads(json.dumps(config)))
     assert clone.get_config() == config
-    assert keras.saving.get_registered_name(SSDLoss) == "keras_mbv3>SSDLoss"
-    assert isinstance(keras.losses.deserialize(keras.losses.serialize(loss)), SSDLoss)
+    assert keras.saving.get_registered_name(kind) == f"keras_mbv3>{kind.__name__}"
+    assert isinstance(keras.losses.deserialize(keras.losses.serialize(loss)), kind)
 
 
 def tiny_detector(num_classes, per_location):
-    """8x8 images -> a 2x2 map -> (batch, 2 * 2 * per_location, 4 + num_classes)."""
+    """8x8 images -> a 2x2 map -> box encodings (batch, 2 * 2 * per_location, 4) and logits (..., num_classes)."""
     image = keras.Input((8, 8, 3))
     x = keras.layers.Conv2D(8, 4, strides=4, activation="relu")(image)
     boxes = keras.layers.Reshape((-1, 4))(keras.layers.Conv2D(per_location * 4, 1)(x))
     logits = keras.layers.Reshape((-1, num_classes))(keras.layers.Conv2D(per_location * num_classes, 1)(x))
-    return keras.Model(image, keras.layers.Concatenate()([boxes, logits]))
+    return keras.Model(image, [boxes, logits])
 
 
 def test_fit_and_evaluate_report_the_batch_loss(rng):
@@ -108,8 +115,9 @@ def test_fit_and_evaluate_report_the_batch_loss(rng):
     boxes = [np.zeros((0, 4)), [[0.1, 0.1, 0.4, 0.5]], [[0, 0, 0.5, 0.5], [0.5, 0.5, 1, 1]], [[0.2, 0.3, 0.9, 0.8]]]
     labels = [[], [1], [2, 1], [2]]
     y_true = np.stack([match(np.reshape(b, (-1, 4)), np.asarray(c, np.int32), anchors) for b, c in zip(boxes, labels)])
-    model.compile(optimizer=keras.optimizers.Adam(0.01), loss=SSDLoss(), **NO_XLA)
-    history = model.fit(images, y_true, batch_size=4, epochs=3, verbose=0).history["loss"]
+    model.compile(optimizer=keras.optimizers.Adam(0.01), loss=[SSDBoxLoss(), SSDClassLoss()], **NO_XLA)
+    history = model.fit(images, (y_true, y_true), batch_size=4, epochs=3, verbose=0).history["loss"]
     assert len(history) == 3 and np.all(np.isfinite(history))
-    reported = model.evaluate(images, y_true, batch_size=4, verbose=0)
-    assert reported == pytest.approx(reference_loss(y_true, model.predict(images, verbose=0)), rel=1e-4)
+    reported = model.evaluate(images, (y_true, y_true), batch_size=4, verbose=0)[0]
+    predicted = np.concatenate(model.predict(images, verbose=0), axis=-1)
+    assert reported == pytest.approx(reference_loss(y_true, predicted), rel=1e-4)
