@@ -143,6 +143,25 @@ class Graph:
         return found
 
 
+def only_feeds_a_concat(graph, tensor):
+    """Whether ``tensor`` of ``graph`` is read only by a Concatenate, through reshapes (and is not a model output).
+
+    Such a tensor needs no int8 range of its own: the converter gives each
+    input of a concat the concat's scale when it has none, while with ranges
+    of their own (SSDLite's twelve heads) it requantized each input before the
+    concat (12 QUANTIZE ops in the int8 graph). quantize(concat(x)) ==
+    concat(quantize(x)) for one scale, so QAT computes the same. Both QAT
+    engines quantize by this rule.
+    """
+    readers = graph.consumers(tensor)
+    if len(readers) != 1 or graph.is_output(tensor):
+        return False
+    layer = readers[0].layer
+    if isinstance(layer, keras.layers.Concatenate):
+        return True
+    return isinstance(layer, keras.layers.Reshape) and only_feeds_a_concat(graph, readers[0].outputs[0])
+
+
 def layer_outputs(model):
     """``{layer name: output tensor}`` of every layer of a functional ``model``."""
     return Graph(model).layer_outputs()

@@ -11,6 +11,9 @@ EXTRA_FILTERS = (512, 256, 256, 128)
 ASPECT_RATIOS = (2, 3)
 BOX_VALUES = 4
 OUTPUT_NAMES = ("box_encodings", "class_logits")
+# XNNPACK (ai-edge-litert 2.3.0) takes a CONCATENATION of at most 5 inputs, float or int8: the six
+# maps' rows are joined as [map 0, concat(maps 1-5)] (a 6-input concat left both concats out of XNNPACK).
+MAX_CONCAT_INPUTS = 5
 
 
 def feature_sizes(image_size):
@@ -59,8 +62,15 @@ def _ssdlite_model(backbone_fn, name, num_classes, input_shape, backbone_weights
     for i, x in enumerate(maps):
         boxes.append(SSDLiteHead(per_location, BOX_VALUES, name=f"box_head_{i}", **momentum)(x))
         logits.append(SSDLiteHead(per_location, num_classes, name=f"class_head_{i}", **momentum)(x))
-    outputs = [keras.layers.Concatenate(axis=1, name=output)(parts) for output, parts in zip(OUTPUT_NAMES, (boxes, logits))]
+    outputs = [_concatenate(parts, output) for output, parts in zip(OUTPUT_NAMES, (boxes, logits))]
     return keras.Model(inputs, outputs, name=name)
+
+
+def _concatenate(parts, name):
+    """``parts`` joined along the rows, by concats of at most ``MAX_CONCAT_INPUTS`` inputs."""
+    if len(parts) > MAX_CONCAT_INPUTS:
+        parts = parts[:1] + [keras.layers.Concatenate(axis=1, name=f"{name}_rest")(parts[1:])]
+    return keras.layers.Concatenate(axis=1, name=name)(parts)
 
 
 DETECTION_DOC = """SSDLite object detection on a MobileNetV3{size} backbone (torchvision's ``ssdlite320_mobilenet_v3_large``).

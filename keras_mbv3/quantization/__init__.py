@@ -2,7 +2,8 @@
 
 from keras_mbv3.quantization.export import Int8GraphError, export_tflite
 from keras_mbv3.quantization.metadata import ImageModelMetadata, read_metadata
+from keras_mbv3.quantization.postprocess import DetectionPostProcess
 from keras_mbv3.quantization.qat import KeepXnnpackLimits, keep_xnnpack_limits, quantize_model, quantize_scope
 
 __all__ = ["export_tflite", "quantize_model", "quantize_scope", "KeepXnnpackLimits", "keep_xnnpack_limits",
-           "Int8GraphError", "ImageModelMetadata", "read_metadata"]  # fmt: skip
+           "Int8GraphError", "ImageModelMetadata", "read_metadata", "DetectionPostProcess"]  # fmt: skip

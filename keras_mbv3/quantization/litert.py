@@ -44,13 +44,20 @@ def predict(runner, images):
 
     Integer inputs and outputs are (de)quantized with the model's own scales.
     """
-    (input_detail,), (output_detail,) = runner.get_input_details(), runner.get_output_details()
-    outputs = []
+    (output,) = predict_outputs(runner, images)
+    return output
+
+
+def predict_outputs(runner, images):
+    """``[outputs (N, ...)]``, one float array per output in the model's order, of a one-input model on ``images``."""
+    (input_detail,), output_details = runner.get_input_details(), runner.get_output_details()
+    outputs = [[] for _ in output_details]
     for image in images:
         runner.set_tensor(input_detail["index"], _quantize(np.asarray(image)[None], input_detail))
         runner.invoke()
-        outputs.append(_dequantize(runner.get_tensor(output_detail["index"]), output_detail)[0])
-    return np.stack(outputs)
+        for collected, detail in zip(outputs, output_details):
+            collected.append(_dequantize(runner.get_tensor(detail["index"]), detail)[0])
+    return [np.stack(collected) for collected in outputs]
 
 
 def graph_report(model_content):

@@ -5,12 +5,17 @@ top-level layers of a functional model) ``MobileNetV3QuantizeScheme``: tfmot's d
 fold BN into the preceding conv and fuse ReLUs) with a registry that also knows
 our layers and the standard layers MobileNetV3 uses but tfmot's default
 registry rejects (``Multiply``, ``Rescaling``).
+
+A layer whose output is read only by a ``Concatenate`` (through reshapes:
+SSDLite's head convs) gets no output range of its own (``graph.only_feeds_a_concat``,
+the Keras 3 engine's rule): tfmot would quantize it, and the converter would
+then requantize each input of the concat to the concat's scale.
 """
 
 import functools
 
 from keras_mbv3.backend import keras
-from keras_mbv3.graph import Graph
+from keras_mbv3.graph import Graph, only_feeds_a_concat
 from keras_mbv3.layers import LRASPP, HardGate, HardSigmoid, HardSwish, InvertedResidual, SpaceToDepth, SqueezeExcite
 from keras_mbv3.quantization import xnnpack_limits
 from keras_mbv3.quantization.calibration import GATE_OUTPUT_RANGE, activation_ranges
@@ -79,6 +84,15 @@ def _scheme_classes():
         def get_quantize_registry(self):
             return MobileNetV3QuantizeRegistry()
 
+        @staticmethod
+        def without_output_range(config):
+            """A registry's ``config`` without activation and output quantizers; None for one to keep as is."""
+            if isinstance(config, registry.Default8BitQuantizeConfig):  # conv, dense: weights stay quantized
+                return type(config)(config.weight_attrs, [], False)
+            if isinstance(config, configs.Default8BitOutputQuantizeConfig):  # add, multiply, activations, concat
+                return configs.NoOpQuantizeConfig()
+            return None  # no quantizer already (reshapes), or a fixed range (HardGate)
+
     custom_objects = {
         "FixedRangeOutputQuantizeConfig": FixedRangeOutputQuantizeConfig,
         "Default8BitOutputQuantizeConfig": configs.Default8BitOutputQuantizeConfig,
@@ -102,13 +116,40 @@ def quantize(folded, images=None):
     (tfmot starts them at [-6, 6] and moves them 0.1% per step).
     """
     tfmot = _tfmot()
-    scheme, _ = _scheme_classes()
+    scheme = _scheme_classes()[0]()
+    own_configs = _concat_input_configs(folded, scheme)
     with quantize_scope():
-        annotated = tfmot.quantization.keras.quantize_annotate_model(folded)
-        qat = tfmot.quantization.keras.quantize_apply(annotated, scheme=scheme())
+        # tfmot's quantize_annotate_model, with our configs for the layers that only feed a concat
+        annotated = keras.models.clone_model(
+            folded, clone_function=lambda layer: tfmot.quantization.keras.quantize_annotate_layer(
+                layer, own_configs.get(layer.name)))
+        qat = tfmot.quantization.keras.quantize_apply(annotated, scheme=scheme)
     if images is not None:
         calibrate_ranges(qat, folded, images)
     return qat
+
+
+def _concat_input_configs(folded, scheme):
+    """``{layer name: QuantizeConfig}`` of the layers whose output only feeds a concat: no output range.
+
+    The concat's output range then covers them, and the converter gives each
+    concat input the concat's scale (no requantize op). tfmot's own
+    ``ConcatTransform`` only drops the output quantizer of a concat's direct
+    inputs (the inner concat of ``Concatenate([a, Concatenate([b, c])])``, a
+    ``Reshape``), not a conv's activation quantizer nor anything behind a reshape.
+    """
+    g = Graph(folded)
+    registry = scheme.get_quantize_registry()
+    found = {}
+    for node in g.nodes:
+        layer = node.layer
+        if node.is_input or len(node.outputs) != 1 or not registry.supports(layer):
+            continue
+        if only_feeds_a_concat(g, node.outputs[0]):
+            config = scheme.without_output_range(registry.get_quantize_config(layer))
+            if config is not None:
+                found[layer.name] = config
+    return found
 
 
 def range_constraints(qat_model):

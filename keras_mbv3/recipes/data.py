@@ -31,6 +31,7 @@ class Data:
     train: tf.data.Dataset
     val: tf.data.Dataset
     train_plain: tf.data.Dataset  # the training split shuffled once, without augmentation (BN statistics)
+    evaluation: tf.data.Dataset  # the validation split with what the task's evaluator compares with (its truth)
     classes: int
     task: str
     train_size: int
@@ -64,6 +65,7 @@ def load(data, task="classification", image_size=32, batch_size=64, data_dir=Non
         val=_pipeline(val, kind, classes, batch_size, training=False, seed=seed, size=val_size),
         train_plain=_pipeline(train.shuffle(min(train_size, 10_000), seed=seed, reshuffle_each_iteration=False),
                               kind, classes, batch_size, training=False, seed=seed, size=train_size),  # mixed classes
+        evaluation=val.map(lambda x, y: (x, kind.truth(y, classes))).padded_batch(batch_size).prefetch(tf.data.AUTOTUNE),
         classes=classes, task=task, train_size=train_size, val_size=val_size, name=data, labels=tuple(labels),
         image_shape=(image_size, image_size, 3),
     )  # fmt: skip
@@ -79,7 +81,6 @@ def _size(dataset):
 
 
 def _pipeline(dataset, kind, classes, batch_size, training, seed, size):
-    dataset = dataset.map(lambda x, y: (x, kind.target(y, classes)))
     if training:
         dataset = dataset.shuffle(min(size, 10_000), seed=seed, reshuffle_each_iteration=True)
         # A stateless crop per image with a seed drawn in order: the same augmentation on
@@ -87,6 +88,7 @@ def _pipeline(dataset, kind, classes, batch_size, training, seed, size):
         seeds = tf.data.Dataset.random(seed=seed, rerandomize_each_iteration=True).batch(2)
         dataset = tf.data.Dataset.zip(dataset, seeds).map(lambda pair, seed: kind.augment(*pair, seed),
                                                           num_parallel_calls=tf.data.AUTOTUNE)  # fmt: skip
+    dataset = dataset.map(lambda x, y: (x, kind.target(y, classes, x.shape)), num_parallel_calls=tf.data.AUTOTUNE)
     return dataset.batch(batch_size).prefetch(tf.data.AUTOTUNE)
 
 
@@ -104,10 +106,10 @@ def digits(image_size=32, val_fraction=0.2, seed=0):
         ``(train, val)`` pairs of numpy arrays ``(images, labels)``: images
         ``(N, image_size, image_size, 3)`` float32 in [0, 255], labels int.
     """
-    images, labels = _digit_scans()
+    images, labels = digit_scans()
     images = tf.image.resize(images[..., None], (image_size, image_size), method="bilinear").numpy()
     images = np.repeat(np.clip(images, 0, 255), 3, axis=-1)
-    return _split(images, labels, val_fraction, seed)
+    return split_pairs(images, labels, val_fraction, seed)
 
 
 def digits_segmentation(image_size=64, val_fraction=0.2, seed=0):
@@ -116,7 +118,7 @@ def digits_segmentation(image_size=64, val_fraction=0.2, seed=0):
     Each canvas holds one scan scaled to 40-60% of the side at a random place.
     Returns ``(train, val)`` pairs ``(images (N, S, S, 3) float32, masks (N, S, S) int32)``.
     """
-    scans, labels = _digit_scans()
+    scans, labels = digit_scans()
     rng = np.random.default_rng(seed)
     images = np.zeros((len(scans), image_size, image_size), "float32")
     masks = np.zeros((len(scans), image_size, image_size), "int32")
@@ -126,24 +128,24 @@ def digits_segmentation(image_size=64, val_fraction=0.2, seed=0):
         top, left = rng.integers(0, image_size - side + 1, size=2)
         images[i, top : top + side, left : left + side] = digit
         masks[i, top : top + side, left : left + side] = np.where(digit > 96, label + 1, 0)
-    return _split(np.repeat(images[..., None], 3, axis=-1), masks, val_fraction, seed)
+    return split_pairs(np.repeat(images[..., None], 3, axis=-1), masks, val_fraction, seed)
 
 
-def _digit_scans():
+def digit_scans():
     from sklearn.datasets import load_digits
 
     bunch = load_digits()
     return (bunch.images / 16.0 * 255.0).astype("float32"), bunch.target
 
 
-def _split(images, targets, val_fraction, seed):
+def split_pairs(images, targets, val_fraction, seed):
     order = np.random.default_rng(seed).permutation(len(images))
     n_val = int(round(len(images) * val_fraction))
     val, train = order[:n_val], order[n_val:]
     return (images[train], targets[train]), (images[val], targets[val])
 
 
-def _folder(path, *children):
+def require_folder(path, *children):
     """``path`` as a folder holding the sub-folders ``children``; a clear error otherwise."""
     if not os.path.isdir(path):
         checks.fail("--data", path, "'digits', 'digits-seg', 'tfds:NAME' or an existing folder")
@@ -161,7 +163,7 @@ def _image_files(folder):
 
 def class_folders(path, image_size):
     """``path/train`` and ``path/val``, one sub-folder of PNG/JPEG images per class (the ImageNet layout)."""
-    _folder(path, "train", "val")
+    require_folder(path, "train", "val")
     names = {}
     for split in ("train", "val"):
         root = os.path.join(path, split)
@@ -185,7 +187,7 @@ def class_folders(path, image_size):
 
 def segmentation_folder(path, image_size, val_every=5):
     """``path/images`` and ``path/masks`` (PNG label maps with the images' base names); every 5th pair validates."""
-    _folder(path, "images", "masks")
+    require_folder(path, "images", "masks")
     images = _image_files(os.path.join(path, "images"))
     masks = {os.path.splitext(f)[0]: f for f in os.listdir(os.path.join(path, "masks")) if f.lower().endswith(".png")}
     missing = [f for f in images if os.path.splitext(f)[0] not in masks]

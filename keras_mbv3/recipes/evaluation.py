@@ -5,9 +5,11 @@ import dataclasses
 import os
 from typing import Callable
 
+import numpy as np
+
 from keras_mbv3 import checks
 from keras_mbv3.backend import keras
-from keras_mbv3.quantization.litert import interleaved_latency_ms, interpreter, predict
+from keras_mbv3.quantization.litert import interleaved_latency_ms, interpreter, predict_outputs
 from keras_mbv3.recipes import tasks
 
 MODEL_EXTENSIONS = (".keras", ".h5", ".tflite")
@@ -26,50 +28,57 @@ def check_model_file(path, flag="--file", extensions=MODEL_EXTENSIONS):
 
 @dataclasses.dataclass
 class Predictor:
-    """A model file as a function ``images (N, H, W, 3) -> outputs``, with its input and output shapes."""
+    """A model file as a function ``images (N, H, W, 3) -> outputs``, with its input and output shapes.
+
+    The outputs are an array for a one-output model, else a list of arrays in the model's order.
+    """
 
     path: str
     run: Callable
     input_shape: tuple  # (H, W, C)
-    output_shape: tuple  # without the batch axis, e.g. (classes,) or (H, W, classes)
+    output_shapes: tuple  # one shape per output, without the batch axis, e.g. ((classes,),)
 
     def __call__(self, images):
         return self.run(images)
 
     @property
     def task(self):
-        return task_of(self.output_shape)
+        return tasks.of_outputs(self.output_shapes)
 
     def check_fits(self, data):
         """One clear error when the model cannot be evaluated on ``data`` (task, classes or image size)."""
-        expected = tasks.get(data.task).expected_output(data.classes, data.image_shape)
-        if not (_fits(self.output_shape, expected) and _fits(self.input_shape, data.image_shape)):
-            checks.fail("--file", self.path, f"a {describe(expected, data.image_shape)}, as --task {data.task} on "
-                        f"{data.name!r} needs; this file is a {describe(self.output_shape, self.input_shape)}")  # fmt: skip
+        kind = tasks.get(data.task)
+        forms = kind.expected_outputs(data.classes, data.image_shape)
+        if not (any(_fits_all(self.output_shapes, form) for form in forms) and _fits(self.input_shape, data.image_shape)):
+            checks.fail("--file", self.path, f"a {describe(forms[0], data.image_shape)}, as --task {data.task} on "
+                        f"{data.name!r} needs; this file is a {describe(self.output_shapes, self.input_shape)}")  # fmt: skip
 
 
 def _fits(shape, expected):
-    return len(shape) == len(expected) and all(d is None or d == e for d, e in zip(shape, expected))
+    return len(shape) == len(expected) and all(d is None or e is None or d == e for d, e in zip(shape, expected))
 
 
-def describe(output_shape, input_shape):
-    """``"segmentation model of 11 classes on 32x32x3 images"`` for output (32, 32, 11), input (32, 32, 3)."""
+def _fits_all(shapes, expected):
+    return len(shapes) == len(expected) and all(_fits(s, e) for s, e in zip(shapes, expected))
+
+
+def describe(output_shapes, input_shape):
+    """``"segmentation model of 11 classes on 32x32x3 images"`` for outputs ((32, 32, 11),), input (32, 32, 3)."""
     size = "x".join("?" if d is None else str(d) for d in input_shape)
-    task = task_of(output_shape)
+    task = tasks.of_outputs(output_shapes)
     if task is None:
-        return f"model with outputs {output_shape} on {size} images"
-    return f"{tasks.get(task).MODEL_KIND} of {output_shape[-1]} classes on {size} images"
-
-
-def task_of(output_shape):
-    """The task of a model's output shape (without the batch axis): ``"classification"`` for ``(classes,)``,
-    ``"segmentation"`` for ``(H, W, classes)``, else None."""
-    return tasks.of_output(output_shape)
+        shapes = ", ".join(str(tuple(s)) for s in output_shapes)
+        return f"model with output{'s' if len(output_shapes) > 1 else ''} {shapes} on {size} images"
+    return f"{tasks.get(task).describe_model(output_shapes)} on {size} images"
 
 
 def _signature(detail):
     """A tensor's shape without the batch axis, None where it is dynamic (LiteRT's -1)."""
     return tuple(None if d < 0 else int(d) for d in detail["shape_signature"][1:])
+
+
+def _one_or_list(outputs):
+    return outputs[0] if len(outputs) == 1 else outputs
 
 
 def load_predictor(path):
@@ -82,10 +91,10 @@ def load_predictor(path):
         except (ValueError, RuntimeError) as error:
             checks.fail("--file", path, f"a valid .tflite model ({error})")
         inputs, outputs = runner.get_input_details(), runner.get_output_details()
-        if len(inputs) != 1 or len(outputs) != 1:
-            checks.fail("--file", path, f"a model of one input and one output (this one has {len(inputs)} and "
-                        f"{len(outputs)})")  # fmt: skip
-        return Predictor(path, lambda images: predict(runner, images), _signature(inputs[0]), _signature(outputs[0]))
+        if len(inputs) != 1:
+            checks.fail("--file", path, f"a model of one input (this one has {len(inputs)})")
+        return Predictor(path, lambda images: _one_or_list(predict_outputs(runner, images)), _signature(inputs[0]),
+                         tuple(_signature(o) for o in outputs))  # fmt: skip
     from keras_mbv3.quantization import quantize_scope
 
     try:
@@ -93,11 +102,14 @@ def load_predictor(path):
             model = keras.models.load_model(path, compile=False)
     except (OSError, ValueError) as error:
         checks.fail("--file", path, f"a Keras model saved by keras_mbv3 ({type(error).__name__}: {error})")
-    if len(model.inputs) != 1 or len(model.outputs) != 1:
-        checks.fail("--file", path, f"a model of one input and one output (this one has {len(model.inputs)} and "
-                    f"{len(model.outputs)})")  # fmt: skip
-    return Predictor(path, lambda images: model(images, training=False).numpy(), tuple(model.input_shape[1:]),
-                     tuple(model.output_shape[1:]))  # fmt: skip
+    if len(model.inputs) != 1:
+        checks.fail("--file", path, f"a model of one input (this one has {len(model.inputs)})")
+
+    def run(images):
+        outputs = model(images, training=False)
+        return _one_or_list([np.asarray(o) for o in (outputs if isinstance(outputs, (list, tuple)) else [outputs])])
+
+    return Predictor(path, run, tuple(model.input_shape[1:]), tuple(tuple(o.shape[1:]) for o in model.outputs))
 
 
 def evaluate(path, data, name=None):
@@ -107,9 +119,9 @@ def evaluate(path, data, name=None):
     progress = keras.utils.Progbar(data.val_size, unit_name="image")
     progress_name = name or os.path.basename(path)
     print(f"evaluating {progress_name} on {data.val_size} images")
-    evaluator = tasks.get(data.task).Evaluator(data.classes)
-    for images, targets in data.val.as_numpy_iterator():
-        evaluator.update(run(images), targets)
+    evaluator = tasks.get(data.task).Evaluator(data.classes, data.image_shape)
+    for images, truth in data.evaluation.as_numpy_iterator():
+        evaluator.update(run(images), truth)
         progress.add(len(images))
     return evaluator.result()
 

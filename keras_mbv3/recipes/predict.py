@@ -44,13 +44,15 @@ def predict_files(model_path, images, top_k=5, overlays=None, overwrite=False):
     if predictor.task is None or None in predictor.input_shape[:2]:
         checks.fail("--file", model_path, "a classifier or segmentation model with a fixed input size")
     kind = tasks.get(predictor.task)
-    names = labels_of(model_path) or tuple(str(i) for i in range(predictor.output_shape[-1]))
+    names = labels_of(model_path) or kind.class_names(predictor.output_shapes)
     options = {"top_k": top_k, "overlays": overlays, "overwrite": overwrite}
     if kind.NEEDS_OVERLAYS and overlays is None:
         checks.fail("--overlays", overlays, f"a folder for the overlay PNGs of a {kind.MODEL_KIND}")
     batch = np.stack([read_image(path, predictor.input_shape[:2]) for path in images])  # every image checked first
+    outputs = predictor(batch)
+    per_image = outputs if isinstance(outputs, np.ndarray) else list(zip(*outputs))  # several outputs: a tuple each
     return predictor.task, [kind.predict(path, image, output, names, options) for path, image, output in
-                            zip(images, batch, predictor(batch))]  # fmt: skip
+                            zip(images, batch, per_image)]  # fmt: skip
 
 
 def describe(results, task):

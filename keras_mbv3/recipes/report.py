@@ -78,12 +78,13 @@ def plot(report, histories):
         axis.bar_label(bars, labels=[label.format(v) for v in values], label_type="center", color="white")
         axis.set_title(title)
     axes[0].set_ylim(0, 1)
+    curve = tasks.get(report["settings"]["task"]).CURVE
     curves, offset = axes[-1], 0
     for name, history in histories.items():
-        values = history.get("val_accuracy", [])
+        values = history.get(f"val_{curve}", [])
         epochs = range(offset + 1, offset + len(values) + 1)
-        curves.plot(epochs, values, marker="o", label=f"{name} val accuracy")
-        curves.plot(epochs, history.get("accuracy", []), linestyle="--", label=f"{name} train accuracy")
+        curves.plot(epochs, values, marker="o", label=f"{name} val {curve}")
+        curves.plot(epochs, history.get(curve, []), linestyle="--", label=f"{name} train {curve}")
         offset += len(values)
     curves.set_title("training curves")
     curves.set_xlabel("epoch")

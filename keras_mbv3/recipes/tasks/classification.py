@@ -10,8 +10,9 @@ from keras_mbv3.recipes import data as data_lib
 
 METRIC = "accuracy"
 MODEL_KIND = "classifier"
+CURVE = "accuracy"  # the training curve of the report
 TITLE = ""  # after "MobileNetV3Small" in the metadata's model name
-OUTPUT_RANK = 1  # (classes,)
+OUTPUT_RANKS = ((1,),)  # (classes,)
 CONSTRUCTORS = {"small": MobileNetV3Small, "large": MobileNetV3Large}
 NEEDS_OVERLAYS = False  # mbv3 predict writes an overlay PNG per image
 MEDIAPIPE = ("ImageClassifier", "classify", "result.classifications[0].categories", "max_results=3")
@@ -28,7 +29,7 @@ def sources(data, image_size, data_dir, seed):
     return data_lib.class_folders(data, image_size)
 
 
-def target(label, classes):
+def target(label, classes, image_shape):
     return tf.one_hot(tf.cast(label, tf.int32), classes)
 
 
@@ -58,14 +59,23 @@ def metrics():
     return ["accuracy"]
 
 
-def expected_output(classes, image_shape):
-    return (classes,)
+def truth(label, classes):
+    """What ``Evaluator.update`` compares the outputs with: the training target."""
+    return target(label, classes, None)
+
+
+def expected_outputs(classes, image_shape):
+    return [((classes,),)]
+
+
+def describe_model(output_shapes):
+    return f"{MODEL_KIND} of {output_shapes[0][-1]} classes"
 
 
 class Evaluator:
     """Top-1 accuracy over the batches given to ``update``."""
 
-    def __init__(self, classes):
+    def __init__(self, classes, image_shape):
         self.correct, self.count = 0, 0
 
     def update(self, outputs, targets):
@@ -74,6 +84,11 @@ class Evaluator:
 
     def result(self):
         return {METRIC: self.correct / max(self.count, 1)}
+
+
+def class_names(output_shapes):
+    """Names for a file without metadata: the class indices."""
+    return tuple(str(i) for i in range(output_shapes[0][-1]))
 
 
 def predict(path, image, output, names, options):

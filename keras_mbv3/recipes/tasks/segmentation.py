@@ -13,8 +13,9 @@ from keras_mbv3.recipes import data as data_lib
 
 METRIC = "miou"
 MODEL_KIND = "segmentation model"
+CURVE = "accuracy"  # the training curve of the report
 TITLE = " LR-ASPP"
-OUTPUT_RANK = 3  # (H, W, classes)
+OUTPUT_RANKS = ((3,),)  # (H, W, classes)
 CONSTRUCTORS = {"small": LRASPPMobileNetV3Small, "large": LRASPPMobileNetV3Large}
 NEEDS_OVERLAYS = True  # mbv3 predict writes an overlay PNG per image
 MEDIAPIPE = ("ImageSegmenter", "segment", "result.category_mask.numpy_view()", "output_category_mask=True")
@@ -30,7 +31,7 @@ def sources(data, image_size, data_dir, seed):
     return data_lib.segmentation_folder(data, image_size)
 
 
-def target(mask, classes):
+def target(mask, classes, image_shape):
     return mask
 
 
@@ -53,14 +54,23 @@ def metrics():
     return [keras.metrics.SparseCategoricalAccuracy(name="accuracy")]
 
 
-def expected_output(classes, image_shape):
-    return (*image_shape[:2], classes)
+def truth(label, classes):
+    """What ``Evaluator.update`` compares the outputs with: the training target."""
+    return target(label, classes, None)
+
+
+def expected_outputs(classes, image_shape):
+    return [((*image_shape[:2], classes),)]
+
+
+def describe_model(output_shapes):
+    return f"{MODEL_KIND} of {output_shapes[0][-1]} classes"
 
 
 class Evaluator:
     """Mean IoU from the confusion matrix of the batches given to ``update``."""
 
-    def __init__(self, classes):
+    def __init__(self, classes, image_shape):
         self.classes = classes
         self.confusion = np.zeros((classes, classes), np.int64)
 
@@ -78,6 +88,11 @@ def mean_iou(confusion):
     union = confusion.sum(0) + confusion.sum(1) - intersection
     present = union > 0
     return float(np.mean(intersection[present] / union[present]))
+
+
+def class_names(output_shapes):
+    """Names for a file without metadata: the class indices."""
+    return tuple(str(i) for i in range(output_shapes[0][-1]))
 
 
 def predict(path, image, output, names, options):

@@ -1,0 +1,191 @@
+"""``--task detection``: SSDLite on MobileNetV3, COCO mAP (pycocotools)."""
+
+import contextlib
+import functools
+import io
+
+import numpy as np
+import tensorflow as tf
+
+from keras_mbv3 import checks
+from keras_mbv3.applications.ssdlite import SSDLiteMobileNetV3Large, SSDLiteMobileNetV3Small, feature_sizes
+from keras_mbv3.applications.ssdlite import ASPECT_RATIOS
+from keras_mbv3.detection import SSDBoxLoss, SSDClassLoss, decode_detections, default_anchors, match
+from keras_mbv3.recipes import data as data_lib
+from keras_mbv3.recipes import detection_data
+
+METRIC = "map"
+MODEL_KIND = "detection model"
+TITLE = " SSDLite"
+CURVE = "loss"  # the training curve of the report
+# Keras: box encodings (A, 4) and class logits (A, classes); .tflite with the post-process: boxes (N, 4),
+# classes (N,), scores (N,) and count ()
+OUTPUT_RANKS = ((2, 2), (2, 1, 1, 0))
+CONSTRUCTORS = {"small": SSDLiteMobileNetV3Small, "large": SSDLiteMobileNetV3Large}
+NEEDS_OVERLAYS = True  # mbv3 predict draws the boxes on each image
+MEDIAPIPE = ("ObjectDetector", "detect", "[(d.categories[0].category_name, d.bounding_box) for d in result.detections]",
+             "max_results=10")  # fmt: skip
+# Evaluation as torchvision's SSDLite, with 100 detections per image (COCO's maxDets)
+SCORE_THRESHOLD, IOU_THRESHOLD, MAX_DETECTIONS = 0.01, 0.55, 100
+SHOW_THRESHOLD = 0.3  # mbv3 predict's boxes
+
+
+def sources(data, image_size, data_dir, seed):
+    if data == "digits-det":
+        train, val = detection_data.digits_detection(image_size, seed=seed)
+        labels = ("background", *data_lib.DIGIT_NAMES)
+        return detection_data.from_arrays(*train), detection_data.from_arrays(*val), labels
+    if data.startswith("tfds:"):
+        return detection_data.tfds_detection(data[len("tfds:"):], data_dir, image_size)
+    if data in data_lib.EMBEDDED_SETS:
+        checks.fail("--data", data, "for --task detection: 'digits-det', a COCO-format folder or 'tfds:NAME'")
+    return detection_data.coco_folder(data, image_size)
+
+
+def augment(image, truth, seed):
+    """A random crop, and a horizontal flip for sets whose objects may be mirrored (``detection_data.MIRRORABLE``
+    in their truth; not digits)."""
+    crop_seed, flip_seed = tf.unstack(tf.random.experimental.stateless_split(tf.cast(seed, tf.int64), 2))
+    image, moved = detection_data.random_crop(image, truth, crop_seed)
+    if detection_data.MIRRORABLE in truth:
+        image, moved = detection_data.horizontal_flip(image, moved, flip_seed)
+        moved[detection_data.MIRRORABLE] = truth[detection_data.MIRRORABLE]
+    return image, moved
+
+
+@functools.lru_cache(maxsize=None)
+def anchors(image_size):
+    """The SSDLite anchors of an ``(H, W)`` input."""
+    return default_anchors(feature_sizes(image_size), aspect_ratios=ASPECT_RATIOS)
+
+
+def target(truth, classes, image_shape):
+    """The anchors' targets of ``match``, once per output (both losses read them)."""
+    targets = match(truth["boxes"], truth["labels"], anchors(tuple(image_shape[:2])))
+    return targets, targets
+
+
+def truth(label, classes):
+    return label
+
+
+def build_model(size, minimalistic, classes, input_shape, alpha, bn_momentum, weights):
+    """SSDLite; ``weights`` (``"imagenet"`` or a backbone weights file) initializes the backbone."""
+    if input_shape[0] % 32:
+        checks.fail("--image-size", input_shape[0], "a multiple of 32 for --task detection (SSDLite's stride)")
+    return CONSTRUCTORS[size](classes, input_shape=input_shape, alpha=alpha, minimalistic=minimalistic,
+                              backbone_weights=weights, bn_momentum=bn_momentum)  # fmt: skip
+
+
+def loss():
+    return [SSDBoxLoss(), SSDClassLoss()]
+
+
+def metrics():
+    return None
+
+
+def expected_outputs(classes, image_shape):
+    count = len(anchors(tuple(image_shape[:2])))
+    return [((count, 4), (count, classes)), ((None, 4), (None,), (None,), ())]
+
+
+def describe_model(output_shapes):
+    if len(output_shapes) == 2:
+        return f"{MODEL_KIND} of {output_shapes[1][-1]} classes"
+    return f"{MODEL_KIND} with the TFLite post-process"
+
+
+def detections(outputs, image_shape, score_threshold=SCORE_THRESHOLD, max_detections=MAX_DETECTIONS):
+    """``{boxes, classes, scores, count}`` (numpy, batched) of a model's outputs in either form.
+
+    Keras outputs (box encodings, class logits) are decoded with per-class NMS
+    (``decode_detections``); a ``.tflite`` with the post-process gives them as they are.
+    """
+    if len(outputs) == 4:
+        boxes, classes, scores, count = outputs
+        return {"boxes": boxes, "classes": classes.astype(int), "scores": scores, "count": count.astype(int)}
+    found = decode_detections(outputs[0], outputs[1], anchors(tuple(image_shape[:2])), score_threshold=score_threshold,
+                              iou_threshold=IOU_THRESHOLD, max_detections=max_detections)  # fmt: skip
+    return {name: np.asarray(value) for name, value in found.items()}
+
+
+class Evaluator:
+    """COCO mAP@[.5:.95] and mAP@.5 (pycocotools) of the batches given to ``update``."""
+
+    def __init__(self, classes, image_shape):
+        self.classes, self.image_shape = classes, image_shape
+        self.images, self.truth, self.found = 0, [], []
+
+    def update(self, outputs, truth):
+        found = detections(outputs, self.image_shape)
+        height, width = self.image_shape[:2]
+        scale = np.array([height, width, height, width], np.float32)
+        for i in range(len(truth["labels"])):
+            image_id = self.images + i
+            for box, label in zip(truth["boxes"][i], truth["labels"][i]):
+                if label > 0:
+                    self.truth.append((image_id, box * scale, int(label)))
+            n = int(found["count"][i])
+            for box, label, score in zip(found["boxes"][i][:n], found["classes"][i][:n], found["scores"][i][:n]):
+                self.found.append((image_id, box * scale, int(label) + 1, float(score)))
+        self.images += len(truth["labels"])
+
+    def result(self):
+        from pycocotools.coco import COCO
+        from pycocotools.cocoeval import COCOeval
+
+        def xywh(box):
+            ymin, xmin, ymax, xmax = (float(v) for v in box)
+            return [xmin, ymin, xmax - xmin, ymax - ymin]
+
+        height, width = self.image_shape[:2]
+        truth = COCO()
+        truth.dataset = {
+            "images": [{"id": i, "height": height, "width": width} for i in range(self.images)],
+            "annotations": [{"id": k, "image_id": i, "category_id": label, "bbox": xywh(box), "iscrowd": 0,
+                             "area": xywh(box)[2] * xywh(box)[3]} for k, (i, box, label) in enumerate(self.truth, 1)],
+            "categories": [{"id": c} for c in range(1, self.classes)],
+        }  # fmt: skip
+        if not self.truth or not self.found:  # loadRes fails on no detections
+            return {METRIC: 0.0, "map50": 0.0}
+        with contextlib.redirect_stdout(io.StringIO()):  # pycocotools prints its progress and table
+            truth.createIndex()
+            rows = np.array([[i, *xywh(box), score, label] for i, box, label, score in self.found], np.float64)
+            evaluation = COCOeval(truth, truth.loadRes(rows), "bbox")
+            evaluation.evaluate()
+            evaluation.accumulate()
+            evaluation.summarize()
+        return {METRIC: float(evaluation.stats[0]), "map50": float(evaluation.stats[1])}
+
+
+def class_names(output_shapes):
+    """Names for a file without metadata: the class indices (0-based, the background left out)."""
+    return tuple(str(i) for i in range(output_shapes[1][-1] - 1)) if len(output_shapes) == 2 else ()
+
+
+def predict(path, image, output, names, options):
+    """``{"image", "overlay", "objects": [{"class", "name", "score", "box"}]}``: the ``options["top_k"]`` best
+    detections of score >= 0.3, boxes ``[ymin, xmin, ymax, xmax]`` in pixels, drawn on the overlay PNG."""
+    import os
+
+    from keras_mbv3.files import write_atomically
+
+    found = detections([o[None] for o in output], image.shape, SHOW_THRESHOLD, options["top_k"])
+    height, width = image.shape[:2]
+    n = int(found["count"][0])
+    objects = [{"class": int(c), "name": names[c] if c < len(names) else str(c), "score": round(float(s), 4),
+                "box": [round(float(v), 1) for v in b * [height, width, height, width]]}
+               for b, c, s in zip(found["boxes"][0][:n], found["classes"][0][:n], found["scores"][0][:n])]  # fmt: skip
+    drawn = tf.image.draw_bounding_boxes(image[None] / 255.0, np.clip(found["boxes"][:, :n], 0, 1),
+                                         np.array([[1.0, 0.2, 0.2, 1.0]]))[0]  # fmt: skip
+    target = os.path.join(options["overlays"], os.path.splitext(os.path.basename(path))[0] + ".overlay.png")
+    os.makedirs(options["overlays"], exist_ok=True)
+    png = tf.io.encode_png(tf.cast(tf.round(tf.clip_by_value(drawn, 0, 1) * 255), tf.uint8)).numpy()
+    write_atomically(png, target, options["overwrite"])
+    return {"image": path, "overlay": target, "objects": objects}
+
+
+def describe(result):
+    found = ", ".join(f"{o['name']} {o['score']:.2f}" for o in result["objects"]) or "nothing found"
+    return f"{result['image']}: {found} -> {result['overlay']}"

@@ -1,0 +1,109 @@
+"""Detection exports: SSDLite through QAT on the Keras line in use, int8 with TFLite_Detection_PostProcess."""
+
+import numpy as np
+import pytest
+
+from keras_mbv3.applications.ssdlite import SSDLiteMobileNetV3Small, anchors
+from keras_mbv3.batchnorm import precise_batchnorm
+from keras_mbv3.detection import decode_detections
+from keras_mbv3.quantization import DetectionPostProcess, export_tflite, quantize_model
+from keras_mbv3.quantization.litert import graph_report, interpreter, predict_outputs
+from keras_mbv3.quantization.postprocess import CUSTOM_OP, OUTPUT_NAMES
+
+SIZE = 64
+
+
+@pytest.fixture(scope="module")
+def detector():
+    """A 4-class SSDLite (3 objects + background) with real BN statistics, its QAT model and images."""
+    images = np.random.default_rng(0).uniform(0, 255, (16, SIZE, SIZE, 3)).astype("float32")
+    model = SSDLiteMobileNetV3Small(4, input_shape=(SIZE, SIZE, 3), bn_momentum=0.9)
+    precise_batchnorm(model, images)
+    return model, quantize_model(model, representative_dataset=images), images
+
+
+def postprocess(model, **options):
+    return DetectionPostProcess(anchors(model), **{"score_threshold": 0.3, "max_detections": 10, **options})
+
+
+def detect(content, images):
+    """``{name: (N, ...)}`` of a post-processed export's outputs, in the signature's names."""
+    runner = interpreter(content).get_signature_runner()
+    found = [runner(**{next(iter(runner.get_input_details())): image[None]}) for image in images]
+    return {name: np.concatenate([f[name] for f in found]) for name in OUTPUT_NAMES}
+
+
+def same_detections(found, expected):
+    np.testing.assert_array_equal(found["num_detections"].astype(int), np.asarray(expected["count"]))
+    for i, count in enumerate(np.asarray(expected["count"])):
+        np.testing.assert_array_equal(found["detection_classes"][i, :count], np.asarray(expected["classes"])[i, :count])
+        np.testing.assert_allclose(found["detection_boxes"][i, :count], np.asarray(expected["boxes"])[i, :count],
+                                   atol=1e-5)  # fmt: skip
+        np.testing.assert_allclose(found["detection_scores"][i, :count], np.asarray(expected["scores"])[i, :count],
+                                   atol=1e-5)  # fmt: skip
+
+
+def test_the_concat_tree_keeps_xnnpacks_input_limit(detector):
+    model, _, _ = detector
+    concats = [layer for layer in model.layers if type(layer).__name__ == "Concatenate"]
+    assert len(concats) == 4 and all(len(layer.input) <= 5 for layer in concats)
+
+
+def test_float_export_ends_in_the_post_process_and_equals_our_decode(detector):
+    model, _, images = detector
+    content = export_tflite(model, quantization="float32", postprocess=postprocess(model))
+    report = graph_report(content)
+    assert report["partitions"] == 1 and report["undelegated"] == {CUSTOM_OP: 1}
+    found = detect(content, images[:4])
+    assert found["detection_boxes"].shape == (4, 10, 4) and found["num_detections"].shape == (4,)
+    boxes, logits = model.predict(images[:4], verbose=0)
+    same_detections(found, decode_detections(boxes, logits, anchors(model), score_threshold=0.3, max_detections=10))
+
+
+def test_int8_export_is_one_partition_and_its_post_process_equals_our_decode(detector):
+    """The QAT int8 network is one XNNPACK partition; only the post-process runs outside, in float after a
+    DEQUANTIZE, and it gives ``decode_detections`` of the same int8 network's outputs."""
+    model, qat, images = detector
+    content = export_tflite(qat, quantization="int8", input_type="float32", postprocess=postprocess(model),
+                            strip_names=True)  # fmt: skip
+    report = graph_report(content)
+    assert report["partitions"] == 1 and report["undelegated"] == {CUSTOM_OP: 1}
+    assert report["ops"]["QUANTIZE"] == 1  # the float input's: every head shares its concat's scale
+    network = export_tflite(qat, quantization="int8", input_type="float32", output_type="float32")
+    boxes, logits = predict_outputs(interpreter(network), images[:4])
+    expected = decode_detections(boxes, logits, anchors(model), score_threshold=0.3, max_detections=10)
+    same_detections(detect(content, images[:4]), expected)
+
+
+def test_detections_per_class_reaches_the_op(detector):
+    """The converter drops this option (the kernel then keeps 100 per class); the export writes it back."""
+    model, _, images = detector
+    options = dict(score_threshold=0.0, max_detections=10, detections_per_class=2)
+    found = detect(export_tflite(model, quantization="float32", postprocess=postprocess(model, **options)), images[:2])
+    for classes, count in zip(found["detection_classes"], found["num_detections"].astype(int)):
+        assert count == 6 and np.bincount(classes[:count].astype(int), minlength=3).max() == 2  # 3 classes x 2
+
+
+def test_post_training_int8_with_the_post_process_is_one_partition(detector):
+    model, _, images = detector
+    content = export_tflite(model, quantization="int8", representative_dataset=images, input_type="float32",
+                            postprocess=postprocess(model))  # fmt: skip
+    report = graph_report(content)
+    assert report["partitions"] == 1 and report["undelegated"] == {CUSTOM_OP: 1}
+
+
+@pytest.mark.parametrize("arguments, name", [
+    (dict(anchors=np.zeros((5, 3))), "anchors"),
+    (dict(score_threshold=1.0), "score_threshold"),
+    (dict(max_detections=0), "max_detections"),
+    (dict(scores="relu"), "scores"),
+])  # fmt: skip
+def test_bad_post_process_arguments_name_themselves(arguments, name):
+    with pytest.raises(ValueError, match=name):
+        DetectionPostProcess(**{"anchors": np.zeros((8, 4)), **arguments})
+
+
+def test_anchors_of_another_model_are_refused(detector):
+    model, _, _ = detector
+    with pytest.raises(ValueError, match="postprocess"):
+        export_tflite(model, quantization="float32", postprocess=DetectionPostProcess(np.zeros((8, 4))))
