@@ -54,7 +54,7 @@ BAD = [
     (lambda: LRASPPMobileNetV3Small(3, bn_momentum=1.0), ValueError, "bn_momentum", 1.0),
     (lambda: LRASPPMobileNetV3Large(3, bn_momentum=True), TypeError, "bn_momentum", True),
     (lambda: SqueezeExcite(divisor=2.5), TypeError, "divisor", 2.5),
-    (lambda: data.load("digits", task="detection"), ValueError, "--task", "detection"),
+    (lambda: data.load("digits", task="keypoints"), ValueError, "--task", "keypoints"),
     (lambda: data.load("digits", task="segmentation"), ValueError, "--data", "digits"),
     (lambda: data.load("/no/such/folder"), ValueError, "--data", "/no/such/folder"),
     (lambda: recipe.Run("runs/x", model="medium"), ValueError, "--model", "medium"),

@@ -64,7 +64,7 @@ def test_error_in_a_new_process_has_no_traceback(tmp_path):
     (["train", "--epochs", "0"], ["`--epochs`", "0", "positive integer"]),
     (["train", "--image-size", "16"], ["`--image-size`", "16", "at least 32"]),
     (["train", "--alpha", "-1"], ["`--alpha`", "-1"]),
-    (["train", "--task", "detection"], ["`--task`", "'detection'", "segmentation"]),
+    (["train", "--task", "keypoints"], ["`--task`", "'keypoints'", "detection"]),
     (["train", "--strategy", "tpu"], ["`--strategy`", "'tpu'", "mirrored"]),
     (["train", "--strategy", "multi-worker"], ["`--strategy`", "TF_USE_LEGACY_KERAS=1" if IS_KERAS_3 else "TF_CONFIG"]),
     (["train", "--weights", "/no/such/weights.h5"], ["`--weights`", "/no/such/weights.h5", "imagenet"]),

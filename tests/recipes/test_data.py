@@ -151,7 +151,7 @@ def test_bad_folders_name_the_problem(tmp_path, rng, layout, message):
 
 def test_bad_task_and_tfds_name(tmp_path):
     with pytest.raises(ValueError, match="`--task`"):
-        data.load("digits", task="detection")
+        data.load("digits", task="keypoints")
     with pytest.raises(ValueError, match="`--data`.*digits-seg"):
         data.load("digits", task="segmentation")
     with pytest.raises(ValueError, match="tfds:no_such_set"):
