@@ -5,7 +5,7 @@ import json
 import os
 import sys
 
-from keras_mbv3.recipes.settings import SETTINGS, flag, help_text
+from keras_mbv3.recipes.settings import SETTINGS, TYPES, flag, help_text
 
 COMMANDS = {
     "train": ("train a float model into RUN_DIR/float.keras",
@@ -57,8 +57,7 @@ def _add_flags(command, groups):
     }
     for group in groups:
         for name in names.get(group, ()):
-            default = SETTINGS[name][0]
-            command.add_argument(flag(name), type=str if default is None else type(default), help=help_text(name))
+            command.add_argument(flag(name), type=TYPES[name], help=help_text(name))
     if "train" in groups or "qat" in groups:
         command.add_argument("--strategy", default="default", help="default, mirrored or multi-worker (TF_CONFIG) "
                              "(default: %(default)s)")  # fmt: skip

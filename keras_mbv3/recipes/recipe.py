@@ -27,7 +27,7 @@ from keras_mbv3.quantization import (
 from keras_mbv3.quantization.calibration import CALIBRATION_SAMPLES
 from keras_mbv3.recipes import data as data_lib
 from keras_mbv3.recipes import evaluation, report, tasks, training
-from keras_mbv3.recipes.settings import DEFAULTS, EMBEDDED, flag
+from keras_mbv3.recipes.settings import DEFAULTS, EMBEDDED, TASK_DEFAULTS, flag
 
 EVAL_SETTINGS = ["data", "task", "image_size", "batch_size", "seed", "data_dir"]
 MAY_MOVE = ("data_dir",)  # recorded for later steps, never a clash: the same data sets may move
@@ -89,8 +89,9 @@ class Run:
         self.settings = {**DEFAULTS, **{k: v for k, v in self.stored.items() if k in DEFAULTS}, **self.given}
         self.settings["keras"] = FLAVOUR  # a run's Keras files load only on the Keras line that wrote them
         checks.one_of("--task", self.settings["task"], tasks.NAMES)
-        if self.settings["data"] is None:
-            self.settings["data"] = EMBEDDED[self.settings["task"]]
+        for name, default in TASK_DEFAULTS[self.settings["task"]].items():
+            if self.settings[name] is None:
+                self.settings[name] = default
         check_settings(self.settings)
         self.distribution = distribution or training.strategy("default")
         self.chief = training.is_chief(self.distribution)
@@ -233,22 +234,26 @@ class Run:
             return
         start = time.time()
         metadata = self.metadata()
+        options = tasks.get(self.settings["task"]).export_options(self.data.image_shape)  # e.g. the post-process
         if overwrite or not os.path.exists(self.paths["float_tflite"]):
             export_tflite(keras.models.load_model(self.paths["float"]), self.paths["float_tflite"],
-                          quantization="float32", strip_names=True, overwrite=overwrite, metadata=metadata)  # fmt: skip
+                          quantization="float32", strip_names=True, overwrite=overwrite, metadata=metadata,
+                          **options)  # fmt: skip
         if overwrite or not os.path.exists(self.paths["int8_tflite"]):
             with quantize_scope():
                 qat = keras.models.load_model(self.paths["qat"])
             export_tflite(qat, self.paths["int8_tflite"], quantization="int8", input_type=SHIPPED_INPUT,
-                          output_type=SHIPPED_OUTPUT, strip_names=True, overwrite=overwrite, metadata=metadata)  # fmt: skip
+                          output_type=SHIPPED_OUTPUT, strip_names=True, overwrite=overwrite, metadata=metadata,
+                          **options)  # fmt: skip
         self.log(f"[export] wrote {self.paths['float_tflite']} and {self.paths['int8_tflite']}")
         self._timed("export", start)
 
     def metadata(self):
         """The TFLite metadata of the run's exports: its task and the data set's class names."""
         s = self.settings
-        model = f"MobileNetV3{s['model'].title().replace('-', '')}" + tasks.get(s["task"]).TITLE
-        return ImageModelMetadata(s["task"], self.data.labels, name=model, description=(
+        kind = tasks.get(s["task"])
+        model = f"MobileNetV3{s['model'].title().replace('-', '')}" + kind.TITLE
+        return ImageModelMetadata(s["task"], kind.metadata_labels(self.data.labels), name=model, description=(
             f"{model} (alpha {s['alpha']}) for {s['task']} of {s['image_size']}x{s['image_size']} RGB images, "
             f"trained by keras-mbv3 on {os.path.basename(str(s['data']).rstrip('/'))}"))  # fmt: skip
 

@@ -13,7 +13,7 @@ SETTINGS = {
     "data": (None, DATA_FORMS),
     "task": ("classification", "classification, segmentation (LR-ASPP) or detection (SSDLite)"),
     "data_dir": (None, "TensorFlow Datasets folder for tfds:NAME"),
-    "image_size": (32, "input side in pixels, at least 32"),
+    "image_size": (None, "input side in pixels, at least 32 (a multiple of 32 for detection)"),
     "batch_size": (64, "images per training step"),
     "seed": (0, "seed of the data split, shuffling, augmentation and initial weights"),
     "model": ("small", "small, large, small-minimalistic or large-minimalistic"),
@@ -23,7 +23,13 @@ SETTINGS = {
     "qat_epochs": (3, "QAT fine-tuning epochs"),
 }
 DEFAULTS = {name: default for name, (default, _) in SETTINGS.items()}
-EMBEDDED = {"classification": "digits", "segmentation": "digits-seg", "detection": "digits-det"}  # each task's --data
+TYPES = {name: str if default is None else type(default) for name, default in DEFAULTS.items()} | {"image_size": int}
+TASK_DEFAULTS = {  # the settings whose default depends on --task
+    "classification": {"data": "digits", "image_size": 32},
+    "segmentation": {"data": "digits-seg", "image_size": 32},
+    "detection": {"data": "digits-det", "image_size": 96},  # 32 px would leave SSDLite maps of 2x2 and 1x1
+}
+EMBEDDED = {task: defaults["data"] for task, defaults in TASK_DEFAULTS.items()}  # each task's embedded data set
 
 
 def flag(name):
@@ -34,6 +40,9 @@ def help_text(name):
     default, text = SETTINGS[name]
     if name == "data":
         return text + "; default: the run's, else the task's embedded set"
+    if name == "image_size":
+        by_task = ", ".join(f"{d['image_size']} for {task}" for task, d in TASK_DEFAULTS.items())
+        return f"{text} (default: the run's, else {by_task})"
     if default is None:
         return text
     return f"{text} (default: the run's, else {default})"

@@ -64,6 +64,16 @@ def truth(label, classes):
     return target(label, classes, None)
 
 
+def export_options(image_shape):
+    """More ``export_tflite`` arguments for the run's ``.tflite`` files."""
+    return {}
+
+
+def metadata_labels(labels):
+    """The class names written into the exports' metadata."""
+    return labels
+
+
 def expected_outputs(classes, image_shape):
     return [((classes,),)]
 

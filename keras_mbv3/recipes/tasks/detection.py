@@ -85,6 +85,20 @@ def metrics():
     return None
 
 
+def export_options(image_shape):
+    """The post-process of the run's ``.tflite`` files, with the evaluation's thresholds (their mAP is the report's)."""
+    from keras_mbv3.quantization import DetectionPostProcess
+
+    return {"postprocess": DetectionPostProcess(anchors(tuple(image_shape[:2])), score_threshold=SCORE_THRESHOLD,
+                                                iou_threshold=IOU_THRESHOLD, max_detections=MAX_DETECTIONS,
+                                                detections_per_class=MAX_DETECTIONS)}  # fmt: skip
+
+
+def metadata_labels(labels):
+    """The detected classes' names, as the post-process numbers them (the background left out)."""
+    return labels[1:]
+
+
 def expected_outputs(classes, image_shape):
     count = len(anchors(tuple(image_shape[:2])))
     return [((count, 4), (count, classes)), ((None, 4), (None,), (None,), ())]
