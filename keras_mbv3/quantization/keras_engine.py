@@ -30,7 +30,7 @@ import numpy as np
 
 from keras_mbv3 import checks
 from keras_mbv3.backend import keras
-from keras_mbv3.graph import Graph
+from keras_mbv3.graph import Graph, only_feeds_a_concat
 from keras_mbv3.layers.activations import HardGate
 from keras_mbv3.layers.quantized import FakeQuant, QuantConv2D, QuantDense, QuantDepthwiseConv2D
 from keras_mbv3.layers.space_to_depth import SpaceToDepth
@@ -191,7 +191,7 @@ def quantize(model, images=None):
 
     def fake_quant(tensor, source_node, fixed_range=None):
         (old,) = source_node.outputs
-        if fixed_range is None and _only_feeds_a_concat(g, old):
+        if fixed_range is None and only_feeds_a_concat(g, old):
             return tensor  # the concat's range covers it: no requantize of each input in the int8 graph
         name = source_node.layer.name
         floor = GATE_INPUT_RANGE if id(old) in gate_inputs else 0.0
@@ -237,23 +237,6 @@ def quantize(model, images=None):
                 layer.range_min.assign(ranges[source][0])
                 layer.range_max.assign(ranges[source][1])
     return qat
-
-
-def _only_feeds_a_concat(g, tensor):
-    """Whether ``tensor`` is read only by a Concatenate, through reshapes and concats (not a model output).
-
-    The converter gives each such input the concat's scale when it has no range
-    of its own; with ranges of their own (SSDLite's twelve heads) it requantized
-    each input before the concat (12 QUANTIZE ops in the int8 graph).
-    quantize(concat(x)) == concat(quantize(x)) for one scale, so QAT is unchanged.
-    """
-    readers = g.consumers(tensor)
-    if len(readers) != 1 or g.is_output(tensor):
-        return False
-    layer = readers[0].layer
-    if isinstance(layer, layers.Concatenate):
-        return True
-    return isinstance(layer, layers.Reshape) and _only_feeds_a_concat(g, readers[0].outputs[0])
 
 
 def _check_unshared(g):
