@@ -33,3 +33,16 @@ def segment(path, images):
         # copies: a mask's numpy view dies with its result
         masks = [np.array(segmenter.segment(image(x)).category_mask.numpy_view()) for x in images]
         return tuple(segmenter.labels), np.squeeze(np.stack(masks), -1)
+
+
+def detect(path, images, score_threshold=0.0, max_results=-1):
+    """``[[(category_name, score, (x, y, width, height) in pixels), ...] per image]`` from MediaPipe's ObjectDetector
+    (by default all the model gives), one entry per category of a detection: MediaPipe joins the detections of one
+    box under several classes (a per-class NMS keeps such) into one detection of several categories."""
+    options = vision.ObjectDetectorOptions(base_options=BaseOptions(model_asset_path=str(path)),
+                                           score_threshold=score_threshold, max_results=max_results)  # fmt: skip
+    with vision.ObjectDetector.create_from_options(options) as detector:
+        found = [detector.detect(image(x)).detections for x in images]
+    return [[(c.category_name, c.score, (d.bounding_box.origin_x, d.bounding_box.origin_y, d.bounding_box.width,
+                                         d.bounding_box.height)) for d in detections for c in d.categories]
+            for detections in found]  # fmt: skip

@@ -455,3 +455,102 @@ def test_eval_and_bench_take_model_files_without_a_run_folder(capsys, labelled_m
     assert set(latency) == {"classifier.tflite", "segmenter.tflite"} and all(v["latency_ms"] > 0 for v in latency.values())
     assert_one_line_error(call_cli(capsys, "eval"), "`--out`", "model files")
     assert os.listdir(tmp_path) == []  # no run folder, nothing written
+
+
+def digits_coco_folder(root, train=96, val=24, size=64):
+    """digits-det canvases written as a COCO-format folder (train/ and val/, PNGs and annotations.json)."""
+    from PIL import Image
+
+    from keras_mbv3.recipes import detection_data
+
+    for split, (images, boxes, labels) in zip(("train", "val"), detection_data.digits_detection(size, train, val)):
+        (root / split).mkdir(parents=True)
+        entries, annotations = [], []
+        for i, (image, image_boxes, image_labels) in enumerate(zip(images, boxes, labels)):
+            Image.fromarray(image.astype(np.uint8)).save(root / split / f"{i}.png")
+            entries.append({"id": i, "file_name": f"{i}.png", "height": size, "width": size})
+            for (ymin, xmin, ymax, xmax), label in zip(image_boxes * size, image_labels):
+                if label:
+                    annotations.append({"id": len(annotations) + 1, "image_id": i, "category_id": int(label),
+                                        "bbox": [float(xmin), float(ymin), float(xmax - xmin), float(ymax - ymin)]})
+        categories = [{"id": d + 1, "name": str(d)} for d in range(10)]
+        (root / split / "annotations.json").write_text(json.dumps(
+            {"images": entries, "annotations": annotations, "categories": categories}))  # fmt: skip
+    return root
+
+
+@pytest.fixture(scope="module")
+def detection_run(tmp_path_factory):
+    """`recipe --task detection` on a COCO-format folder of 96 + 24 digits-det canvases at 64 px, 2 + 1 epochs."""
+    work = tmp_path_factory.mktemp("detection_run")
+    folder = digits_coco_folder(work / "coco")
+    result = run_cli("recipe", "--task", "detection", "--data", str(folder), "--image-size", "64", "--epochs", "2",
+                     "--qat-epochs", "1", "--batch-size", "32", "--out", str(work / "run"), timeout=1200)  # fmt: skip
+    return work / "run", result
+
+
+@keras_3_only
+def test_detection_recipe_reports_map_of_one_partition_int8_with_the_post_process(detection_run):
+    from keras_mbv3.quantization import read_metadata
+    from keras_mbv3.quantization.litert import graph_report
+    from keras_mbv3.quantization.postprocess import CUSTOM_OP
+
+    out, result = detection_run
+    assert result.returncode == 0, result.stderr
+    report = json.loads((out / "report.json").read_text())
+    for kind in ("float", "int8"):
+        assert 0 <= report[kind]["map"] <= report[kind]["map50"] <= 1 and report[kind]["latency_ms"] > 0
+    assert "| | map |" in (out / "report.md").read_text() and "ObjectDetector" in (out / "report.md").read_text()
+    content = (out / "int8.tflite").read_bytes()
+    graph = graph_report(content)
+    assert graph["partitions"] == 1 and graph["undelegated"] == {CUSTOM_OP: 1}
+    metadata = read_metadata(content)
+    assert metadata.task == "detection" and metadata.labels == tuple("0123456789")
+
+
+@keras_3_only
+@needs_mediapipe
+def test_mediapipe_object_detector_gives_our_detections_on_the_recipes_files(detection_run):
+    """The shipped files in MediaPipe's ObjectDetector: every LiteRT detection of ours with its digit name and score,
+    and, for boxes inside the image, the box to MediaPipe's whole pixels (it clamps boxes that leave the image)."""
+    from mediapipe_client import detect
+
+    from keras_mbv3.quantization.litert import interpreter
+    from keras_mbv3.recipes import data as data_lib
+
+    out, _ = detection_run
+    images = np.round(next(data_lib.load(str(out.parent / "coco"), "detection", 64).evaluation.as_numpy_iterator())[0][:8])
+    compared = 0
+    for name in ("float.tflite", "int8.tflite"):
+        runner = interpreter((out / name).read_bytes()).get_signature_runner()
+        for image, theirs in zip(images, detect(out / name, images)):
+            found = runner(**{next(iter(runner.get_input_details())): image[None]})
+            count = int(found["num_detections"][0])
+            ours = [(str(int(c)), float(s), b) for b, c, s in zip(found["detection_boxes"][0][:count] * 64,
+                    found["detection_classes"][0][:count], found["detection_scores"][0][:count])]  # fmt: skip
+            key = lambda entry: (entry[0], round(entry[1], 6))  # noqa: E731
+            assert sorted(map(key, theirs)) == sorted(map(key, ours))  # every detection, name and score
+            boxes = {key(entry): entry[2] for entry in theirs}
+            for entry in ours:  # inside the image, MediaPipe's box is ours in whole pixels
+                (ymin, xmin, ymax, xmax), pixels = entry[2], boxes[key(entry)]
+                if min(ymin, xmin) >= 0 and max(ymax, xmax) <= 64:
+                    np.testing.assert_allclose(pixels, (xmin, ymin, xmax - xmin, ymax - ymin), atol=1.01)
+            compared += len(ours)
+    assert compared >= 16  # digits named "0".."9" by the metadata, and boxes to compare
+
+
+@keras_3_only
+def test_predict_draws_the_detections(capsys, detection_run, tmp_path):
+    from PIL import Image
+
+    from keras_mbv3.recipes import data as data_lib
+
+    out, _ = detection_run
+    image = next(data_lib.load(str(out.parent / "coco"), "detection", 64).evaluation.as_numpy_iterator())[0][0]
+    Image.fromarray(image.astype(np.uint8)).save(tmp_path / "canvas.png")
+    result = call_cli(capsys, "predict", "--file", out / "int8.tflite", tmp_path / "canvas.png", "--overlays",
+                      tmp_path / "drawn", "--json")  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    (found,) = json.loads(result.stdout[result.stdout.index("["):])
+    assert Image.open(found["overlay"]).size == (64, 64)
+    assert all(o["name"] in "0123456789" and o["score"] >= 0.3 and len(o["box"]) == 4 for o in found["objects"])

@@ -23,11 +23,13 @@ STROKE = 96  # pixel value from which a scan's pixel is part of the digit's box
 MIRRORABLE = "mirrorable"
 
 
-def digits_detection(image_size=96, train_images=1200, val_images=300, val_fraction=0.2, seed=0):
+def digits_detection(image_size=96, train_images=4000, val_images=500, val_fraction=0.2, seed=0):
     """scikit-learn's digits placed on dark canvases: 1 to 3 digits each, 25-60% of the side, little overlap.
 
     Training and validation canvases are made of disjoint scans (the digits split as
     ``digits``), deterministic for ``seed``. A box is the tight box of the digit's strokes.
+    4,000 training canvases: with 1,200, SSDLite Small overfit (training loss 0.05, validation
+    5.7 after 30 epochs at 96 px; mAP@.5 0.37); with 4,000 and random crops, 0.69 after 12 epochs.
 
     Returns:
         ``(train, val)``, each ``(images (N, S, S, 3) float32, boxes (N, 3, 4), labels (N, 3))``,

@@ -186,12 +186,14 @@ def predict(path, image, output, names, options):
     from keras_mbv3.files import write_atomically
 
     found = detections([o[None] for o in output], image.shape, SHOW_THRESHOLD, options["top_k"])
+    count = int(found["count"][0])
+    shown = [i for i in range(count) if found["scores"][0][i] >= SHOW_THRESHOLD][: options["top_k"]]  # best first
+    boxes = found["boxes"][0][shown]
     height, width = image.shape[:2]
-    n = int(found["count"][0])
     objects = [{"class": int(c), "name": names[c] if c < len(names) else str(c), "score": round(float(s), 4),
                 "box": [round(float(v), 1) for v in b * [height, width, height, width]]}
-               for b, c, s in zip(found["boxes"][0][:n], found["classes"][0][:n], found["scores"][0][:n])]  # fmt: skip
-    drawn = tf.image.draw_bounding_boxes(image[None] / 255.0, np.clip(found["boxes"][:, :n], 0, 1),
+               for b, c, s in zip(boxes, found["classes"][0][shown], found["scores"][0][shown])]  # fmt: skip
+    drawn = tf.image.draw_bounding_boxes(image[None] / 255.0, np.clip(boxes[None], 0, 1),
                                          np.array([[1.0, 0.2, 0.2, 1.0]]))[0]  # fmt: skip
     target = os.path.join(options["overlays"], os.path.splitext(os.path.basename(path))[0] + ".overlay.png")
     os.makedirs(options["overlays"], exist_ok=True)
