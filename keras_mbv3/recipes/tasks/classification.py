@@ -7,6 +7,7 @@ from keras_mbv3 import checks
 from keras_mbv3.applications import MobileNetV3Large, MobileNetV3Small
 from keras_mbv3.backend import keras
 from keras_mbv3.recipes import data as data_lib
+from keras_mbv3.recipes.tasks.plain import export_options, metadata_labels  # noqa: F401 (task hooks)
 
 METRIC = "accuracy"
 MODEL_KIND = "classifier"
@@ -62,16 +63,6 @@ def metrics():
 def truth(label, classes):
     """What ``Evaluator.update`` compares the outputs with: the training target."""
     return target(label, classes, None)
-
-
-def export_options(image_shape):
-    """More ``export_tflite`` arguments for the run's ``.tflite`` files."""
-    return {}
-
-
-def metadata_labels(labels):
-    """The class names written into the exports' metadata."""
-    return labels
 
 
 def expected_outputs(classes, image_shape):
