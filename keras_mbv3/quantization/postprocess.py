@@ -74,7 +74,11 @@ class DetectionPostProcess:
 
     def wrap(self, frozen, specs):
         """The concrete function ``image -> (boxes, classes, scores, count)`` around the frozen Keras model."""
-        box_shape, logit_shape = (tuple(t.shape) for t in frozen.structured_outputs)
+        shapes = [tuple(t.shape) for t in tf.nest.flatten(frozen.structured_outputs)]
+        if len(shapes) != 2:
+            checks.fail("postprocess", f"{len(self.anchors)} anchors", "a model with the outputs [box_encodings "
+                        f"(1, N, 4), class_logits (1, N, classes)]; this one has {len(shapes)} outputs {shapes}")  # fmt: skip
+        box_shape, logit_shape = shapes
         if box_shape[1:] != (len(self.anchors), 4) or logit_shape[1] != len(self.anchors):
             checks.fail("postprocess", f"{len(self.anchors)} anchors", f"the model's {box_shape[1]} anchors (outputs "
                         f"{box_shape} and {logit_shape})")  # fmt: skip

@@ -21,6 +21,7 @@ MAX_DIGITS = 3  # per digits-det canvas
 DIGIT_SCALES = (0.25, 0.6)  # side of a placed digit, as a fraction of the canvas
 STROKE = 96  # pixel value from which a scan's pixel is part of the digit's box
 MIRRORABLE = "mirrorable"
+IMAGE_FORMATS = (".png", ".jpg", ".jpeg", ".gif", ".bmp")  # what tf.io.decode_image reads
 
 
 def digits_detection(image_size=96, train_images=4000, val_images=500, val_fraction=0.2, seed=0):
@@ -37,9 +38,8 @@ def digits_detection(image_size=96, train_images=4000, val_images=500, val_fract
     """
     scans, digits = data_lib.digit_scans()
     (train_scans, train_digits), (val_scans, val_digits) = data_lib.split_pairs(scans, digits, val_fraction, seed)
-    rng = np.random.default_rng(seed + 1)
-    return (_canvases(train_scans, train_digits, train_images, image_size, rng),
-            _canvases(val_scans, val_digits, val_images, image_size, rng))  # fmt: skip
+    return (_canvases(train_scans, train_digits, train_images, image_size, np.random.default_rng([seed, 1])),
+            _canvases(val_scans, val_digits, val_images, image_size, np.random.default_rng([seed, 2])))  # fmt: skip
 
 
 def _canvases(scans, digits, count, size, rng, tries=20):
@@ -102,31 +102,39 @@ def coco_folder(path, image_size):
 
 
 def _coco_split(folder, path):
+    """``((files, boxes, labels), names)`` of one split; any malformed entry is one clear error naming it."""
     annotations_path = os.path.join(folder, "annotations.json")
     try:
-        coco = json.load(open(annotations_path))
+        with open(annotations_path) as f:
+            coco = json.load(f)
         images, annotations, categories = coco["images"], coco.get("annotations", []), coco["categories"]
+        ids = sorted(c["id"] for c in categories)
+        names = tuple({c["id"]: str(c["name"]) for c in categories}[i] for i in ids)
+        sizes = {image["id"]: (float(image["height"]), float(image["width"]), image["file_name"]) for image in images}
     except (OSError, ValueError, KeyError, TypeError) as error:
         checks.fail("--data", path, f"a COCO-format annotations.json in {folder!r} ({type(error).__name__}: {error})")
     if not images or not categories:
         checks.fail("--data", path, f"images and categories in {annotations_path!r} (found none)")
-    ids = sorted(c["id"] for c in categories)
     number = {coco_id: k for k, coco_id in enumerate(ids, start=1)}
-    names = tuple({c["id"]: str(c["name"]) for c in categories}[i] for i in ids)
-    per_image = {image["id"]: ([], []) for image in images}
+    per_image = {image_id: ([], []) for image_id in sizes}
     for a in annotations:
-        if a.get("iscrowd", 0) or a["image_id"] not in per_image:
+        if a.get("iscrowd", 0):
             continue
+        if a.get("image_id") not in per_image or a.get("category_id") not in number or len(a.get("bbox", ())) != 4:
+            checks.fail("--data", path, f"annotations with an image_id, a category_id and a bbox [x, y, w, h] of "
+                        f"the images and categories listed in {annotations_path!r} (annotation {a.get('id')!r}: "
+                        f"image {a.get('image_id')!r}, category {a.get('category_id')!r}, bbox {a.get('bbox')!r})")  # fmt: skip
         per_image[a["image_id"]][0].append(a["bbox"])
         per_image[a["image_id"]][1].append(number[a["category_id"]])
     files, boxes, labels = [], [], []
-    for image in images:
-        file = os.path.join(folder, image["file_name"])
+    for image_id, (height, width, name) in sizes.items():
+        file = os.path.join(folder, name)
         if not os.path.isfile(file):
             checks.fail("--data", path, f"the images annotations.json names ({file!r} is missing)")
-        pixel_boxes, classes = per_image[image["id"]]
+        if not file.lower().endswith(IMAGE_FORMATS):
+            checks.fail("--data", path, f"images in {', '.join(IMAGE_FORMATS)} ({file!r})")
+        pixel_boxes, classes = per_image[image_id]
         xywh = np.reshape(np.asarray(pixel_boxes, "float32"), (-1, 4))
-        height, width = float(image["height"]), float(image["width"])
         corners = np.stack([xywh[:, 1] / height, xywh[:, 0] / width, (xywh[:, 1] + xywh[:, 3]) / height,
                             (xywh[:, 0] + xywh[:, 2]) / width], axis=-1)  # fmt: skip
         files.append(file)
@@ -138,7 +146,8 @@ def _coco_split(folder, path):
 def _ragged_slices(files, boxes, labels):
     """A dataset of ``(file, boxes (G, 4), labels (G,))`` with G varying per image."""
     signature = (tf.TensorSpec((), tf.string), tf.TensorSpec((None, 4), tf.float32), tf.TensorSpec((None,), tf.int32))
-    return tf.data.Dataset.from_generator(lambda: zip(files, boxes, labels), output_signature=signature)
+    dataset = tf.data.Dataset.from_generator(lambda: zip(files, boxes, labels), output_signature=signature)
+    return dataset.apply(tf.data.experimental.assert_cardinality(len(files)))  # its size without reading it
 
 
 def _read_image(file, image_size):

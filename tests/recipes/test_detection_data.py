@@ -76,13 +76,18 @@ def test_coco_folder_numbers_categories_and_normalizes_boxes(tmp_path):
 
 
 @pytest.mark.parametrize("problem, message", [("no-json", "annotations.json"), ("missing-image", "is missing"),
-                                              ("other-categories", "same categories")])  # fmt: skip
+                                              ("other-categories", "same categories"),
+                                              ("unknown-category", "annotation 3.*category 9")])  # fmt: skip
 def test_bad_coco_folders_name_the_problem(tmp_path, problem, message):
     coco_folder(tmp_path)
     if problem == "no-json":
         (tmp_path / "val" / "annotations.json").unlink()
     elif problem == "missing-image":
         (tmp_path / "train" / "a.png").unlink()
+    elif problem == "unknown-category":
+        coco = json.loads((tmp_path / "train" / "annotations.json").read_text())
+        coco["annotations"][2]["category_id"] = 9
+        (tmp_path / "train" / "annotations.json").write_text(json.dumps(coco))
     else:
         coco = json.loads((tmp_path / "val" / "annotations.json").read_text())
         coco["categories"][0]["name"] = "wolf"
@@ -172,7 +177,8 @@ def test_horizontal_flip_mirrors_image_and_boxes_for_half_the_seeds():
 
 def test_the_task_matches_every_digit_to_anchors():
     loaded = data.load("digits-det", "detection", image_size=64, batch_size=8)
-    images, (boxes_target, class_target) = next(iter(loaded.train))  # cropped, never flipped: digits
+    next(iter(loaded.train))  # cropped (a crop may leave a canvas without digits), never flipped: digits
+    images, (boxes_target, class_target) = next(iter(loaded.train_plain))
     assert detection_data.MIRRORABLE not in next(iter(loaded.evaluation))[1]
     np.testing.assert_array_equal(boxes_target.numpy(), class_target.numpy())
     anchors = tasks.get("detection").anchors((64, 64))
@@ -198,3 +204,17 @@ def test_evaluator_gives_1_for_the_truth_and_less_for_shifted_boxes():
     assert results[0]["map"] == pytest.approx(1.0) and results[0]["map50"] == pytest.approx(1.0)
     assert results[1]["map50"] == pytest.approx(1.0) and results[1]["map"] < 1.0
     assert results[2]["map"] == pytest.approx(0.0)
+
+
+def test_digits_det_validation_does_not_depend_on_the_training_canvases():
+    _, val = detection_data.digits_detection(64, train_images=20, val_images=5)
+    _, again = detection_data.digits_detection(64, train_images=30, val_images=5)
+    for a, b in zip(val, again):
+        np.testing.assert_array_equal(a, b)
+
+
+def test_detection_image_size_is_checked_before_any_data_is_built():
+    from keras_mbv3.recipes.recipe import Run
+
+    with pytest.raises(ValueError, match="--image-size.*100.*multiple of 32"):
+        Run(None, task="detection", image_size=100)

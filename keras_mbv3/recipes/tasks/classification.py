@@ -7,7 +7,7 @@ from keras_mbv3 import checks
 from keras_mbv3.applications import MobileNetV3Large, MobileNetV3Small
 from keras_mbv3.backend import keras
 from keras_mbv3.recipes import data as data_lib
-from keras_mbv3.recipes.tasks.plain import export_options, metadata_labels  # noqa: F401 (task hooks)
+from keras_mbv3.recipes.tasks.plain import check_image_size, export_options, metadata_labels  # noqa: F401 (hooks)
 
 METRIC = "accuracy"
 MODEL_KIND = "classifier"

@@ -55,8 +55,10 @@ def augment(image, truth, seed):
 
 @functools.lru_cache(maxsize=None)
 def anchors(image_size):
-    """The SSDLite anchors of an ``(H, W)`` input."""
-    return default_anchors(feature_sizes(image_size), aspect_ratios=ASPECT_RATIOS)
+    """The SSDLite anchors of an ``(H, W)`` input (read-only: the cache shares them)."""
+    found = default_anchors(feature_sizes(image_size), aspect_ratios=ASPECT_RATIOS)
+    found.setflags(write=False)
+    return found
 
 
 def target(truth, classes, image_shape):
@@ -69,10 +71,13 @@ def truth(label, classes):
     return label
 
 
+def check_image_size(image_size):
+    if image_size % 32:
+        checks.fail("--image-size", image_size, "a multiple of 32 for --task detection (SSDLite's stride)")
+
+
 def build_model(size, minimalistic, classes, input_shape, alpha, bn_momentum, weights):
     """SSDLite; ``weights`` (``"imagenet"`` or a backbone weights file) initializes the backbone."""
-    if input_shape[0] % 32:
-        checks.fail("--image-size", input_shape[0], "a multiple of 32 for --task detection (SSDLite's stride)")
     return CONSTRUCTORS[size](classes, input_shape=input_shape, alpha=alpha, minimalistic=minimalistic,
                               backbone_weights=weights, bn_momentum=bn_momentum)  # fmt: skip
 

@@ -1,4 +1,8 @@
-"""The export hooks of tasks whose ``.tflite`` files need nothing beyond the network (classification, segmentation)."""
+"""The hooks of tasks whose ``.tflite`` files need nothing beyond the network (classification, segmentation)."""
+
+
+def check_image_size(image_size):
+    """Any size the recipe takes (at least 32)."""
 
 
 def export_options(image_shape):

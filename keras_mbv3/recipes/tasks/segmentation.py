@@ -10,7 +10,7 @@ from keras_mbv3.applications import LRASPPMobileNetV3Large, LRASPPMobileNetV3Sma
 from keras_mbv3.backend import keras
 from keras_mbv3.files import write_atomically
 from keras_mbv3.recipes import data as data_lib
-from keras_mbv3.recipes.tasks.plain import export_options, metadata_labels  # noqa: F401 (task hooks)
+from keras_mbv3.recipes.tasks.plain import check_image_size, export_options, metadata_labels  # noqa: F401 (hooks)
 
 METRIC = "miou"
 MODEL_KIND = "segmentation model"
