@@ -34,7 +34,8 @@ def export_tflite(model, path=None, *, quantization="int8", representative_datas
             one-input model: an array ``(N, H, W, C)``, a ``tf.data.Dataset`` of
             images or batches, or a TFLite generator function (any model).
         input_type, output_type: ``"int8"``, ``"uint8"`` or ``"float32"``: the I/O of
-            an int8 model (float models always take and give float32).
+            an int8 model (float models always take and give float32; with a
+            ``postprocess`` the outputs are its float32 ones, ``output_type`` unused).
         strip_names: drop the names of inner tensors: a smaller file to ship,
             the same graph, outputs, input/output names and signature; tools
             such as Netron then show ops without their Keras layer names.

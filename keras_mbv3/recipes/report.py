@@ -42,7 +42,8 @@ def shipping(task):
     return (
         "## Files to ship\n\n"
         "- `int8.tflite`: int8 inside, float32 RGB pixels (0-255) in (normalization mean 0, std 1 in its\n"
-        "  metadata; the QUANTIZE runs inside XNNPACK), uint8 scores out; class names\n"
+        "  metadata; the QUANTIZE runs inside XNNPACK), uint8 scores out (a detector: the float32 boxes, classes,\n"
+        "  scores and count of TFLite_Detection_PostProcess); class names\n"
         "  and model information in its TFLite metadata. `float.tflite`: float32, the same metadata.\n"
         "- Both run in MediaPipe Tasks (Android, iOS, web, Python) as they are:\n\n"
         "```python\n"
