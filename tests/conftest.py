@@ -55,3 +55,13 @@ def mixed_precision():
 # Keras 3 compiles train steps with XLA by default ("auto"): tens of seconds of
 # compilation per model on 2 cores, for no benefit in a one-step test.
 NO_XLA = {"jit_compile": False} if IS_KERAS_3 else {}
+
+
+def assert_clear_error(call, error, argument, value):
+    """``call()`` raises ``error`` whose message names ``argument``, its ``value`` (unless None) and what is allowed."""
+    with pytest.raises(error) as info:
+        call()
+    message = str(info.value)
+    assert f"`{argument}`" in message and "allowed" in message, message
+    if value is not None:
+        assert f"{argument}={value!r}" in message, message
