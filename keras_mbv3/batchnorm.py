@@ -6,8 +6,15 @@ training steps they never catch up: a 3-class folder of 48 images trained for
 8 steps reached 100% accuracy in training mode and 33% (chance) in inference
 mode, every image giving ``[0.337 0.342 0.321]``. "Precise BN" (pycls,
 Detectron2) replaces the average by an exact one over training images, with
-the weights frozen and augmentation off, after training and before QAT folds
-the statistics into the convs.
+the weights frozen, after training and before QAT folds the statistics into the
+convs.
+
+The images are the training batches as training saw them, augmentation on (pycls
+and Detectron2 read their training loaders): the weights were fitted to the
+batch statistics of augmented images. SSDLite Small on digits-det, 60 epochs with
+random crops: validation loss 1.13 with the moving averages, 1.13 with precise
+statistics of augmented batches, 2.27 with those of the same images uncropped
+(mAP@[.5:.95] 0.59, against 0.77 once QAT had re-estimated them in training).
 """
 
 import numpy as np
@@ -52,7 +59,7 @@ def precise_batchnorm(model, images, max_images=PRECISE_BN_IMAGES, batch_size=64
         model: a Keras model (BatchNormalization layers at any depth).
         images: images ``(N, H, W, C)`` as a numpy array (cut into batches of
             ``batch_size``), or a ``tf.data.Dataset`` of batches, either images
-            or ``(images, targets)``: the training images with augmentation off.
+            or ``(images, targets)``: the training batches, augmented as in training.
         max_images: stop after this many images (at least).
 
     Returns:

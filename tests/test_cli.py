@@ -11,7 +11,7 @@ import time
 import numpy as np
 import pytest
 
-from keras_mbv3.backend import IS_KERAS_3
+from keras_mbv3.backend import FLAVOUR, IS_KERAS_3
 from keras_mbv3.recipes import training
 from keras_mbv3.recipes.cli import COMMANDS, main
 from mediapipe_client import classify, needs_mediapipe, segment
@@ -489,8 +489,8 @@ def detection_run(tmp_path_factory):
     return work / "run", result
 
 
-@keras_3_only
-def test_detection_recipe_reports_map_of_one_partition_int8_with_the_post_process(detection_run):
+def test_detection_recipe_reports_map_of_one_partition_int8_with_the_post_process(capsys, detection_run):
+    """On both Keras lines (the tfmot engine quantizes SSDLite on tf_keras); eval and bench take the files alone."""
     from keras_mbv3.quantization import read_metadata
     from keras_mbv3.quantization.litert import graph_report
     from keras_mbv3.quantization.postprocess import CUSTOM_OP
@@ -506,6 +506,15 @@ def test_detection_recipe_reports_map_of_one_partition_int8_with_the_post_proces
     assert graph["partitions"] == 1 and graph["undelegated"] == {CUSTOM_OP: 1}
     metadata = read_metadata(content)
     assert metadata.task == "detection" and metadata.labels == tuple("0123456789")
+    assert json.loads((out / "settings.json").read_text())["keras"] == FLAVOUR
+
+    files = [out / "float.tflite", out / "int8.tflite"]
+    evaluated = call_cli(capsys, "eval", *files, "--data", out.parent / "coco")  # the files' task and image size
+    assert evaluated.returncode == 0, evaluated.stderr
+    figures = json.loads(evaluated.stdout[evaluated.stdout.index("{"):])
+    assert [figures[f.name]["map50"] for f in files] == [report[kind]["map50"] for kind in ("float", "int8")]
+    benched = call_cli(capsys, "bench", *files)
+    assert benched.returncode == 0, benched.stderr
 
 
 @keras_3_only
@@ -530,16 +539,15 @@ def test_mediapipe_object_detector_gives_our_detections_on_the_recipes_files(det
                     found["detection_classes"][0][:count], found["detection_scores"][0][:count])]  # fmt: skip
             key = lambda entry: (entry[0], round(entry[1], 6))  # noqa: E731
             assert sorted(map(key, theirs)) == sorted(map(key, ours))  # every detection, name and score
-            boxes = {key(entry): entry[2] for entry in theirs}
             for entry in ours:  # inside the image, MediaPipe's box is ours in whole pixels
-                (ymin, xmin, ymax, xmax), pixels = entry[2], boxes[key(entry)]
-                if min(ymin, xmin) >= 0 and max(ymax, xmax) <= 64:
-                    np.testing.assert_allclose(pixels, (xmin, ymin, xmax - xmin, ymax - ymin), atol=1.01)
+                (ymin, xmin, ymax, xmax) = entry[2]
+                if min(ymin, xmin) >= 0 and max(ymax, xmax) <= 64:  # int8 scores may tie: any box of that key
+                    assert any(np.allclose(pixels, (xmin, ymin, xmax - xmin, ymax - ymin), atol=1.01)
+                               for found_key, pixels in ((key(e), e[2]) for e in theirs) if found_key == key(entry))
             compared += len(ours)
     assert compared >= 16  # digits named "0".."9" by the metadata, and boxes to compare
 
 
-@keras_3_only
 def test_predict_draws_the_detections(capsys, detection_run, tmp_path):
     from PIL import Image
 

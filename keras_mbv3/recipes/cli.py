@@ -43,7 +43,7 @@ def _add_flags(command, groups):
         command.add_argument("--top-k", type=int, default=5, help="classes to show per image (default: %(default)s)")
         command.add_argument("--json", action="store_true", help="print the results as JSON")
         command.add_argument("--overlays", default="overlays",
-                             help="folder for the overlay PNGs of a segmentation model (default: %(default)s)")  # fmt: skip
+                             help="folder for the overlay PNGs of a segmentation or detection model (default: %(default)s)")  # fmt: skip
         command.add_argument("--overwrite", action="store_true", help="replace overlay PNGs already there")
         return
     optional = "file" in groups  # eval and bench also take model files without a run folder
@@ -117,7 +117,12 @@ def execute(args):
         print(open(os.path.join(args.out, "report.md")).read())
         print(f"report: {os.path.join(args.out, 'report.json')}, report.md and report.png")
         return report
-    run = recipe.Run(args.out, distribution=distribution, **_settings(args))
+    settings = _settings(args)
+    if args.command == "eval" and args.out is None:  # model files alone: their task and input size, unless given
+        from keras_mbv3.recipes import evaluation
+
+        settings = {**evaluation.settings_of_files(_files(args).values()), **settings}
+    run = recipe.Run(args.out, distribution=distribution, **settings)
     if args.command == "train":
         run.train()
     elif args.command == "qat":

@@ -30,7 +30,7 @@ class Data:
 
     train: tf.data.Dataset
     val: tf.data.Dataset
-    train_plain: tf.data.Dataset  # the training split shuffled once, without augmentation (BN statistics)
+    train_plain: tf.data.Dataset  # the training split shuffled once, without augmentation
     evaluation: tf.data.Dataset  # the validation split with what the task's evaluator compares with (its truth)
     classes: int
     task: str
@@ -148,7 +148,7 @@ def split_pairs(images, targets, val_fraction, seed):
 def require_folder(path, *children):
     """``path`` as a folder holding the sub-folders ``children``; a clear error otherwise."""
     if not os.path.isdir(path):
-        checks.fail("--data", path, "'digits', 'digits-seg', 'tfds:NAME' or an existing folder")
+        checks.fail("--data", path, f"{', '.join(map(repr, EMBEDDED.values()))}, 'tfds:NAME' or an existing folder")
     for child in children:
         if not os.path.isdir(os.path.join(path, child)):
             checks.fail("--data", path, f"a folder holding {' and '.join(f'{c}/' for c in children)} "

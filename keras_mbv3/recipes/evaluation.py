@@ -112,6 +112,20 @@ def load_predictor(path):
     return Predictor(path, run, tuple(model.input_shape[1:]), tuple(tuple(o.shape[1:]) for o in model.outputs))
 
 
+def settings_of_files(paths):
+    """``{"task", "image_size"}`` that the model files share (what ``mbv3 eval FILE...`` assumes unless told)."""
+    found = {}
+    for path in paths:
+        predictor = load_predictor(path)
+        height, width = predictor.input_shape[:2]
+        own = {"task": predictor.task, "image_size": height if height is not None and height == width else None}
+        for name, value in own.items():
+            if value is not None and found.setdefault(name, value) != value:
+                checks.fail("--file", path, f"a model of the same {name} as the other files ({found[name]}, not "
+                            f"{value}), or --{name.replace('_', '-')} given")  # fmt: skip
+    return found
+
+
 def evaluate(path, data, name=None):
     """``{metric: value}`` of the model file on ``data.val``: the task's (``accuracy``, ``miou``)."""
     run = load_predictor(path)

@@ -36,13 +36,15 @@ def predict_files(model_path, images, top_k=5, overlays=None, overwrite=False):
     """Run ``model_path`` on ``images`` (paths): ``(task, results)``, one result dict per image, as the task gives it.
 
     A classifier gives ``{"image", "top": [{"class", "name", "score"}]}`` (the ``top_k`` best), a
-    segmentation model ``{"image", "overlay", "classes": {name: pixel fraction}}``, whose overlay
-    PNG (the image with a color per class) goes to the folder ``overlays``.
+    segmentation model ``{"image", "overlay", "classes": {name: pixel fraction}}``, a detection model
+    ``{"image", "overlay", "objects": [{"class", "name", "score", "box"}]}``; their overlay PNGs (the
+    image with a color per class, or with the boxes drawn) go to the folder ``overlays``.
     """
     checks.positive_int("--top-k", top_k)
     predictor = load_predictor(model_path)
     if predictor.task is None or None in predictor.input_shape[:2]:
-        checks.fail("--file", model_path, "a classifier or segmentation model with a fixed input size")
+        kinds = ", ".join(tasks.get(name).MODEL_KIND for name in tasks.NAMES)
+        checks.fail("--file", model_path, f"one of these with a fixed input size: {kinds}")
     kind = tasks.get(predictor.task)
     names = labels_of(model_path) or kind.class_names(predictor.output_shapes)
     options = {"top_k": top_k, "overlays": overlays, "overwrite": overwrite}

@@ -196,8 +196,9 @@ class Run:
             finish=self._precise_batchnorm)  # fmt: skip
 
     def _precise_batchnorm(self, model):
-        used = precise_batchnorm(model, self.data.train_plain)
-        self.log(f"[train] BatchNormalization statistics of the final weights, from {used} training images")
+        used = precise_batchnorm(model, self.data.train)
+        self.log(f"[train] BatchNormalization statistics of the final weights, from {used} training images "
+                 "(augmented, as in training)")
 
     def _require(self, key, command):
         if not os.path.exists(self.paths[key]):

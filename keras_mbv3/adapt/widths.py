@@ -1,0 +1,79 @@
+"""The widths NetAdapt may cut, and a model rebuilt at new widths with its weights sliced.
+
+A cuttable width is a channel space (``channels``) that some layer's constructor
+argument sets: a plain conv's ``filters``, a bneck's ``expanded_filters`` (its
+expansion) or ``filters`` (its output; every bneck of a residual chain shares it).
+Spaces that follow from others (a squeeze-excite's squeeze width, from the
+expansion it reads) are re-derived by the layers themselves when the model is rebuilt.
+"""
+
+from keras_mbv3.adapt import channels
+from keras_mbv3.backend import keras
+
+# class name -> {sub-layer suffix ("" for the layer itself): the constructor argument that sets its out channels}
+WIDTH_ARGUMENTS = {
+    "Conv2D": {"": "filters"},
+    "InvertedResidual": {"expand": "expanded_filters", "project": "filters"},
+}
+
+
+def _settable(model):
+    """``{leaf layer name: (top-level layer name, argument)}`` of the writers whose width a constructor sets."""
+    found = {}
+    for layer in model.layers:
+        for suffix, argument in WIDTH_ARGUMENTS.get(type(layer).__name__, {}).items():
+            found[f"{layer.name}_{suffix}" if suffix else layer.name] = (layer.name, argument)
+    return found
+
+
+def cuttable(model, found=None):
+    """``{space: [(layer name, argument), ...]}``: the spaces a cut may shrink and the arguments that set them."""
+    found = found or channels.spaces(model)
+    settable = _settable(model)
+    result = {}
+    for space, writers in found.writers.items():
+        setters = [settable[w] for w in writers if w in settable]
+        if setters and space not in found.fixed:
+            result[space] = setters
+    return result
+
+
+def widths(model):
+    """``{space: channels}`` of the cuttable spaces of ``model``."""
+    found = channels.spaces(model)
+    return {space: found.sizes[space] for space in cuttable(model, found)}
+
+
+def describe(setters):
+    """A short name of a cuttable space: ``expanded_conv_4 expansion`` or ``expanded_conv_3-5 output``."""
+    names = sorted({name for name, _ in setters}, key=_natural)
+    if len(setters) == 1 and setters[0][1] == "expanded_filters":
+        return f"{names[0]} expansion"
+    if len(names) == 1:
+        return f"{names[0]} output"
+    return f"{names[0]}..{names[-1].rsplit('_', 1)[-1]} output"
+
+
+def _natural(name):
+    head, _, tail = name.rpartition("_")
+    return (head, int(tail)) if tail.isdigit() else (name, -1)
+
+
+def rebuild(model, new_widths, transfer_weights=True):
+    """A new model of ``model``'s layers with ``new_widths`` (``{space: channels}``, each at most the current width),
+    the kept channels those of highest L1 norm (``channels.transfer``; random weights without ``transfer_weights``)."""
+    setters = cuttable(model)
+    config = model.get_config()
+    layers = {entry["config"]["name"]: entry["config"] for entry in config["layers"]}
+    for entry in config["layers"]:
+        entry.pop("build_config", None)  # Keras 3 would build each layer on its old input shape
+    for space, width in new_widths.items():
+        if space not in setters:
+            raise ValueError(f"Invalid `new_widths`: {space!r} is not a cuttable width of the model; allowed: "
+                             f"{sorted(setters)}")  # fmt: skip
+        for name, argument in setters[space]:
+            layers[name][argument] = int(width)
+    adapted = keras.Model.from_config(config)
+    if transfer_weights:
+        channels.transfer(model, adapted)
+    return adapted

@@ -1,0 +1,85 @@
+"""NetAdapt's search loop, with MAdds standing in for the latency table (deterministic, no timing)."""
+
+import pytest
+
+from keras_mbv3.adapt import search, widths
+from keras_mbv3.backend import keras
+from keras_mbv3.layers import InvertedResidual
+from keras_mbv3.applications.complexity import count_madds
+
+
+def madds_ms(model):
+    return count_madds(model) / 1e6
+
+
+def start_model():
+    """Three bnecks between a stem and a dense top: the kinds of widths of a MobileNetV3, quick to rebuild."""
+    inputs = keras.Input((32, 32, 3))
+    x = keras.layers.Conv2D(16, 3, strides=2, padding="same", name="conv")(inputs)
+    x = InvertedResidual(24, strides=2, expanded_filters=64, se_ratio=0.25, name="expanded_conv")(x)
+    x = InvertedResidual(24, expanded_filters=72, name="expanded_conv_1")(x)
+    x = InvertedResidual(40, strides=2, expanded_filters=96, name="expanded_conv_2")(x)
+    x = keras.layers.GlobalAveragePooling2D(name="pool")(x)
+    return keras.Model(inputs, keras.layers.Dense(4, name="logits")(x))
+
+
+def test_each_iteration_saves_the_step_and_keeps_the_best_score_per_latency_saved():
+    model = start_model()
+    tuned = []
+
+    def score(candidate):  # cutting an output width costs score, cutting an expansion costs none
+        setters = widths.cuttable(candidate)
+        return sum(w for s, w in widths.widths(candidate).items() if setters[s][0][1] != "expanded_filters") / 1e3
+
+    start_ms = madds_ms(model)
+    log = []
+    adapted, iterations = search.search(model, 0.9 * start_ms, madds_ms, tuned.append, score, step_fraction=0.04,
+                                        log=log.append)  # fmt: skip
+    assert madds_ms(adapted) <= 0.9 * start_ms < madds_ms(model)
+    assert len(iterations) == len(log) >= 2 and "iteration 1:" in log[0] and "ms (target" in log[0]
+    previous = start_ms
+    for iteration in iterations:
+        assert previous - iteration.latency_ms >= 0.04 * previous - 1e-9  # each cut saves the step
+        assert iteration.width_after % 8 == 0 and iteration.width_after < iteration.width_before
+        previous = iteration.latency_ms
+    assert all(i.cut.endswith("expansion") for i in iterations)  # no score lost per ms saved: always best
+    assert len(tuned) == sum(i.proposals for i in iterations)  # every proposal fine-tuned once
+
+
+def test_the_smallest_cut_is_the_widest_width_that_saves_enough():
+    model = start_model()
+    space = [s for s, v in widths.cuttable(model).items() if widths.describe(v) == "expanded_conv_1 expansion"][0]
+    needed = 0.01 * madds_ms(model)
+    width = search.smallest_cut(model, space, madds_ms, madds_ms(model) - needed, 8)
+    cut = lambda w: madds_ms(model) - madds_ms(widths.rebuild(model, {space: w}, transfer_weights=False))  # noqa: E731
+    assert width % 8 == 0 and cut(width) >= needed and cut(width + 8) < needed
+
+
+def test_a_stopped_search_resumes_from_its_last_iteration():
+    model = start_model()
+    saved = []
+    target = 0.7 * madds_ms(model)
+
+    def channels_kept(candidate):
+        return sum(widths.widths(candidate).values()) / 1e3
+
+    options = dict(step_fraction=0.02, log=lambda line: None)
+    full, full_iterations = search.search(model, target, madds_ms, lambda m: None, channels_kept,
+                                          save=lambda m, i: saved.append((m, list(i))), **options)  # fmt: skip
+    assert len(saved) == len(full_iterations) >= 2
+    resumed, iterations = search.search(model, target, madds_ms, lambda m: None, channels_kept, resume=saved[0],
+                                        **options)  # fmt: skip
+    assert iterations == full_iterations and widths.widths(resumed) == widths.widths(full)
+
+
+def test_a_target_no_cut_can_reach_is_a_clear_error():
+    with pytest.raises(RuntimeError, match="above the target"):
+        search.search(start_model(), 1e-6, madds_ms, lambda m: None, madds_ms, step_fraction=0.5, log=lambda line: None)
+
+
+@pytest.mark.parametrize("arguments, name", [(dict(target_ms=0), "target_ms"), (dict(step_fraction=1.5),
+                                                                                 "step_fraction")])  # fmt: skip
+def test_bad_search_arguments_name_themselves(arguments, name):
+    options = {"target_ms": 1.0, **arguments}
+    with pytest.raises(ValueError, match=name):
+        search.search(start_model(), options.pop("target_ms"), madds_ms, lambda m: None, madds_ms, **options)
