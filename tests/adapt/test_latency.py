@@ -1,0 +1,69 @@
+"""NetAdapt's latency table: units, caching in the run folder, calibration (LiteRT int8 at 1 thread, tiny units)."""
+
+import pytest
+
+from keras_mbv3.adapt import latency, widths
+from keras_mbv3.backend import keras
+from keras_mbv3.layers import InvertedResidual
+
+
+def tiny():
+    inputs = keras.Input((32, 32, 3))
+    x = keras.layers.Rescaling(1 / 127.5, offset=-1, name="rescaling")(inputs)
+    x = keras.layers.Conv2D(16, 3, strides=2, padding="same", name="conv")(x)
+    x = keras.layers.BatchNormalization(name="conv_bn")(x)
+    x = keras.layers.ReLU(name="conv_relu")(x)
+    x = InvertedResidual(16, expanded_filters=48, name="expanded_conv")(x)
+    x = InvertedResidual(24, strides=2, expanded_filters=64, name="expanded_conv_1")(x)
+    x = keras.layers.GlobalAveragePooling2D(name="pool")(x)
+    return keras.Model(inputs, keras.layers.Dense(3, name="logits")(x))
+
+
+@pytest.fixture
+def measured(monkeypatch):
+    """The unit keys measured, call by call."""
+    calls, measure = [], latency.measure_units
+
+    def spy(unit_list, *args, **kwargs):
+        calls.append([latency.key(unit) for unit in unit_list])
+        return measure(unit_list, *args, **kwargs)
+
+    monkeypatch.setattr(latency, "measure_units", spy)
+    return calls
+
+
+def test_units_start_at_each_layer_that_holds_a_conv():
+    names = [[layer.name for layer in unit] for unit in latency.units(tiny())]
+    assert names == [["rescaling", "conv", "conv_bn", "conv_relu"], ["expanded_conv"], ["expanded_conv_1", "pool"],
+                     ["logits"]]  # fmt: skip
+
+
+def test_the_table_measures_each_unit_shape_once_and_keeps_it_in_its_file(tmp_path, measured):
+    model, path = tiny(), tmp_path / "latency_table.json"
+    table = latency.LatencyTable(str(path))
+    estimate = table.latency(model)
+    assert estimate > 0 and len(measured) == 1 and len(measured[0]) == 4
+    assert table.latency(model) == estimate and len(measured) == 1  # nothing measured again
+    cut = widths.rebuild(model, {"expanded_conv_expand": 24})
+    table.latency(cut)
+    assert len(measured[1]) == 1  # only the cut bneck has a new shape
+    again = latency.LatencyTable(str(path))  # a resumed search reads the run folder's table
+    assert again.latency(cut) == table.latency(cut) and len(measured) == 2
+    assert latency.LatencyTable(str(path), threads=2).entries == {}  # measured at another thread count
+
+
+def test_calibration_scales_the_sum_to_the_whole_models_measurement(tmp_path):
+    model = tiny()
+    table = latency.LatencyTable(str(tmp_path / "table.json"))
+    measured, total = table.calibrate(model)
+    assert measured > 0 and total > 0
+    assert table.latency(model) == pytest.approx(measured)
+    assert latency.LatencyTable(str(tmp_path / "table.json")).scale == pytest.approx(measured / total)
+
+
+def test_a_model_that_is_not_a_chain_is_refused():
+    inputs = keras.Input((8, 8, 4))
+    a = keras.layers.Conv2D(4, 1, name="a")(inputs)
+    b = keras.layers.Conv2D(4, 1, name="b")(inputs)
+    with pytest.raises(ValueError, match="`model`.*'b'.*chain"):
+        latency.units(keras.Model(inputs, keras.layers.Add(name="sum")([a, b])))
