@@ -562,3 +562,4 @@ def test_predict_draws_the_detections(capsys, detection_run, tmp_path):
     (found,) = json.loads(result.stdout[result.stdout.index("["):])
     assert Image.open(found["overlay"]).size == (64, 64)
     assert all(o["name"] in "0123456789" and o["score"] >= 0.3 and len(o["box"]) == 4 for o in found["objects"])
+

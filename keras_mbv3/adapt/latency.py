@@ -9,6 +9,7 @@ in use, exported to int8 (int8 in and out, so no QUANTIZE op is counted) and
 timed on LiteRT with XNNPACK, as ``mbv3 bench`` times whole models.
 """
 
+import dataclasses
 import json
 import os
 
@@ -19,46 +20,70 @@ from keras_mbv3.backend import keras
 from keras_mbv3.files import write_atomically
 
 
-def units(model):
-    """``[[layer, ...], ...]``: the model's top-level layers cut into units, in order.
+@dataclasses.dataclass(frozen=True)
+class Link:
+    """One top-level layer of a chain, as the table sees it: its class, config and input shape ``(H, W, C)``."""
+
+    cls: type
+    config: dict
+    input_shape: tuple
+    weighted: bool  # holds a conv (or dense): a unit starts here
+
+    def out_channels(self):
+        """Channels out: the ``filters`` or ``units`` its config sets, else those it reads (BN, activations, pooling)."""
+        return self.config.get("filters", self.config.get("units", self.input_shape[-1]))
+
+
+def links(model, changes=None):
+    """``[Link, ...]``: the model's top-level layers, each reading the one before, with ``changes``
+    (``{layer name: {argument: value}}``) applied to their configs and the channel counts that follow.
 
     Raises:
         ValueError: if the top-level layers are not a chain (each reading the one before).
     """
     nodes = [node for node in graph.Graph(model).nodes if not node.is_input]
-    found, previous, anchored = [[]], None, False
+    found, previous = [], None
     for node in nodes:
         if previous is not None and (len(node.inputs) != 1 or node.inputs[0] is not previous):
             raise ValueError(f"Invalid `model`: layer {node.layer.name!r} does not read the layer before it; allowed: "
                              "models whose top-level layers form a chain (as the MobileNetV3 classifiers)")  # fmt: skip
         previous = node.outputs[0]
-        if bool(node.layer.weights) and not isinstance(node.layer, keras.layers.BatchNormalization):
-            if anchored:
-                found.append([])
-            anchored = True
-        found[-1].append(node.layer)
+        layer = node.layer
+        config = {**layer.get_config(), **(changes or {}).get(layer.name, {})}
+        shape = tuple(int(d) for d in node.inputs[0].shape[1:])
+        if found:  # the channels the link before gives, after the changes
+            shape = (*shape[:-1], int(found[-1].out_channels()))
+        weighted = bool(layer.weights) and not isinstance(layer, keras.layers.BatchNormalization)
+        found.append(Link(type(layer), config, shape, weighted))
     return found
 
 
-def _input_shape(layer):
-    return tuple(int(d) for d in layer.input.shape[1:])
+def units(chain):
+    """``[[Link, ...], ...]``: a chain cut into units, each starting at a weighted link (the first unit also
+    holds what comes before its conv, such as the input's rescaling)."""
+    found, anchored = [[]], False
+    for link in chain:
+        if link.weighted:
+            if anchored:
+                found.append([])
+            anchored = True
+        found[-1].append(link)
+    return found
 
 
 def key(unit):
     """The table's key of a unit: its input shape and its layers' classes and configs, names left out."""
-    configs = []
-    for layer in unit:
-        config = {k: v for k, v in layer.get_config().items() if k not in ("name", "trainable", "dtype")}
-        configs.append([type(layer).__name__, config])
-    return json.dumps([_input_shape(unit[0]), configs], sort_keys=True, default=str)
+    configs = [[link.cls.__name__, {k: v for k, v in link.config.items() if k not in ("name", "trainable", "dtype")}]
+               for link in unit]  # fmt: skip
+    return json.dumps([unit[0].input_shape, configs], sort_keys=True, default=str)
 
 
 def unit_model(unit):
     """A model of new layers made from the unit's configs (random weights), on the unit's input shape."""
-    inputs = keras.Input(_input_shape(unit[0]))
+    inputs = keras.Input(unit[0].input_shape)
     x = inputs
-    for layer in unit:
-        x = type(layer).from_config(layer.get_config())(x)
+    for link in unit:
+        x = link.cls.from_config(link.config)(x)
     return keras.Model(inputs, x)
 
 
@@ -69,35 +94,43 @@ def _int8(model, images):
     return export_tflite(quantized, quantization="int8", input_type="int8", output_type="int8")
 
 
-def _sample(shape, reads_pixels, rng):
-    return rng.uniform(0, 255, (8, *shape)) if reads_pixels else rng.normal(0, 1, (8, *shape))
+def unit_inputs(model, images):
+    """``{layer name: activations}``: what each top-level layer of ``model`` reads when it runs on ``images``.
+
+    Units are calibrated on these, not on random numbers: a trained classifier
+    calibrated on uniform random pixels exported a .tflite whose
+    ``allocate_tensors`` aborted the process (LiteRT 2.3.0: "double free or
+    corruption"); calibrated on digits it exported and ran.
+    """
+    nodes = [node for node in graph.Graph(model).nodes if not node.is_input]
+    probe = keras.Model(model.inputs[0], [node.inputs[0] for node in nodes])
+    return {node.layer.name: np.asarray(value) for node, value in zip(nodes, probe(images, training=False))}
 
 
-def measure_units(unit_list, threads=1, rounds=7, model_input=None):
-    """``{key: ms}``: the int8 LiteRT latency of each unit of ``unit_list`` (``model_input``: the model's input
-    tensor, so that the unit reading it is calibrated on pixels), timed interleaved."""
+def measure_units(unit_list, activations, threads=1, rounds=7):
+    """``{key: ms}``: the int8 LiteRT latency of each unit of ``unit_list``, timed interleaved, each calibrated on
+    ``activations[name of its first layer]`` (its first channels, for a unit that reads fewer)."""
     from keras_mbv3.quantization.litert import interleaved_latency_ms
 
-    rng = np.random.default_rng(0)
     contents = {}
     for unit in unit_list:
-        images = _sample(_input_shape(unit[0]), model_input is not None and unit[0].input is model_input, rng)
-        contents[key(unit)] = _int8(unit_model(unit), images)
+        sample = activations[unit[0].config["name"]][..., : unit[0].input_shape[-1]]
+        contents[key(unit)] = _int8(unit_model(unit), sample)
     return interleaved_latency_ms(contents, rounds=rounds, num_threads=threads)
 
 
-def measure_models(models, threads=1, rounds=15):
-    """``{name: ms}``: whole models (``{name: model}``, inputs in pixels) in the units' int8 form, interleaved."""
+def measure_models(models, images, threads=1, rounds=15):
+    """``{name: ms}``: whole models (``{name: model}``) in the units' int8 form, calibrated on ``images``,
+    timed interleaved."""
     from keras_mbv3.quantization.litert import interleaved_latency_ms
 
-    rng = np.random.default_rng(0)
-    contents = {name: _int8(model, _sample(_input_shape(model), True, rng)) for name, model in models.items()}
+    contents = {name: _int8(model, images) for name, model in models.items()}
     return interleaved_latency_ms(contents, rounds=rounds, num_threads=threads)
 
 
 class LatencyTable:
-    """Unit latencies measured at ``threads`` LiteRT threads, kept in ``path`` (JSON, rewritten after each
-    measurement) so that a resumed search measures nothing twice.
+    """Unit latencies measured at ``threads`` LiteRT threads, calibrated on ``images`` (a few training images),
+    kept in ``path`` (JSON, rewritten after each measurement) so that a resumed search measures nothing twice.
 
     Units timed alone ran faster than inside the whole model (a unit timed alone
     finds its weights and activations in cache): Small at 96x96, their sum was
@@ -108,30 +141,34 @@ class LatencyTable:
     of the same file moved by 11% from one measuring run to the next.)
     """
 
-    def __init__(self, path=None, threads=1):
-        self.path, self.threads = path, threads
+    def __init__(self, images, path=None, threads=1):
+        self.images, self.path, self.threads = images, path, threads
         self.entries, self.scale = {}, 1.0
         if path and os.path.exists(path):
-            saved = json.load(open(path))
+            with open(path) as f:
+                saved = json.load(f)
             if saved.get("threads") == threads:
                 self.entries, self.scale = saved["entries"], saved["scale"]
 
-    def unit_latencies(self, model):
-        """``[ms per unit]`` of ``model`` as measured, measuring the units not in the table yet."""
-        unit_list = units(model)
+    def unit_latencies(self, model, changes=None):
+        """``[ms per unit]`` of ``model`` (with ``changes``, as ``links`` takes them) as measured, measuring the
+        units not in the table yet."""
+        unit_list = units(links(model, changes))
         missing = {key(unit): unit for unit in unit_list if key(unit) not in self.entries}
         if missing:
-            self.entries.update(measure_units(list(missing.values()), self.threads, model_input=model.inputs[0]))
+            activations = unit_inputs(model, self.images)
+            self.entries.update(measure_units(list(missing.values()), activations, self.threads))
             self._save()
         return [self.entries[key(unit)] for unit in unit_list]
 
-    def latency(self, model):
-        """The table's estimate of ``model``'s int8 latency in ms: its units' sum, calibrated."""
-        return float(sum(self.unit_latencies(model)) * self.scale)
+    def latency(self, model, changes=None):
+        """The table's estimate of ``model``'s int8 latency in ms (with ``changes`` to its layers' configs,
+        without building that model): its units' sum, calibrated."""
+        return float(sum(self.unit_latencies(model, changes)) * self.scale)
 
     def calibrate(self, model):
         """Measure ``model`` whole; scale the estimates to it. Returns ``(measured ms, sum of units ms)``."""
-        measured = measure_models({"model": model}, self.threads)["model"]
+        measured = measure_models({"model": model}, self.images, self.threads)["model"]
         total = float(sum(self.unit_latencies(model)))
         self.scale = measured / total
         self._save()

@@ -28,30 +28,46 @@ class Iteration:
     proposals: int
 
 
-def smallest_cut(model, space, latency, budget_ms, divisor):
+def built_latency(latency):
+    """``latency_at(model, new_widths)`` that builds the model at those widths and measures it with ``latency``."""
+    return lambda model, new_widths: latency(widths_lib.rebuild(model, new_widths, transfer_weights=False))
+
+
+def smallest_cut(model, space, latency_at, budget_ms, divisor):
     """The widest width of ``space`` under the current one, a multiple of ``divisor``, at which ``model``'s
-    latency is at most ``budget_ms``; None when even ``divisor`` channels are not that fast."""
+    latency (``latency_at(model, {space: width})``) is at most ``budget_ms``; None when even ``divisor``
+    channels are not that fast.
 
-    def saves_enough(width):
-        return latency(widths_lib.rebuild(model, {space: width}, transfer_weights=False)) <= budget_ms
-
-    low, high = 1, (widths_lib.widths(model)[space] - 1) // divisor  # widths low * divisor .. high * divisor
-    if high < low or not saves_enough(low * divisor):
+    Each width tried may be a new shape for the table to measure (an int8 conversion
+    each), so the width is found from the current and the narrowest latencies by
+    linear interpolation (convs cost in proportion to their channels), then
+    narrowed by ``divisor`` until it meets the budget, usually at once.
+    """
+    current = widths_lib.widths(model)[space]
+    widest = (current - 1) // divisor * divisor
+    if widest < divisor:
         return None
-    while low < high:  # latency falls with the width: the widest that saves enough, by bisection
-        middle = (low + high + 1) // 2
-        low, high = (middle, high) if saves_enough(middle * divisor) else (low, middle - 1)
-    return low * divisor
+    narrowest_ms = latency_at(model, {space: divisor})
+    if narrowest_ms > budget_ms:
+        return None
+    current_ms = latency_at(model, {})
+    fraction = (budget_ms - narrowest_ms) / max(current_ms - narrowest_ms, 1e-12)
+    width = min(widest, max(divisor, int((divisor + (current - divisor) * fraction) // divisor * divisor)))
+    while width > divisor and latency_at(model, {space: width}) > budget_ms:
+        width -= divisor
+    return width
 
 
-def search(model, target_ms, latency, finetune, score, *, step_fraction=0.02, divisor=8, resume=None, save=None,
-           log=print):  # fmt: skip
+def search(model, target_ms, latency, finetune, score, *, latency_at=None, step_fraction=0.02, divisor=8, resume=None,
+           save=None, log=print):  # fmt: skip
     """Adapt ``model`` until ``latency(model) <= target_ms``; return ``(model, [Iteration, ...])``.
 
     Args:
         model: a trained functional model (``widths_lib.cuttable`` lists what may be cut).
         target_ms: the latency to reach, in the units of ``latency``.
         latency: ``latency(model) -> ms`` (a ``LatencyTable``'s ``latency``).
+        latency_at: ``latency_at(model, {space: width}) -> ms`` without building that model (default:
+            ``built_latency(latency)``, which builds it).
         finetune: ``finetune(model)`` trains a proposal in place (a few steps).
         score: ``score(model) -> float``, higher better (accuracy on held-out images).
         step_fraction: each cut saves at least this fraction of the current latency.
@@ -63,6 +79,7 @@ def search(model, target_ms, latency, finetune, score, *, step_fraction=0.02, di
     checks.positive_number("target_ms", target_ms)
     checks.in_range("step_fraction", step_fraction, 0, 1, True, True)
     checks.positive_int("divisor", divisor)
+    latency_at = latency_at or built_latency(latency)
     iterations = []
     if resume is not None:
         model, iterations = resume
@@ -74,7 +91,7 @@ def search(model, target_ms, latency, finetune, score, *, step_fraction=0.02, di
         before = widths_lib.widths(model)
         proposals = []
         for space, setters in widths_lib.cuttable(model).items():
-            width = smallest_cut(model, space, latency, current_ms - needed, divisor)
+            width = smallest_cut(model, space, latency_at, current_ms - needed, divisor)
             if width is None:
                 continue
             candidate = widths_lib.rebuild(model, {space: width})
@@ -92,10 +109,10 @@ def search(model, target_ms, latency, finetune, score, *, step_fraction=0.02, di
                               new_score, len(proposals))  # fmt: skip
         iterations.append(iteration)
         current_ms, current_score = new_ms, new_score
+        if save:  # before the line: a search killed once it is printed resumes after this iteration
+            save(model, iterations)
         log(
             f"[adapt] iteration {iteration.index + 1}: {iteration.cut} {iteration.width_before} -> {width}, "
             f"{new_ms:.4f} ms (target {target_ms:.4f}), score {new_score:.4f}, {len(proposals)} proposals"
         )
-        if save:
-            save(model, iterations)
     return model, iterations

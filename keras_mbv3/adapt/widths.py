@@ -59,20 +59,28 @@ def _natural(name):
     return (head, int(tail)) if tail.isdigit() else (name, -1)
 
 
-def rebuild(model, new_widths, transfer_weights=True):
-    """A new model of ``model``'s layers with ``new_widths`` (``{space: channels}``, each at most the current width),
-    the kept channels those of highest L1 norm (``channels.transfer``; random weights without ``transfer_weights``)."""
-    setters = cuttable(model)
-    config = model.get_config()
-    layers = {entry["config"]["name"]: entry["config"] for entry in config["layers"]}
-    for entry in config["layers"]:
-        entry.pop("build_config", None)  # Keras 3 would build each layer on its old input shape
+def changes(model, new_widths, setters=None):
+    """``{layer name: {argument: value}}``: the constructor arguments that give ``model`` ``new_widths``."""
+    setters = setters or cuttable(model)
+    found = {}
     for space, width in new_widths.items():
         if space not in setters:
             raise ValueError(f"Invalid `new_widths`: {space!r} is not a cuttable width of the model; allowed: "
                              f"{sorted(setters)}")  # fmt: skip
         for name, argument in setters[space]:
-            layers[name][argument] = int(width)
+            found.setdefault(name, {})[argument] = int(width)
+    return found
+
+
+def rebuild(model, new_widths, transfer_weights=True):
+    """A new model of ``model``'s layers with ``new_widths`` (``{space: channels}``, each at most the current width),
+    the kept channels those of highest L1 norm (``channels.transfer``; random weights without ``transfer_weights``)."""
+    config = model.get_config()
+    layers = {entry["config"]["name"]: entry["config"] for entry in config["layers"]}
+    for entry in config["layers"]:
+        entry.pop("build_config", None)  # Keras 3 would build each layer on its old input shape
+    for name, arguments in changes(model, new_widths).items():
+        layers[name].update(arguments)
     adapted = keras.Model.from_config(config)
     if transfer_weights:
         channels.transfer(model, adapted)

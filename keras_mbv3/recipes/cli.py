@@ -1,11 +1,11 @@
-"""The ``mbv3`` command line (also ``python -m keras_mbv3``): train, qat, export, eval, bench, recipe."""
+"""The ``mbv3`` command line (also ``python -m keras_mbv3``): train, adapt, qat, export, eval, bench, recipe."""
 
 import argparse
 import json
 import os
 import sys
 
-from keras_mbv3.recipes.settings import SETTINGS, TYPES, flag, help_text
+from keras_mbv3.recipes.settings import ADAPT_DEFAULTS, SETTINGS, TYPES, flag, help_text
 
 COMMANDS = {
     "train": ("train a float model into RUN_DIR/float.keras",
@@ -20,6 +20,8 @@ COMMANDS = {
               "(interleaved rounds, medians)", "mbv3 bench --out runs/demo  or  mbv3 bench a.tflite b.tflite --threads 1"),
     "predict": ("top-k classes of a model file on images, with the names in its metadata (segmentation: overlay PNGs)",
                 "mbv3 predict --file runs/demo/int8.tflite photo.jpg [more.png ...] [--json]"),
+    "adapt": ("NetAdapt: cut RUN_DIR/float.keras's widths to an int8 latency target into RUN_DIR/adapted.keras, "
+              "which qat and export then take", "mbv3 adapt --out runs/demo --target-ratio 0.7"),
     "recipe": ("train, qat, export, eval and bench in order, then report.json/.md/.png",
                "mbv3 recipe --data digits --model small --out runs/demo --epochs 20 --qat-epochs 3"),
 }  # fmt: skip
@@ -31,6 +33,7 @@ USES = {
     "eval": ("data", "file"),
     "bench": ("file", "bench"),
     "predict": ("predict",),
+    "adapt": ("adapt",),
     "recipe": ("data", "model", "train", "qat", "bench"),
 }
 
@@ -69,6 +72,19 @@ def _add_flags(command, groups):
         command.add_argument("--file", help="a model file (the same as FILE)")
     if "bench" in groups:
         command.add_argument("--threads", type=int, default=1, help="LiteRT threads (default: %(default)s)")
+    if "adapt" in groups:
+        defaults = argparse.Namespace(**ADAPT_DEFAULTS)
+        command.add_argument("--target-ratio", type=float, help="target int8 latency as a fraction of the trained "
+                             "model's, e.g. 0.7")  # fmt: skip
+        command.add_argument("--target-ms", type=float, help="target int8 latency in ms (instead of --target-ratio)")
+        command.add_argument("--step-fraction", type=float, default=defaults.step_fraction,
+                             help="latency each cut saves at least, as a fraction (default: %(default)s)")  # fmt: skip
+        command.add_argument("--proposal-steps", type=int, default=defaults.proposal_steps,
+                             help="training steps that fine-tune each proposal (default: %(default)s)")  # fmt: skip
+        command.add_argument("--finetune-epochs", type=int, default=defaults.finetune_epochs,
+                             help="epochs that fine-tune the adapted model (default: %(default)s)")  # fmt: skip
+        command.add_argument("--threads", type=int, default=defaults.threads,
+                             help="LiteRT threads of the latency measurements (default: %(default)s)")  # fmt: skip
     if "export" in groups:
         command.add_argument("--overwrite", action="store_true",
                              help="export again over the run's float.tflite and int8.tflite")  # fmt: skip
@@ -127,6 +143,9 @@ def execute(args):
         run.train()
     elif args.command == "qat":
         run.qat()
+    elif args.command == "adapt":
+        run.adapt(target_ratio=args.target_ratio, target_ms=args.target_ms, step_fraction=args.step_fraction,
+                  proposal_steps=args.proposal_steps, finetune_epochs=args.finetune_epochs, threads=args.threads)
     elif args.command == "export":
         run.export(overwrite=args.overwrite)
     elif args.command == "eval":

@@ -42,8 +42,9 @@ QAT_RATE = FLOAT_RATE / 100
 # MediaPipe's ImageClassifier ran it 0.90x (Small) and 0.97x (Large) the time of uint8 pixels at 224,
 # whose uint8-to-int8 QUANTIZE is a builtin op outside XNNPACK (benchmarks/int8_latency.py).
 SHIPPED_INPUT, SHIPPED_OUTPUT = "float32", "uint8"
-FILES = dict(float="float.keras", qat="qat.keras" if IS_KERAS_3 else "qat.h5", float_tflite="float.tflite",
-             int8_tflite="int8.tflite")  # fmt: skip
+FILES = dict(float="float.keras", adapted="adapted.keras", qat="qat.keras" if IS_KERAS_3 else "qat.h5",
+             float_tflite="float.tflite", int8_tflite="int8.tflite")  # fmt: skip
+ADAPT_RATE = FLOAT_RATE / 10  # NetAdapt's fine-tunes start from trained weights
 
 
 def check_settings(settings):
@@ -205,17 +206,37 @@ class Run:
             checks.fail("--out", self.out, f"a run folder holding {FILES[key]} (run `mbv3 {command} --out {self.out}` first)",
                         FileNotFoundError)  # fmt: skip
 
+    def adapt(self, **options):
+        """NetAdapt of ``float.keras`` to a latency target into ``adapted.keras`` (``adapt_step``); the later steps
+        take it in place of ``float.keras``. ``options``: those of ``adapt_step.Options``."""
+        from keras_mbv3.recipes import adapt_step
+
+        self._require("float", "train")
+        self.record_settings(EVAL_SETTINGS, write=False)
+        if not self._step("adapt", [FILES["adapted"]], [FILES["float"]], "delete it to adapt the newer float.keras"):
+            return None
+        start = time.time()
+        result = adapt_step.adapt(self, ADAPT_RATE, adapt_step.Options(**options))
+        self._timed("adapt", start)
+        return result
+
+    def _float(self):
+        """The float model the later steps take: ``adapted.keras`` once ``mbv3 adapt`` wrote it, else ``float.keras``."""
+        return "adapted" if os.path.exists(self.paths["adapted"]) else "float"
+
     def qat(self):
-        """QAT fine-tuning of ``float.keras`` (ranges calibrated on training images) into ``qat.keras`` (``qat.h5``
-        on tf_keras), the ranges kept inside XNNPACK's int8 limits after every epoch."""
+        """QAT fine-tuning of ``float.keras`` (or ``adapted.keras``; ranges calibrated on training images) into
+        ``qat.keras`` (``qat.h5`` on tf_keras), the ranges kept inside XNNPACK's int8 limits after every epoch."""
         self._require("float", "train")
         data = self.data  # a bad --data fails here, before the folder records its settings
         record = ["data", "task", "image_size", "batch_size", "seed", "qat_epochs", "keras", "data_dir"]
         self.record_settings(record, write=False)
-        if not self._step("qat", [FILES["qat"]], [FILES["float"]], f"delete it to fine-tune the newer {FILES['float']}"):
+        source = self._float()
+        if not self._step("qat", [FILES["qat"]], [FILES[source]], f"delete it to fine-tune the newer {FILES[source]}"):
             return
+        self.log(f"[qat] from {FILES[source]}")
         self._fit_step("qat", "qat", self.paths["qat"], self.settings["qat_epochs"], QAT_RATE, lambda steps: quantize_model(
-            keras.models.load_model(self.paths["float"]),
+            keras.models.load_model(self.paths[source]),
             representative_dataset=data.images(CALIBRATION_SAMPLES)), record, callbacks=[KeepXnnpackLimits()])  # fmt: skip
 
     def export(self, overwrite=False):
@@ -232,13 +253,14 @@ class Run:
         self._require("qat", "qat")
         outputs = [FILES["float_tflite"], FILES["int8_tflite"]]
         again = f"run `mbv3 export --out {self.out} --overwrite` to export again"
-        if not overwrite and not self._step("export", outputs, [FILES["float"], FILES["qat"]], again):
+        source = self._float()
+        if not overwrite and not self._step("export", outputs, [FILES[source], FILES["qat"]], again):
             return
         start = time.time()
         metadata = self.metadata()
         options = tasks.get(self.settings["task"]).export_options(self.data.image_shape)  # e.g. the post-process
         if overwrite or not os.path.exists(self.paths["float_tflite"]):
-            export_tflite(keras.models.load_model(self.paths["float"]), self.paths["float_tflite"],
+            export_tflite(keras.models.load_model(self.paths[source]), self.paths["float_tflite"],
                           quantization="float32", strip_names=True, overwrite=overwrite, metadata=metadata,
                           **options)  # fmt: skip
         if overwrite or not os.path.exists(self.paths["int8_tflite"]):

@@ -95,3 +95,55 @@ def plot(report, histories):
     figure.savefig(buffer, format="png", dpi=90)
     pyplot.close(figure)
     return buffer.getvalue()
+
+
+def write_adapt(report, out):
+    """``adapt.md`` and ``adapt.png`` of ``mbv3 adapt``'s ``report`` (``adapt.json`` holds it whole)."""
+    write_atomically(adapt_markdown(report).encode(), os.path.join(out, "adapt.md"), overwrite=True)
+    write_atomically(adapt_plot(report), os.path.join(out, "adapt.png"), overwrite=True)
+
+
+def adapt_markdown(report):
+    start, adapted = report["start"], report["adapted"]
+    rows = [f"| {i['index'] + 1} | {i['cut']} | {i['width_before']} -> {i['width_after']} | {i['latency_ms']:.4f} | "
+            f"{i['score']:.2%} |" for i in report["iterations"]]  # fmt: skip
+    widths = [f"| {space} | {start['widths'][space]} | {adapted['widths'][space]} |" for space in start["widths"]]
+    return (
+        f"# mbv3 adapt: NetAdapt to {report['target_ms']:.4f} ms\n\n"
+        f"| | table estimate | measured whole (int8, side by side) |\n|---|---|---|\n"
+        f"| start | {start['table_ms']:.4f} ms | {start['measured_ms']:.4f} ms |\n"
+        f"| adapted | {adapted['table_ms']:.4f} ms | {adapted['measured_ms']:.4f} ms |\n\n"
+        f"Table error on the latency relative to the start: {report['table_error']:+.1%}.\n\n"
+        "| iteration | cut | width | table latency (ms) | holdout accuracy |\n|---|---|---|---|---|\n"
+        + "\n".join(rows)
+        + "\n\n| width | start | adapted |\n|---|---|---|\n"
+        + "\n".join(widths)
+        + "\n"
+    )
+
+
+def adapt_plot(report):
+    """PNG bytes: the table latency and the holdout accuracy after each iteration."""
+    import io
+
+    import matplotlib
+
+    matplotlib.use("Agg")
+    from matplotlib import pyplot
+
+    iterations = report["iterations"]
+    steps = [0] + [i["index"] + 1 for i in iterations]
+    figure, (left, right) = pyplot.subplots(1, 2, figsize=(10, 3.8))
+    left.plot(steps, [report["start"]["table_ms"]] + [i["latency_ms"] for i in iterations], marker="o")
+    left.axhline(report["target_ms"], color="tab:red", linestyle="--", label="target")
+    left.set_title("int8 latency (table, ms)")
+    left.legend(fontsize=7)
+    right.plot(steps[1:], [i["score"] for i in iterations], marker="o", color="tab:orange")
+    right.set_title("holdout accuracy after the short fine-tune")
+    for axis in (left, right):
+        axis.set_xlabel("iteration")
+    figure.tight_layout()
+    buffer = io.BytesIO()
+    figure.savefig(buffer, format="png", dpi=90)
+    pyplot.close(figure)
+    return buffer.getvalue()

@@ -82,11 +82,11 @@ def _schedule(base_rate, steps, warmup_fraction=0.05):
     )
 
 
-def compile_for(model, task, rate, steps):
+def compile_for(model, task, rate, steps, run_eagerly=False):
     """AdamW with warm-up + cosine decay, and the ``task``'s loss and metrics."""
     kind = tasks.get(task)
     optimizer = keras.optimizers.AdamW(_schedule(rate, steps), weight_decay=WEIGHT_DECAY)
-    model.compile(optimizer=optimizer, loss=kind.loss(), metrics=kind.metrics())
+    model.compile(optimizer=optimizer, loss=kind.loss(), metrics=kind.metrics(), run_eagerly=run_eagerly)
 
 
 def fit(model, data, epochs, work_dir, log_name, chief=True, callbacks=()):

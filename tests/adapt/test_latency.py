@@ -1,10 +1,14 @@
 """NetAdapt's latency table: units, caching in the run folder, calibration (LiteRT int8 at 1 thread, tiny units)."""
 
+import numpy as np
 import pytest
 
 from keras_mbv3.adapt import latency, widths
 from keras_mbv3.backend import keras
 from keras_mbv3.layers import InvertedResidual
+
+
+IMAGES = np.random.default_rng(0).uniform(0, 255, (8, 32, 32, 3)).astype("float32")  # an untrained model's
 
 
 def tiny():
@@ -33,32 +37,37 @@ def measured(monkeypatch):
 
 
 def test_units_start_at_each_layer_that_holds_a_conv():
-    names = [[layer.name for layer in unit] for unit in latency.units(tiny())]
+    names = [[link.config["name"] for link in unit] for unit in latency.units(latency.links(tiny()))]
     assert names == [["rescaling", "conv", "conv_bn", "conv_relu"], ["expanded_conv"], ["expanded_conv_1", "pool"],
                      ["logits"]]  # fmt: skip
 
 
 def test_the_table_measures_each_unit_shape_once_and_keeps_it_in_its_file(tmp_path, measured):
     model, path = tiny(), tmp_path / "latency_table.json"
-    table = latency.LatencyTable(str(path))
+    table = latency.LatencyTable(IMAGES, str(path))
     estimate = table.latency(model)
     assert estimate > 0 and len(measured) == 1 and len(measured[0]) == 4
     assert table.latency(model) == estimate and len(measured) == 1  # nothing measured again
     cut = widths.rebuild(model, {"expanded_conv_expand": 24})
     table.latency(cut)
     assert len(measured[1]) == 1  # only the cut bneck has a new shape
-    again = latency.LatencyTable(str(path))  # a resumed search reads the run folder's table
-    assert again.latency(cut) == table.latency(cut) and len(measured) == 2
-    assert latency.LatencyTable(str(path), threads=2).entries == {}  # measured at another thread count
+    changes = widths.changes(model, {"expanded_conv_1_project": 16})
+    assert changes == {"expanded_conv_1": {"filters": 16}}
+    built = widths.rebuild(model, {"expanded_conv_1_project": 16}, transfer_weights=False)
+    assert table.latency(model, changes) == table.latency(built)  # the same units, without building the model
+    assert len(measured[2]) == 2  # the bneck's new output, and the top that reads it
+    again = latency.LatencyTable(IMAGES, str(path))  # a resumed search reads the run folder's table
+    assert again.latency(cut) == table.latency(cut) and len(measured) == 3
+    assert latency.LatencyTable(IMAGES, str(path), threads=2).entries == {}  # measured at another thread count
 
 
 def test_calibration_scales_the_sum_to_the_whole_models_measurement(tmp_path):
     model = tiny()
-    table = latency.LatencyTable(str(tmp_path / "table.json"))
+    table = latency.LatencyTable(IMAGES, str(tmp_path / "table.json"))
     measured, total = table.calibrate(model)
     assert measured > 0 and total > 0
     assert table.latency(model) == pytest.approx(measured)
-    assert latency.LatencyTable(str(tmp_path / "table.json")).scale == pytest.approx(measured / total)
+    assert latency.LatencyTable(IMAGES, str(tmp_path / "table.json")).scale == pytest.approx(measured / total)
 
 
 def test_a_model_that_is_not_a_chain_is_refused():
@@ -66,4 +75,4 @@ def test_a_model_that_is_not_a_chain_is_refused():
     a = keras.layers.Conv2D(4, 1, name="a")(inputs)
     b = keras.layers.Conv2D(4, 1, name="b")(inputs)
     with pytest.raises(ValueError, match="`model`.*'b'.*chain"):
-        latency.units(keras.Model(inputs, keras.layers.Add(name="sum")([a, b])))
+        latency.links(keras.Model(inputs, keras.layers.Add(name="sum")([a, b])))

@@ -50,9 +50,10 @@ def test_the_smallest_cut_is_the_widest_width_that_saves_enough():
     model = start_model()
     space = [s for s, v in widths.cuttable(model).items() if widths.describe(v) == "expanded_conv_1 expansion"][0]
     needed = 0.01 * madds_ms(model)
-    width = search.smallest_cut(model, space, madds_ms, madds_ms(model) - needed, 8)
+    width = search.smallest_cut(model, space, search.built_latency(madds_ms), madds_ms(model) - needed, 8)
     cut = lambda w: madds_ms(model) - madds_ms(widths.rebuild(model, {space: w}, transfer_weights=False))  # noqa: E731
-    assert width % 8 == 0 and cut(width) >= needed and cut(width + 8) < needed
+    assert width % 8 == 0 and cut(width) >= needed
+    assert width + 8 >= widths.widths(model)[space] or cut(width + 8) < needed  # MAdds are linear: the widest
 
 
 def test_a_stopped_search_resumes_from_its_last_iteration():
