@@ -155,6 +155,9 @@ def transfer(source, target):
         ``{space: kept channel indices}`` of the spaces that shrank.
     """
     before, after = spaces(source), spaces(target)
+    if set(after.sizes) != set(before.sizes):
+        raise ValueError(f"Invalid `target`: its channel spaces are not the source's (new or joined: "
+                         f"{sorted(set(after.sizes) ^ set(before.sizes))}), e.g. a residual add appeared")  # fmt: skip
     scores = importance(source, before)
     kept = {}
     for space, size in after.sizes.items():

@@ -11,6 +11,7 @@ MobileNetV3 paper does (NetAdapt's own rule kept the most accurate).
 import dataclasses
 
 from keras_mbv3 import checks
+from keras_mbv3.adapt import channels
 from keras_mbv3.adapt import widths as widths_lib
 
 
@@ -43,19 +44,23 @@ def smallest_cut(model, space, latency_at, budget_ms, divisor):
     linear interpolation (convs cost in proportion to their channels), then
     narrowed by ``divisor`` until it meets the budget, usually at once.
     """
-    current = widths_lib.widths(model)[space]
-    widest = (current - 1) // divisor * divisor
-    if widest < divisor:
+    found = channels.spaces(model)
+    current = found.sizes[space]
+    allowed = [w for w in range(divisor, current, divisor) if not widths_lib.joins_a_residual(model, {space: w}, found)]
+    if not allowed:
         return None
-    narrowest_ms = latency_at(model, {space: divisor})
+    narrowest = allowed[0]
+    narrowest_ms = latency_at(model, {space: narrowest})
     if narrowest_ms > budget_ms:
         return None
     current_ms = latency_at(model, {})
     fraction = (budget_ms - narrowest_ms) / max(current_ms - narrowest_ms, 1e-12)
-    width = min(widest, max(divisor, int((divisor + (current - divisor) * fraction) // divisor * divisor)))
-    while width > divisor and latency_at(model, {space: width}) > budget_ms:
-        width -= divisor
-    return width
+    guess = narrowest + (current - narrowest) * fraction
+    candidates = [w for w in allowed if w <= guess] or [narrowest]
+    for width in reversed(candidates):  # from the interpolated width down, usually the first meets the budget
+        if width == narrowest or latency_at(model, {space: width}) <= budget_ms:
+            return width
+    return narrowest
 
 
 def search(model, target_ms, latency, finetune, score, *, latency_at=None, step_fraction=0.02, divisor=8, resume=None,

@@ -59,6 +59,28 @@ def _natural(name):
     return (head, int(tail)) if tail.isdigit() else (name, -1)
 
 
+def _plain_stride_1_blocks(model, found):
+    """``[(input space, output space)]`` of the stride-1 bnecks without a residual add (their widths differ)."""
+    pairs = []
+    for layer in model.layers:
+        if type(layer).__name__ == "InvertedResidual" and layer.strides == 1 and layer.add is None:
+            first = f"{layer.name}_expand" if layer.expanded_filters is not None else f"{layer.name}_depthwise"
+            pairs.append((found.of_axes[first][0][2], found.of_axes[f"{layer.name}_project"][0][3]))
+    return pairs
+
+
+def joins_a_residual(model, new_widths, found=None):
+    """Whether ``new_widths`` would give a stride-1 bneck without a residual add equal input and output widths:
+    rebuilt, it would add its input (a new, untrained skip; Small's ``expanded_conv_6`` reads 40 channels and
+    writes 48, so its chain may not be cut to 40 while the chain before it is 40)."""
+    found = found or channels.spaces(model)
+
+    def size(space):
+        return new_widths.get(space, found.sizes[space])
+
+    return any(size(space_in) == size(space_out) for space_in, space_out in _plain_stride_1_blocks(model, found))
+
+
 def changes(model, new_widths, setters=None):
     """``{layer name: {argument: value}}``: the constructor arguments that give ``model`` ``new_widths``."""
     setters = setters or cuttable(model)

@@ -222,7 +222,13 @@ class Run:
 
     def _float(self):
         """The float model the later steps take: ``adapted.keras`` once ``mbv3 adapt`` wrote it, else ``float.keras``."""
-        return "adapted" if os.path.exists(self.paths["adapted"]) else "float"
+        if not os.path.exists(self.paths["adapted"]):
+            return "float"
+        if os.path.getmtime(self.paths["float"]) > os.path.getmtime(self.paths["adapted"]):
+            checks.fail("--out", self.out, "a run folder whose adapted.keras is newer than float.keras (float.keras "
+                        "was trained again): delete adapted.keras and the adapt/ folder, and run `mbv3 adapt` again",
+                        FileExistsError)  # fmt: skip
+        return "adapted"
 
     def qat(self):
         """QAT fine-tuning of ``float.keras`` (or ``adapted.keras``; ranges calibrated on training images) into

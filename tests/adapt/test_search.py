@@ -84,3 +84,14 @@ def test_bad_search_arguments_name_themselves(arguments, name):
     options = {"target_ms": 1.0, **arguments}
     with pytest.raises(ValueError, match=name):
         search.search(start_model(), options.pop("target_ms"), madds_ms, lambda m: None, madds_ms, **options)
+
+
+def test_the_smallest_cut_skips_a_width_that_would_join_a_residual():
+    inputs = keras.Input((16, 16, 8))
+    x = keras.layers.Conv2D(16, 1, name="conv")(inputs)
+    x = InvertedResidual(24, expanded_filters=32, name="block")(x)  # 16 -> 24 at stride 1: no residual
+    x = keras.layers.GlobalAveragePooling2D(name="pool")(x)
+    model = keras.Model(inputs, keras.layers.Dense(2, name="logits")(x))
+    space = [s for s, v in widths.cuttable(model).items() if widths.describe(v) == "block output"][0]
+    assert search.smallest_cut(model, space, search.built_latency(madds_ms), madds_ms(model) - 1e-9, 8) == 8
+    assert search.smallest_cut(model, space, search.built_latency(madds_ms), madds_ms(model), 8) != 16

@@ -105,3 +105,12 @@ def test_models_that_mix_channels_without_weights_are_refused():
     joined = keras.layers.Concatenate(name="joined")([inputs, keras.layers.Conv2D(4, 1, name="conv")(inputs)])
     with pytest.raises(ValueError, match="`model`.*'joined'"):
         channels.spaces(keras.Model(inputs, joined))
+
+
+def test_a_cut_that_would_join_a_residual_is_known_and_refused():
+    """Small's expanded_conv_6 reads 40 channels and writes 48: at 40 out, Keras would add a new residual."""
+    model = small()
+    chain = [s for s, v in widths.cuttable(model).items() if widths.describe(v) == "expanded_conv_6..7 output"][0]
+    assert widths.joins_a_residual(model, {chain: 40}) and not widths.joins_a_residual(model, {chain: 32})
+    with pytest.raises(ValueError, match="residual add appeared"):
+        widths.rebuild(model, {chain: 40})
