@@ -30,35 +30,39 @@ class Iteration:
 
 
 def built_latency(latency):
-    """``latency_at(model, new_widths)`` that builds the model at those widths and measures it with ``latency``."""
-    return lambda model, new_widths: latency(widths_lib.rebuild(model, new_widths, transfer_weights=False))
+    """``latency_at(model, new_widths, setters)`` that builds the model at those widths and measures it with
+    ``latency``."""
+    return lambda model, new_widths, setters: latency(
+        widths_lib.rebuild(model, new_widths, transfer_weights=False, setters=setters)
+    )
 
 
-def smallest_cut(model, space, latency_at, budget_ms, divisor):
+def smallest_cut(model, space, latency_at, budget_ms, divisor, current_ms, found=None, setters=None):
     """The widest width of ``space`` under the current one, a multiple of ``divisor``, at which ``model``'s
-    latency (``latency_at(model, {space: width})``) is at most ``budget_ms``; None when even ``divisor``
-    channels are not that fast.
+    latency (``latency_at(model, {space: width}, setters)``) is at most ``budget_ms``; None when even
+    ``divisor`` channels are not that fast. ``current_ms``: the model's latency; ``found`` and ``setters``:
+    its ``channels.spaces`` and ``widths_lib.cuttable``, if already known (each flattens the model).
 
     Each width tried may be a new shape for the table to measure (an int8 conversion
     each), so the width is found from the current and the narrowest latencies by
     linear interpolation (convs cost in proportion to their channels), then
     narrowed by ``divisor`` until it meets the budget, usually at once.
     """
-    found = channels.spaces(model)
+    found = found or channels.spaces(model)
+    setters = setters or widths_lib.cuttable(model, found)
     current = found.sizes[space]
     allowed = [w for w in range(divisor, current, divisor) if not widths_lib.joins_a_residual(model, {space: w}, found)]
     if not allowed:
         return None
     narrowest = allowed[0]
-    narrowest_ms = latency_at(model, {space: narrowest})
+    narrowest_ms = latency_at(model, {space: narrowest}, setters)
     if narrowest_ms > budget_ms:
         return None
-    current_ms = latency_at(model, {})
     fraction = (budget_ms - narrowest_ms) / max(current_ms - narrowest_ms, 1e-12)
     guess = narrowest + (current - narrowest) * fraction
     candidates = [w for w in allowed if w <= guess] or [narrowest]
     for width in reversed(candidates):  # from the interpolated width down, usually the first meets the budget
-        if width == narrowest or latency_at(model, {space: width}) <= budget_ms:
+        if width == narrowest or latency_at(model, {space: width}, setters) <= budget_ms:
             return width
     return narrowest
 
@@ -71,8 +75,8 @@ def search(model, target_ms, latency, finetune, score, *, latency_at=None, step_
         model: a trained functional model (``widths_lib.cuttable`` lists what may be cut).
         target_ms: the latency to reach, in the units of ``latency``.
         latency: ``latency(model) -> ms`` (a ``LatencyTable``'s ``latency``).
-        latency_at: ``latency_at(model, {space: width}) -> ms`` without building that model (default:
-            ``built_latency(latency)``, which builds it).
+        latency_at: ``latency_at(model, {space: width}, setters) -> ms`` without building that model
+            (``setters``: ``widths_lib.cuttable(model)``; default: ``built_latency(latency)``, which builds it).
         finetune: ``finetune(model)`` trains a proposal in place (a few steps).
         score: ``score(model) -> float``, higher better (accuracy on held-out images).
         step_fraction: each cut saves at least this fraction of the current latency.
@@ -93,13 +97,14 @@ def search(model, target_ms, latency, finetune, score, *, latency_at=None, step_
         if current_score is None:
             current_score = score(model)
         needed = step_fraction * current_ms
-        before = widths_lib.widths(model)
+        found = channels.spaces(model)  # once per iteration: each reading flattens the model
+        cuttable = widths_lib.cuttable(model, found)
         proposals = []
-        for space, setters in widths_lib.cuttable(model).items():
-            width = smallest_cut(model, space, latency_at, current_ms - needed, divisor)
+        for space, setters in cuttable.items():
+            width = smallest_cut(model, space, latency_at, current_ms - needed, divisor, current_ms, found, cuttable)
             if width is None:
                 continue
-            candidate = widths_lib.rebuild(model, {space: width})
+            candidate = widths_lib.rebuild(model, {space: width}, setters=cuttable)
             finetune(candidate)
             proposals.append((space, setters, width, candidate, latency(candidate), score(candidate)))
         if not proposals:
@@ -110,7 +115,7 @@ def search(model, target_ms, latency, finetune, score, *, latency_at=None, step_
             return (proposal[5] - current_score) / max(current_ms - proposal[4], 1e-9)
 
         space, setters, width, model, new_ms, new_score = max(proposals, key=gain)
-        iteration = Iteration(len(iterations), widths_lib.describe(setters), space, before[space], width, new_ms,
+        iteration = Iteration(len(iterations), widths_lib.describe(setters), space, found.sizes[space], width, new_ms,
                               new_score, len(proposals))  # fmt: skip
         iterations.append(iteration)
         current_ms, current_score = new_ms, new_score

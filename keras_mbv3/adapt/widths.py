@@ -51,7 +51,10 @@ def describe(setters):
         return f"{names[0]} expansion"
     if len(names) == 1:
         return f"{names[0]} output"
-    return f"{names[0]}..{names[-1].rsplit('_', 1)[-1]} output"
+    tail = names[-1].rsplit("_", 1)[-1]
+    return (
+        f"{names[0]}..{tail} output" if tail.isdigit() else f"{' + '.join(names)} output"
+    )  # Large: conv + expanded_conv
 
 
 def _natural(name):
@@ -94,14 +97,15 @@ def changes(model, new_widths, setters=None):
     return found
 
 
-def rebuild(model, new_widths, transfer_weights=True):
+def rebuild(model, new_widths, transfer_weights=True, setters=None):
     """A new model of ``model``'s layers with ``new_widths`` (``{space: channels}``, each at most the current width),
-    the kept channels those of highest L1 norm (``channels.transfer``; random weights without ``transfer_weights``)."""
+    the kept channels those of highest L1 norm (``channels.transfer``; random weights without ``transfer_weights``).
+    ``setters``: ``cuttable(model)``, if already known."""
     config = model.get_config()
     layers = {entry["config"]["name"]: entry["config"] for entry in config["layers"]}
     for entry in config["layers"]:
         entry.pop("build_config", None)  # Keras 3 would build each layer on its old input shape
-    for name, arguments in changes(model, new_widths).items():
+    for name, arguments in changes(model, new_widths, setters).items():
         layers[name].update(arguments)
     adapted = keras.Model.from_config(config)
     if transfer_weights:

@@ -67,8 +67,8 @@ def adapt(run, rate, options):
     table = latency_lib.LatencyTable(images, os.path.join(folder, "latency_table.json"), options.threads)
     original = keras.models.load_model(run.paths["float"])
     if not state["calibrated"]:
-        measured, total = table.calibrate(original)
-        state.update(calibrated=True, start_measured_ms=measured, start_units_ms=total)
+        table.calibrate(original)
+        state["calibrated"] = True
         _write_state(folder, state)
     start_ms = table.latency(original)
     target = options.target_ms if options.target_ms is not None else options.target_ratio * start_ms
@@ -106,7 +106,7 @@ def adapt(run, rate, options):
         resume=resume,
         save=save,
         step_fraction=options.step_fraction,
-        latency_at=lambda model, new_widths: table.latency(model, widths.changes(model, new_widths)),
+        latency_at=lambda model, new_widths, setters: table.latency(model, widths.changes(model, new_widths, setters)),
         log=run.log,
     )
     # the search's holdout picked the cuts; a longer fine-tune at the target finishes the model

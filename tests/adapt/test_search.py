@@ -50,7 +50,9 @@ def test_the_smallest_cut_is_the_widest_width_that_saves_enough():
     model = start_model()
     space = [s for s, v in widths.cuttable(model).items() if widths.describe(v) == "expanded_conv_1 expansion"][0]
     needed = 0.01 * madds_ms(model)
-    width = search.smallest_cut(model, space, search.built_latency(madds_ms), madds_ms(model) - needed, 8)
+    width = search.smallest_cut(
+        model, space, search.built_latency(madds_ms), madds_ms(model) - needed, 8, madds_ms(model)
+    )
     cut = lambda w: madds_ms(model) - madds_ms(widths.rebuild(model, {space: w}, transfer_weights=False))  # noqa: E731
     assert width % 8 == 0 and cut(width) >= needed
     assert width + 8 >= widths.widths(model)[space] or cut(width + 8) < needed  # MAdds are linear: the widest
@@ -93,5 +95,6 @@ def test_the_smallest_cut_skips_a_width_that_would_join_a_residual():
     x = keras.layers.GlobalAveragePooling2D(name="pool")(x)
     model = keras.Model(inputs, keras.layers.Dense(2, name="logits")(x))
     space = [s for s, v in widths.cuttable(model).items() if widths.describe(v) == "block output"][0]
-    assert search.smallest_cut(model, space, search.built_latency(madds_ms), madds_ms(model) - 1e-9, 8) == 8
-    assert search.smallest_cut(model, space, search.built_latency(madds_ms), madds_ms(model), 8) != 16
+    current = madds_ms(model)
+    assert search.smallest_cut(model, space, search.built_latency(madds_ms), current - 1e-9, 8, current) == 8
+    assert search.smallest_cut(model, space, search.built_latency(madds_ms), current, 8, current) != 16
