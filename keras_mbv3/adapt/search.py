@@ -5,7 +5,8 @@ residual chain), the smallest cut in steps of ``divisor`` channels whose table
 latency saves at least ``step_fraction`` of the current latency; fine-tunes each
 proposal briefly from the current weights (channels of highest L1 norm kept);
 and keeps the one of best accuracy change per latency saved, as the
-MobileNetV3 paper does (NetAdapt's own rule kept the most accurate).
+MobileNetV3 paper does (NetAdapt's own rule kept the most accurate); of those
+that lose no accuracy, the most accurate, then the one that saves more.
 """
 
 import dataclasses
@@ -67,8 +68,16 @@ def smallest_cut(model, space, latency_at, budget_ms, divisor, current_ms, found
     return narrowest
 
 
+def baseline_score(model, finetune, score):
+    """``model``'s score after the proposals' short fine-tune (of a copy): what the first proposals' scores are
+    compared with, so that their changes are the cuts' alone."""
+    copy = widths_lib.rebuild(model, {})
+    finetune(copy)
+    return score(copy)
+
+
 def search(model, target_ms, latency, finetune, score, *, latency_at=None, step_fraction=0.02, divisor=8, resume=None,
-           save=None, log=print):  # fmt: skip
+           save=None, start_score=None, log=print):  # fmt: skip
     """Adapt ``model`` until ``latency(model) <= target_ms``; return ``(model, [Iteration, ...])``.
 
     Args:
@@ -83,6 +92,7 @@ def search(model, target_ms, latency, finetune, score, *, latency_at=None, step_
         divisor: widths stay multiples of it.
         resume: ``(model, iterations)`` of a search stopped after its last finished iteration.
         save: ``save(model, iterations)`` after each iteration (to resume from).
+        start_score: ``baseline_score(model, finetune, score)``, if already known.
         log: called with one line per iteration.
     """
     checks.positive_number("target_ms", target_ms)
@@ -92,10 +102,12 @@ def search(model, target_ms, latency, finetune, score, *, latency_at=None, step_
     iterations = []
     if resume is not None:
         model, iterations = resume
-    current_ms, current_score = latency(model), None
+    current_ms = latency(model)
+    if iterations:
+        current_score = iterations[-1].score
+    elif current_ms > target_ms:
+        current_score = start_score if start_score is not None else baseline_score(model, finetune, score)
     while current_ms > target_ms:
-        if current_score is None:
-            current_score = score(model)
         needed = step_fraction * current_ms
         found = channels.spaces(model)  # once per iteration: each reading flattens the model
         cuttable = widths_lib.cuttable(model, found)
@@ -112,7 +124,10 @@ def search(model, target_ms, latency, finetune, score, *, latency_at=None, step_
                                f"width can be cut by {divisor} channels or more and save {step_fraction:.0%}")  # fmt: skip
 
         def gain(proposal):
-            return (proposal[5] - current_score) / max(current_ms - proposal[4], 1e-9)
+            """Score lost per ms saved; of proposals that lose nothing, the best score, then the larger saving
+            (a gain per ms would favour the smaller of two equal gains)."""
+            change, saved = proposal[5] - current_score, current_ms - proposal[4]
+            return min(change, 0.0) / max(saved, 1e-9), change, saved
 
         space, setters, width, model, new_ms, new_score = max(proposals, key=gain)
         iteration = Iteration(len(iterations), widths_lib.describe(setters), space, found.sizes[space], width, new_ms,

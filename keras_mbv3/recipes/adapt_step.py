@@ -1,15 +1,19 @@
 """``mbv3 adapt``: NetAdapt on a run's trained float model, into ``adapted.keras`` for the later steps.
 
 The run folder's ``adapt/`` keeps the search: ``latency_table.json`` (the int8
-unit latencies, calibrated on the starting model), ``search.json`` (the options
-and the finished iterations) and ``current.keras`` (the model of the last
-finished iteration), so that a killed search resumes from its last iteration.
-At the target, the model is fine-tuned for ``finetune_epochs``, its BN
-statistics recomputed, and saved as ``adapted.keras``; ``adapt.json``,
-``adapt.md`` and ``adapt.png`` report the iterations and the widths.
+unit latencies, calibrated on the starting model), ``search.json`` (the options,
+the starting model's SHA-256, its score and the finished iterations) and
+``current_N.keras`` (the model after iteration N, named in ``search.json``), so
+that a killed search resumes from its last finished iteration. Proposals are
+fine-tuned on the training split less a holdout of training images, and scored
+on that holdout (the validation split stays unseen). At the target, the model is
+fine-tuned on the whole training split for ``finetune_epochs``, its BN
+statistics recomputed; ``adapt.json``, ``adapt.md`` and ``adapt.png`` report the
+iterations and the widths, and ``adapted.keras`` is written last.
 """
 
 import dataclasses
+import hashlib
 import json
 import os
 import time
@@ -20,12 +24,14 @@ from keras_mbv3.adapt import search, widths
 from keras_mbv3.backend import keras
 from keras_mbv3.batchnorm import precise_batchnorm
 from keras_mbv3.files import write_atomically
+from keras_mbv3.recipes import data as data_lib
 from keras_mbv3.recipes import report as report_lib
 from keras_mbv3.recipes import training
 from keras_mbv3.recipes.settings import ADAPT_DEFAULTS
 
-HOLDOUT_BATCHES = 8  # training batches, unaugmented, that score the proposals (the validation split stays unseen)
-TUNE_BN_IMAGES = 1024  # precise BN statistics of a fine-tuned proposal
+HOLDOUT_IMAGES = 1024  # at most, and a fifth of the training split at most: they score the proposals
+TUNE_BN_IMAGES = 256  # precise BN statistics of a fine-tuned proposal (1024 cost 6.7 s of its ~17 s at 32 px)
+EAGER_BELOW_STEPS = 10  # proposals fine-tuned fewer steps run them eagerly
 CALIBRATION_IMAGES = 16  # training images that calibrate the int8 units timed for the latency table
 
 
@@ -61,9 +67,14 @@ def adapt(run, rate, options):
     folder = run.path("adapt")
     start = time.time()
     os.makedirs(folder, exist_ok=True)
-    state = _read_state(folder, options)
-    data = run.data
-    images = data.images(CALIBRATION_IMAGES)
+    state = _read_state(folder, options, file_sha256(run.paths["float"]))
+    if run.data.train_size < 5:
+        checks.fail("--data", s["data"], "at least 5 training images (a fifth is held out to score the cuts)")
+    held = min(HOLDOUT_IMAGES, run.data.train_size // 5)
+    keras.utils.set_random_seed(s["seed"])  # the tuning batches are drawn alike in a fresh and a resumed search
+    tuning = data_lib.load(s["data"], s["task"], s["image_size"], s["batch_size"], s["data_dir"], s["seed"],
+                           holdout=held, repeatable=True)  # fmt: skip
+    images = run.data.images(CALIBRATION_IMAGES)
     table = latency_lib.LatencyTable(images, os.path.join(folder, "latency_table.json"), options.threads)
     original = keras.models.load_model(run.paths["float"])
     if not state["calibrated"]:
@@ -72,31 +83,40 @@ def adapt(run, rate, options):
         _write_state(folder, state)
     start_ms = table.latency(original)
     target = options.target_ms if options.target_ms is not None else options.target_ratio * start_ms
-    holdout = data.train_plain.take(HOLDOUT_BATCHES)
 
-    # Eagerly: each proposal is a new model, and tracing its train step cost more than the steps
-    # (Small at 32 px, 5 steps: 29.9 s traced, 5.6 s eager; evaluation 1.4 s against 2.6 s).
+    # Each proposal is a new model, whose train step is traced anew: for a few steps, eager
+    # steps cost less (Small at 32 px, 5 steps: 29.9 s traced, 5.6 s eager), for more, the
+    # traced ones (96 px, 20 steps: eager 41 s, traced 20 s at a constant rate). Evaluation
+    # is eager (1.4 s against 2.6 s traced at 32 px).
     def tune(model):
         keras.utils.set_random_seed(s["seed"])
-        training.compile_for(model, s["task"], rate, options.proposal_steps, run_eagerly=True)
-        model.fit(data.train.repeat(), steps_per_epoch=options.proposal_steps, epochs=1, verbose=0)
-        precise_batchnorm(model, data.train, max_images=TUNE_BN_IMAGES)
+        eager = options.proposal_steps < EAGER_BELOW_STEPS
+        training.compile_for(model, s["task"], rate, None, run_eagerly=eager)
+        model.fit(tuning.train.repeat(), steps_per_epoch=options.proposal_steps, epochs=1, verbose=0)
+        precise_batchnorm(model, tuning.train, max_images=TUNE_BN_IMAGES)
 
     def score(model):
-        training.compile_for(model, s["task"], rate, 1, run_eagerly=True)
-        return float(model.evaluate(holdout, verbose=0, return_dict=True)["accuracy"])
+        training.compile_for(model, s["task"], rate, None, run_eagerly=True)
+        return float(model.evaluate(tuning.holdout, verbose=0, return_dict=True)["accuracy"])
 
-    def save(model, iterations):
-        training.save(model, os.path.join(folder, "current.keras"))
+    def save(model, iterations):  # the model first, then the state that names it: a kill between resumes before it
+        state["model"] = f"current_{len(iterations)}.keras"
+        training.save(model, os.path.join(folder, state["model"]))
         state["iterations"] = [dataclasses.asdict(i) for i in iterations]
         _write_state(folder, state)
+        _remove_other_models(folder, state["model"])
 
     resume = None
+    _remove_other_models(folder, state["model"])  # those a killed search left
     if state["iterations"]:
-        current = keras.models.load_model(os.path.join(folder, "current.keras"))
+        current = keras.models.load_model(os.path.join(folder, state["model"]))
         resume = (current, [search.Iteration(**i) for i in state["iterations"]])
         run.log(f"[adapt] resuming after iteration {len(state['iterations'])}")
-    run.log(f"[adapt] start {start_ms:.4f} ms (int8, {options.threads} thread(s)), target {target:.4f} ms")
+    run.log(f"[adapt] start {start_ms:.4f} ms (int8, {options.threads} thread(s)), target {target:.4f} ms; proposals "
+            f"scored on {held} training images held out of their fine-tuning")  # fmt: skip
+    if state.get("start_score") is None and start_ms > target:
+        state["start_score"] = search.baseline_score(original, tune, score)
+        _write_state(folder, state)
     adapted, iterations = search.search(
         original,
         target,
@@ -105,26 +125,29 @@ def adapt(run, rate, options):
         score,
         resume=resume,
         save=save,
+        start_score=state.get("start_score"),
         step_fraction=options.step_fraction,
         latency_at=lambda model, new_widths, setters: table.latency(model, widths.changes(model, new_widths, setters)),
         log=run.log,
     )
-    # the search's holdout picked the cuts; a longer fine-tune at the target finishes the model
+    # the holdout picked the cuts; a longer fine-tune on the whole training split finishes the model
+    data = run.data
     keras.utils.set_random_seed(s["seed"])
     steps = options.finetune_epochs * -(-data.train_size // s["batch_size"])
     training.compile_for(adapted, s["task"], rate, steps)
     adapted.fit(data.train, validation_data=data.val, epochs=options.finetune_epochs, verbose=2)
     precise_batchnorm(adapted, data.train)
-    training.save(adapted, run.paths["adapted"])
-    run.log(f"[adapt] wrote {run.paths['adapted']}")
+    adapted_accuracy = float(adapted.evaluate(data.val, verbose=0, return_dict=True)["accuracy"])  # as fitted
     measured = latency_lib.measure_models({"start": original, "adapted": adapted}, images, options.threads)
     report = {
         "options": dataclasses.asdict(options),
         "target_ms": target,
-        "start": {"table_ms": start_ms, "measured_ms": measured["start"], "widths": widths.widths(original)},
+        "holdout_images": held,
+        "start": {"table_ms": start_ms, "measured_ms": measured["start"], "widths": widths.widths(original),
+                  "holdout_score": state.get("start_score"), "val_accuracy": _val_accuracy(original, data, s)},
         "adapted": {"table_ms": table.latency(adapted), "measured_ms": measured["adapted"],
-                    "widths": widths.widths(adapted)},
-        "iterations": state["iterations"] or [dataclasses.asdict(i) for i in iterations],
+                    "widths": widths.widths(adapted), "val_accuracy": adapted_accuracy},
+        "iterations": [dataclasses.asdict(i) for i in iterations],
     }  # fmt: skip
     table_ratio = report["adapted"]["table_ms"] / start_ms
     measured_ratio = measured["adapted"] / measured["start"]
@@ -132,8 +155,45 @@ def adapt(run, rate, options):
     report["seconds"] = round(time.time() - start, 1)
     write_atomically(json.dumps(report, indent=2).encode(), run.path("adapt.json"), overwrite=True)
     report_lib.write_adapt(report, run.out)
+    training.save(adapted, run.paths["adapted"])  # last: once it exists, the step is done
+    run.log(f"[adapt] wrote {run.paths['adapted']}")
     run.log(f"[adapt] {adapted_summary(report)}; report: {run.path('adapt.json')}, adapt.md and adapt.png")
     return report
+
+
+def _val_accuracy(model, data, s):
+    training.compile_for(model, s["task"], 1e-3, None, run_eagerly=True)  # for its metrics: nothing is trained
+    return float(model.evaluate(data.val, verbose=0, return_dict=True)["accuracy"])
+
+
+def file_sha256(path):
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+AGAIN = "delete adapted.keras, adapt.json and the adapt/ folder to adapt again"
+
+
+def refuse_other_options(out, options):
+    """Refuse to reuse ``out``'s ``adapted.keras`` for ``options`` other than those it was adapted with (or
+    unknown: no ``adapt.json``, which is written before it)."""
+    path = os.path.join(out, "adapt.json")
+    if not os.path.exists(path):
+        raise FileExistsError(f"{out!r} holds an adapted.keras without its adapt.json (options unknown); {AGAIN}")
+    with open(path) as f:
+        clash = _clashes(json.load(f)["options"], options)
+    if clash:
+        raise FileExistsError(f"{out!r} holds an adapted.keras adapted with other options ({', '.join(clash)}); "
+                              f"{AGAIN}, or leave the flags as they were")  # fmt: skip
+
+
+def _remove_other_models(folder, kept):
+    for name in os.listdir(folder):
+        if name.startswith("current_") and name.endswith(".keras") and name != kept:
+            os.remove(os.path.join(folder, name))
 
 
 def adapted_summary(report):
@@ -144,15 +204,25 @@ def adapted_summary(report):
     )
 
 
-def _read_state(folder, options):
+def _clashes(saved, options):
+    return [f"--{k.replace('_', '-')}: {v!r} there, {getattr(options, k)!r} now" for k, v in saved.items()
+            if v != getattr(options, k)]  # fmt: skip
+
+
+def _read_state(folder, options, source_sha256):
     path = os.path.join(folder, "search.json")
     if not os.path.exists(path):
-        return {"options": dataclasses.asdict(options), "calibrated": False, "iterations": []}
+        return {"options": dataclasses.asdict(options), "float_sha256": source_sha256, "calibrated": False,
+                "start_score": None, "model": None, "iterations": []}  # fmt: skip
     with open(path) as f:
         state = json.load(f)
-    if state["options"] != dataclasses.asdict(options):
-        clash = [f"--{k.replace('_', '-')}: {v!r} there, {getattr(options, k)!r} now"
-                 for k, v in state["options"].items() if v != getattr(options, k)]  # fmt: skip
+    if state.get("float_sha256") != source_sha256:
+        started = f"SHA-256 {state['float_sha256'][:12]}..." if state.get("float_sha256") else "not recorded"
+        raise FileExistsError(f"{folder!r} holds a search that started from another float.keras ({started}; now "
+                              f"{source_sha256[:12]}...: trained again since); delete the folder to adapt the new "
+                              "one")  # fmt: skip
+    clash = _clashes(state["options"], options)
+    if clash:
         raise FileExistsError(f"{folder!r} holds a search with other options ({', '.join(clash)}); leave the flags "
                               "as they were to resume it, or delete the folder to start again.")  # fmt: skip
     return state

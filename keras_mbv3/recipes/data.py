@@ -30,7 +30,6 @@ class Data:
 
     train: tf.data.Dataset
     val: tf.data.Dataset
-    train_plain: tf.data.Dataset  # the training split shuffled once, without augmentation
     evaluation: tf.data.Dataset  # the validation split with what the task's evaluator compares with (its truth)
     classes: int
     task: str
@@ -39,13 +38,15 @@ class Data:
     name: str  # the --data value
     labels: tuple  # class names in index order (folder names, TFDS names, digits)
     image_shape: tuple  # (H, W, 3)
+    holdout: tf.data.Dataset = None  # training images left out of ``train``, unaugmented (``load(holdout=N)``)
 
     def images(self, limit):
         """Up to ``limit`` training images (calibration of int8 ranges)."""
         return np.stack([x for x, _ in self.train.unbatch().take(limit).as_numpy_iterator()])
 
 
-def load(data, task="classification", image_size=32, batch_size=64, data_dir=None, seed=0):
+def load(data, task="classification", image_size=32, batch_size=64, data_dir=None, seed=0, holdout=0,
+         repeatable=False):  # fmt: skip
     """The data set named by ``data`` (the ``--data`` flag) for ``task``.
 
     Args:
@@ -56,19 +57,44 @@ def load(data, task="classification", image_size=32, batch_size=64, data_dir=Non
             file names; segmentation). Which forms a task takes is its ``sources``.
         task: a ``--task`` name (``keras_mbv3.recipes.tasks``).
         image_size: side of the square images fed to the model.
+        holdout: training images (drawn at random for ``seed``) kept out of ``train`` and given unaugmented as
+            ``holdout`` (NetAdapt scores its proposals on them; the validation split stays unseen).
+        repeatable: every pass over ``train`` gives the same batches, augmented alike (NetAdapt fine-tunes each
+            proposal on the same ones); otherwise each pass shuffles and augments anew.
     """
     kind = tasks.get(task)
     train, val, labels = kind.sources(data, image_size, data_dir, seed)
     train_size, val_size, classes = _size(train), _size(val), len(labels)
+    held = None
+    if holdout:
+        checks.positive_int("holdout", holdout)
+        if holdout >= train_size:
+            checks.fail("holdout", holdout, f"fewer than the {train_size} training images of {data!r}")
+        train, held = split_off(train, train_size, holdout, seed)
+        held = _pipeline(held.cache(), kind, classes, batch_size, training=False, seed=seed, size=holdout)
+        train_size -= holdout
     return Data(
-        train=_pipeline(train, kind, classes, batch_size, training=True, seed=seed, size=train_size),
+        train=_pipeline(train, kind, classes, batch_size, training=True, seed=seed, size=train_size,
+                        repeatable=repeatable),
         val=_pipeline(val, kind, classes, batch_size, training=False, seed=seed, size=val_size),
-        train_plain=_pipeline(train.shuffle(min(train_size, 10_000), seed=seed, reshuffle_each_iteration=False),
-                              kind, classes, batch_size, training=False, seed=seed, size=train_size),  # mixed classes
         evaluation=val.map(lambda x, y: (x, kind.truth(y, classes))).padded_batch(batch_size).prefetch(tf.data.AUTOTUNE),
         classes=classes, task=task, train_size=train_size, val_size=val_size, name=data, labels=tuple(labels),
-        image_shape=(image_size, image_size, 3),
+        image_shape=(image_size, image_size, 3), holdout=held,
     )  # fmt: skip
+
+
+def split_off(dataset, size, count, seed):
+    """``(rest, held)``: ``count`` of the ``size`` elements of ``dataset``, drawn at random for ``seed`` (whatever
+    TensorFlow's global seed), and the others, each in the dataset's order."""
+    held = np.zeros(size, bool)
+    held[np.random.default_rng(seed).permutation(size)[:count]] = True
+    held = tf.constant(held)
+    indexed = dataset.enumerate()
+
+    def where(value):
+        return indexed.filter(lambda i, pair: tf.equal(tf.gather(held, i), value)).map(lambda i, pair: pair)
+
+    return where(False), where(True)
 
 
 def slices(images, targets):
@@ -80,12 +106,12 @@ def _size(dataset):
     return size if size >= 0 else int(dataset.reduce(0, lambda n, _: n + 1))
 
 
-def _pipeline(dataset, kind, classes, batch_size, training, seed, size):
+def _pipeline(dataset, kind, classes, batch_size, training, seed, size, repeatable=False):
     if training:
-        dataset = dataset.shuffle(min(size, 10_000), seed=seed, reshuffle_each_iteration=True)
+        dataset = dataset.shuffle(min(size, 10_000), seed=seed, reshuffle_each_iteration=not repeatable)
         # A stateless crop per image with a seed drawn in order: the same augmentation on
         # every run for a given --seed (a stateful op in a parallel map draws in thread order).
-        seeds = tf.data.Dataset.random(seed=seed, rerandomize_each_iteration=True).batch(2)
+        seeds = tf.data.Dataset.random(seed=seed, rerandomize_each_iteration=not repeatable).batch(2)
         dataset = tf.data.Dataset.zip(dataset, seeds).map(lambda pair, seed: kind.augment(*pair, seed),
                                                           num_parallel_calls=tf.data.AUTOTUNE)  # fmt: skip
     dataset = dataset.map(lambda x, y: (x, kind.target(y, classes, x.shape)), num_parallel_calls=tf.data.AUTOTUNE)

@@ -25,6 +25,7 @@ from keras_mbv3.quantization import (
     quantize_scope,
 )
 from keras_mbv3.quantization.calibration import CALIBRATION_SAMPLES
+from keras_mbv3.recipes import adapt_step
 from keras_mbv3.recipes import data as data_lib
 from keras_mbv3.recipes import evaluation, report, tasks, training
 from keras_mbv3.recipes.settings import DEFAULTS, EMBEDDED, TASK_DEFAULTS, flag
@@ -209,25 +210,29 @@ class Run:
     def adapt(self, **options):
         """NetAdapt of ``float.keras`` to a latency target into ``adapted.keras`` (``adapt_step``); the later steps
         take it in place of ``float.keras``. ``options``: those of ``adapt_step.Options``."""
-        from keras_mbv3.recipes import adapt_step
-
         self._require("float", "train")
         self.record_settings(EVAL_SETTINGS, write=False)
-        if not self._step("adapt", [FILES["adapted"]], [FILES["float"]], "delete it to adapt the newer float.keras"):
+        options = adapt_step.Options(**options).check()
+        if os.path.exists(self.paths["adapted"]):
+            adapt_step.refuse_other_options(self.out, options)
+        if not self._step("adapt", [FILES["adapted"]], [FILES["float"]], adapt_step.AGAIN):
             return None
         start = time.time()
-        result = adapt_step.adapt(self, ADAPT_RATE, adapt_step.Options(**options))
+        result = adapt_step.adapt(self, ADAPT_RATE, options)
         self._timed("adapt", start)
         return result
 
     def _float(self):
         """The float model the later steps take: ``adapted.keras`` once ``mbv3 adapt`` wrote it, else ``float.keras``."""
         if not os.path.exists(self.paths["adapted"]):
+            if os.path.exists(self.path("adapt")):
+                checks.fail("--out", self.out, "a run folder whose `mbv3 adapt` finished (adapt/ holds a search "
+                            "without its adapted.keras): run `mbv3 adapt` again to finish it, or delete adapt/ to "
+                            "take float.keras", FileExistsError)  # fmt: skip
             return "float"
         if os.path.getmtime(self.paths["float"]) > os.path.getmtime(self.paths["adapted"]):
             checks.fail("--out", self.out, "a run folder whose adapted.keras is newer than float.keras (float.keras "
-                        "was trained again): delete adapted.keras and the adapt/ folder, and run `mbv3 adapt` again",
-                        FileExistsError)  # fmt: skip
+                        f"was trained again): {adapt_step.AGAIN}", FileExistsError)  # fmt: skip
         return "adapted"
 
     def qat(self):

@@ -114,7 +114,12 @@ def adapt_markdown(report):
         f"| start | {start['table_ms']:.4f} ms | {start['measured_ms']:.4f} ms |\n"
         f"| adapted | {adapted['table_ms']:.4f} ms | {adapted['measured_ms']:.4f} ms |\n\n"
         f"Table error on the latency relative to the start: {report['table_error']:+.1%}.\n\n"
+        f"Validation accuracy (float): start {start['val_accuracy']:.2%}, adapted {adapted['val_accuracy']:.2%} "
+        f"(after {report['options']['finetune_epochs']} fine-tuning epoch(s)).\n\n"
+        f"Proposals were scored on {report['holdout_images']} training images held out of their fine-tuning.\n\n"
         "| iteration | cut | width | table latency (ms) | holdout accuracy |\n|---|---|---|---|---|\n"
+        + (f"| start | | | {start['table_ms']:.4f} | {start['holdout_score']:.2%} |\n"
+           if start.get("holdout_score") is not None else "")
         + "\n".join(rows)
         + "\n\n| width | start | adapted |\n|---|---|---|\n"
         + "\n".join(widths)
@@ -138,7 +143,9 @@ def adapt_plot(report):
     left.axhline(report["target_ms"], color="tab:red", linestyle="--", label="target")
     left.set_title("int8 latency (table, ms)")
     left.legend(fontsize=7)
-    right.plot(steps[1:], [i["score"] for i in iterations], marker="o", color="tab:orange")
+    start_score = report["start"].get("holdout_score")
+    scores = ([start_score] if start_score is not None else []) + [i["score"] for i in iterations]
+    right.plot(steps[len(steps) - len(scores) :], scores, marker="o", color="tab:orange")
     right.set_title("holdout accuracy after the short fine-tune")
     for axis in (left, right):
         axis.set_xlabel("iteration")

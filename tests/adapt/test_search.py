@@ -43,7 +43,32 @@ def test_each_iteration_saves_the_step_and_keeps_the_best_score_per_latency_save
         assert iteration.width_after % 8 == 0 and iteration.width_after < iteration.width_before
         previous = iteration.latency_ms
     assert all(i.cut.endswith("expansion") for i in iterations)  # no score lost per ms saved: always best
-    assert len(tuned) == sum(i.proposals for i in iterations)  # every proposal fine-tuned once
+    assert len(tuned) == 1 + sum(i.proposals for i in iterations)  # every proposal once, and a copy of the start
+    assert tuned[0] is not model and widths.widths(tuned[0]) == widths.widths(model)
+
+
+@pytest.mark.parametrize("proposals_score", [0.5, 0.6])  # as the start, above it
+def test_the_start_is_scored_after_the_proposals_fine_tune_and_equal_scores_keep_the_larger_saving(proposals_score):
+    model = start_model()
+    scored = []
+
+    def score(candidate):  # the start 0.5, every proposal alike: only the latency saved tells them apart
+        scored.append(candidate)
+        return 0.5 if len(scored) == 1 else proposals_score
+
+    tuned = []
+    start_ms = madds_ms(model)
+    _, iterations = search.search(model, 0.97 * start_ms, madds_ms, tuned.append, score, step_fraction=0.02,
+                                  log=lambda line: None)  # fmt: skip
+    assert scored[0] is tuned[0] and scored[0] is not model  # the start's score is that of a fine-tuned copy
+    found = widths.cuttable(model)
+    savings = []
+    for space in found:
+        width = search.smallest_cut(model, space, search.built_latency(madds_ms), 0.98 * start_ms, 8, start_ms)
+        if width is not None:
+            savings.append(start_ms - madds_ms(widths.rebuild(model, {space: width}, transfer_weights=False)))
+    assert len(savings) == iterations[0].proposals >= 2 and len(set(savings)) >= 2
+    assert start_ms - iterations[0].latency_ms == pytest.approx(max(savings))
 
 
 def test_the_smallest_cut_is_the_widest_width_that_saves_enough():

@@ -52,6 +52,39 @@ def test_training_batches_repeat_for_a_seed(name, task):
     assert not np.array_equal(first[0][0], first[1][0])  # each epoch reshuffles and crops anew
 
 
+def test_a_holdout_leaves_the_training_split_for_the_same_images_whatever_the_global_seed():
+    full = data.load("digits", image_size=16, batch_size=64)
+    split = data.load("digits", image_size=16, batch_size=64, holdout=100)
+
+    def labels(dataset):
+        return np.concatenate([np.argmax(y, -1) for _, y in dataset])
+
+    def images(dataset):
+        return np.concatenate([x for x, _ in dataset])
+
+    assert split.train_size == full.train_size - 100 and len(labels(split.train)) == split.train_size
+    held = labels(split.holdout)
+    assert len(held) == 100 and len(set(held)) == 10  # drawn at random, not one class
+    np.testing.assert_array_equal(np.bincount(held, minlength=10) + np.bincount(labels(split.train), minlength=10),
+                                  np.bincount(labels(full.train), minlength=10))  # fmt: skip
+    first = images(split.holdout)
+    np.testing.assert_array_equal(first, images(split.holdout))  # unaugmented, in the same order on every pass
+    tf.random.set_seed(123)
+    np.testing.assert_array_equal(first, images(data.load("digits", image_size=16, holdout=100).holdout))
+    assert not np.array_equal(first, images(data.load("digits", image_size=16, holdout=100, seed=1).holdout))
+    assert full.holdout is None
+    with pytest.raises(ValueError, match="holdout"):
+        data.load("digits", image_size=16, holdout=full.train_size)
+
+
+def test_a_repeatable_training_split_gives_the_same_augmented_batches_on_every_pass():
+    repeatable = data.load("digits", image_size=16, batch_size=64, holdout=100, repeatable=True).train.take(3)
+    passes = [np.concatenate([x for x, _ in repeatable]) for _ in range(2)]
+    np.testing.assert_array_equal(*passes)
+    ordinary = data.load("digits", image_size=16, batch_size=64).train.take(3)
+    assert not np.array_equal(*[np.concatenate([x for x, _ in ordinary]) for _ in range(2)])
+
+
 def test_translation_moves_image_and_mask_together():
     image = np.zeros((8, 8, 3), "float32")
     image[2:6, 3:5] = 255.0

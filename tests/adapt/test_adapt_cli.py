@@ -1,0 +1,66 @@
+"""``mbv3 adapt`` end to end on an image folder: kill and resume, refusals, and the later steps taking its model."""
+
+import json
+import subprocess
+import sys
+
+import pytest
+
+from keras_mbv3.recipes import adapt_step
+
+from cli_helpers import USER_ENV, assert_one_line_error, call_cli, kill_when_logged, run_cli, three_class_folder
+
+
+def test_adapt_reaches_its_target_resumes_after_a_kill_and_qat_takes_its_model(capsys, tmp_path):
+    """Issue 14 on an image folder: NetAdapt killed after its first iteration resumes there; the adapted model is
+    narrower, its table latency at the target, and QAT and export take it."""
+    out = tmp_path / "run"
+    trained = run_cli("train", "--data", three_class_folder(tmp_path / "set"), "--epochs", "2", "--out", out)
+    assert trained.returncode == 0, trained.stderr
+    assert_one_line_error(call_cli(capsys, "adapt", "--out", out), "`--target-ratio`", "--target-ms")
+    assert_one_line_error(call_cli(capsys, "adapt", "--out", out, "--target-ratio", "1.5"), "`--target-ratio`", "1.5")
+    options = ["--target-ratio", "0.85", "--step-fraction", "0.1", "--proposal-steps", "2", "--finetune-epochs", "1"]
+    args = [sys.executable, "-m", "keras_mbv3", "adapt", "--out", str(out), *options]
+    kill_when_logged(args, tmp_path / "adapt.log", "[adapt] iteration 1:")
+    state = json.loads((out / "adapt" / "search.json").read_text())
+    assert not (out / "adapted.keras").exists() and state["model"] == f"current_{len(state['iterations'])}.keras"
+    assert [p.name for p in (out / "adapt").glob("current_*")] == [state["model"]]
+    assert_one_line_error(call_cli(capsys, "qat", "--out", out), "adapt/ holds a search without its adapted.keras")
+    assert_one_line_error(
+        call_cli(capsys, "adapt", "--out", out, *options[:-1], "2"), "--finetune-epochs: 1 there, 2 now"
+    )
+
+    resumed = subprocess.run(args, capture_output=True, text=True, timeout=900, env=USER_ENV)
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    assert "[adapt] resuming after iteration 1" in resumed.stdout and "[adapt] iteration 1:" not in resumed.stdout
+    report = json.loads((out / "adapt.json").read_text())
+    assert report["adapted"]["table_ms"] <= report["target_ms"] < report["start"]["table_ms"]
+    assert report["iterations"][0] == state["iterations"][0] and len(report["iterations"]) >= 2
+    assert state["iterations"][0]["latency_ms"] > report["target_ms"]  # so the kill came before the end
+    start, adapted = report["start"]["widths"], report["adapted"]["widths"]
+    assert all(adapted[k] <= v for k, v in start.items()) and any(adapted[k] < v for k, v in start.items())
+    assert report["holdout_images"] == 7 and 0 <= report["adapted"]["val_accuracy"] <= 1  # a fifth of 36
+    assert "| start |" in (out / "adapt.md").read_text() and (out / "adapt.png").stat().st_size > 0
+    again = call_cli(capsys, "adapt", "--out", out, *options[:-1], "2")  # adapted.keras: other options refused
+    assert_one_line_error(again, "adapted with other options", "--finetune-epochs: 1 there, 2 now")
+    same = call_cli(capsys, "adapt", "--out", out, *options)
+    assert same.returncode == 0 and "[adapt] done before, reusing adapted.keras" in same.stdout
+
+    qat = run_cli("qat", "--out", out, "--qat-epochs", "1")
+    assert qat.returncode == 0, qat.stderr
+    assert "[qat] from adapted.keras" in qat.stdout
+    export = run_cli("export", "--out", out)  # checks one XNNPACK partition of a fully int8 graph on the way
+    assert export.returncode == 0, export.stderr
+
+
+def test_a_search_of_another_float_model_or_an_adapted_model_of_unknown_options_is_refused(tmp_path):
+    options = adapt_step.Options(target_ratio=0.7)
+    state = adapt_step._read_state(str(tmp_path), options, "a" * 64)
+    adapt_step._write_state(str(tmp_path), state)
+    assert adapt_step._read_state(str(tmp_path), options, "a" * 64) == state
+    with pytest.raises(FileExistsError, match=r"another float.keras \(SHA-256 aaaaaaaaaaaa...; now bbbbbbbbbbbb"):
+        adapt_step._read_state(str(tmp_path), options, "b" * 64)
+    with pytest.raises(FileExistsError, match="--target-ratio: 0.7 there, 0.8 now"):
+        adapt_step._read_state(str(tmp_path), adapt_step.Options(target_ratio=0.8), "a" * 64)
+    with pytest.raises(FileExistsError, match="without its adapt.json"):
+        adapt_step.refuse_other_options(str(tmp_path), options)
