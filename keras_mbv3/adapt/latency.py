@@ -134,21 +134,25 @@ class LatencyTable:
 
     Units timed alone ran faster than inside the whole model (a unit timed alone
     finds its weights and activations in cache): Small at 96x96, their sum was
-    0.252 against 0.290 ms whole. The ratio holds from model to model: three cut
-    models and the start measured side by side were 1.096-1.132x the table's sums,
-    so a latency relative to the start's is off by 0.9-2.0%. ``calibrate`` on the
-    starting model scales every estimate by measured / sum. (Whole-model medians
-    of the same file moved by 11% from one measuring run to the next.)
+    0.252 against 0.290 ms whole. ``calibrate`` on the starting model scales every
+    estimate by measured / sum. That scale drifts as a model narrows: Small at
+    96x96 adapted to 0.68x of the start by the table measured 0.63x whole, side by
+    side (table error +7.5%). So ``calibrate(model, start)`` re-anchors the scale on
+    each chosen model, measured side by side with the start (interleaved): its
+    estimate becomes the start's latency times the measured ratio, and the next
+    proposals are estimated from there. (Whole-model medians of one file moved by
+    11% from one measuring run to the next; ratios measured side by side, 1-2%.)
     """
 
     def __init__(self, images, path=None, threads=1):
         self.images, self.path, self.threads = images, path, threads
-        self.entries, self.scale = {}, 1.0
+        self.entries, self.scale, self.start_ms = {}, 1.0, None
+        self._start_file = None  # the start's int8 .tflite, converted once per process
         if path and os.path.exists(path):
             with open(path) as f:
                 saved = json.load(f)
             if saved.get("threads") == threads:
-                self.entries, self.scale = saved["entries"], saved["scale"]
+                self.entries, self.scale, self.start_ms = saved["entries"], saved["scale"], saved.get("start_ms")
 
     def unit_latencies(self, model, changes=None):
         """``[ms per unit]`` of ``model`` (with ``changes``, as ``links`` takes them) as measured, measuring the
@@ -166,15 +170,29 @@ class LatencyTable:
         without building that model): its units' sum, calibrated."""
         return float(sum(self.unit_latencies(model, changes)) * self.scale)
 
-    def calibrate(self, model):
-        """Measure ``model`` whole; scale the estimates to it. Returns ``(measured ms, sum of units ms)``."""
-        measured = measure_models({"model": model}, self.images, self.threads)["model"]
+    def calibrate(self, model, start=None, rounds=15):
+        """Scale the estimates so that ``model``'s is its latency: measured whole when ``start`` is None (``model``
+        is the start; its latency becomes ``start_ms``), else ``start_ms`` times ``model``'s latency relative to
+        ``start``'s, the two measured side by side. Returns ``(that latency, sum of units ms)``."""
+        from keras_mbv3.quantization.litert import interleaved_latency_ms
+
         total = float(sum(self.unit_latencies(model)))
-        self.scale = measured / total
+        if start is None:
+            self.start_ms = measure_models({"model": model}, self.images, self.threads, rounds)["model"]
+            ms = self.start_ms
+        else:
+            if self.start_ms is None:
+                raise ValueError("Invalid `start`: the table was not calibrated on the start yet (call "
+                                 "`calibrate(start)` first)")  # fmt: skip
+            self._start_file = self._start_file or _int8(start, self.images)
+            both = {"start": self._start_file, "model": _int8(model, self.images)}
+            measured = interleaved_latency_ms(both, rounds=rounds, num_threads=self.threads)
+            ms = self.start_ms * measured["model"] / measured["start"]
+        self.scale = ms / total
         self._save()
-        return measured, total
+        return ms, total
 
     def _save(self):
         if self.path:
-            content = json.dumps({"threads": self.threads, "scale": self.scale, "entries": self.entries}, indent=1)
-            write_atomically(content.encode(), self.path, overwrite=True)
+            saved = {"threads": self.threads, "scale": self.scale, "start_ms": self.start_ms, "entries": self.entries}
+            write_atomically(json.dumps(saved, indent=1).encode(), self.path, overwrite=True)

@@ -2,7 +2,8 @@
 
 Each iteration proposes, per cuttable width (an expansion, or the output of a
 residual chain), the smallest cut in steps of ``divisor`` channels whose table
-latency saves at least ``step_fraction`` of the current latency; fine-tunes each
+latency saves at least ``step_fraction`` of the current latency (or what is
+left to the target, if less); fine-tunes each
 proposal briefly from the current weights (channels of highest L1 norm kept);
 and keeps the one of best accuracy change per latency saved, as the
 MobileNetV3 paper does (NetAdapt's own rule kept the most accurate); of those
@@ -28,6 +29,23 @@ class Iteration:
     latency_ms: float
     score: float
     proposals: int
+    estimated_ms: float = None  # the table's estimate when chosen, before ``calibrate`` measured it
+
+
+@dataclasses.dataclass(frozen=True)
+class _Proposal:
+    space: str
+    setters: list  # [(layer name, argument), ...]
+    width: int
+    model: object
+    latency_ms: float
+    score: float
+    tie_break: float
+
+
+def _ranked(value):
+    """``(score, tie_break)`` from what ``score`` returned: a number, or ``(score, tie_break)``."""
+    return (float(value[0]), float(value[1])) if isinstance(value, tuple) else (float(value), 0.0)
 
 
 def built_latency(latency):
@@ -73,11 +91,11 @@ def baseline_score(model, finetune, score):
     compared with, so that their changes are the cuts' alone."""
     copy = widths_lib.rebuild(model, {})
     finetune(copy)
-    return score(copy)
+    return _ranked(score(copy))[0]
 
 
 def search(model, target_ms, latency, finetune, score, *, latency_at=None, step_fraction=0.02, divisor=8, resume=None,
-           save=None, start_score=None, log=print):  # fmt: skip
+           save=None, start_score=None, calibrate=None, log=print):  # fmt: skip
     """Adapt ``model`` until ``latency(model) <= target_ms``; return ``(model, [Iteration, ...])``.
 
     Args:
@@ -87,12 +105,16 @@ def search(model, target_ms, latency, finetune, score, *, latency_at=None, step_
         latency_at: ``latency_at(model, {space: width}, setters) -> ms`` without building that model
             (``setters``: ``widths_lib.cuttable(model)``; default: ``built_latency(latency)``, which builds it).
         finetune: ``finetune(model)`` trains a proposal in place (a few steps).
-        score: ``score(model) -> float``, higher better (accuracy on held-out images).
-        step_fraction: each cut saves at least this fraction of the current latency.
+        score: ``score(model) -> float``, higher better (accuracy on held-out images), or ``(score, tie_break)``:
+            of proposals of equal score, the one of higher ``tie_break`` is kept (e.g. minus the loss, when the
+            held-out images are all classified right: they cannot tell the cuts apart).
+        step_fraction: each cut saves at least this fraction of the current latency (the last, what is left).
         divisor: widths stay multiples of it.
         resume: ``(model, iterations)`` of a search stopped after its last finished iteration.
         save: ``save(model, iterations)`` after each iteration (to resume from).
         start_score: ``baseline_score(model, finetune, score)``, if already known.
+        calibrate: ``calibrate(model)`` re-anchors ``latency`` on the model each iteration keeps (and on a resumed
+            one) by measuring it (``LatencyTable.calibrate(model, start)``).
         log: called with one line per iteration.
     """
     checks.positive_number("target_ms", target_ms)
@@ -102,13 +124,15 @@ def search(model, target_ms, latency, finetune, score, *, latency_at=None, step_
     iterations = []
     if resume is not None:
         model, iterations = resume
+        if calibrate and iterations:
+            calibrate(model)
     current_ms = latency(model)
     if iterations:
         current_score = iterations[-1].score
     elif current_ms > target_ms:
         current_score = start_score if start_score is not None else baseline_score(model, finetune, score)
     while current_ms > target_ms:
-        needed = step_fraction * current_ms
+        needed = min(step_fraction * current_ms, current_ms - target_ms)  # the last cut: what is left
         found = channels.spaces(model)  # once per iteration: each reading flattens the model
         cuttable = widths_lib.cuttable(model, found)
         proposals = []
@@ -118,26 +142,30 @@ def search(model, target_ms, latency, finetune, score, *, latency_at=None, step_
                 continue
             candidate = widths_lib.rebuild(model, {space: width}, setters=cuttable)
             finetune(candidate)
-            proposals.append((space, setters, width, candidate, latency(candidate), score(candidate)))
+            ranked = _ranked(score(candidate))
+            proposals.append(_Proposal(space, setters, width, candidate, latency(candidate), *ranked))
         if not proposals:
             raise RuntimeError(f"NetAdapt stopped at {current_ms:.4f} ms, above the target {target_ms:.4f} ms: no "
                                f"width can be cut by {divisor} channels or more and save {step_fraction:.0%}")  # fmt: skip
 
         def gain(proposal):
-            """Score lost per ms saved; of proposals that lose nothing, the best score, then the larger saving
-            (a gain per ms would favour the smaller of two equal gains)."""
-            change, saved = proposal[5] - current_score, current_ms - proposal[4]
-            return min(change, 0.0) / max(saved, 1e-9), change, saved
+            """Score lost per ms saved; of proposals that lose nothing, the best score, then the best tie-break,
+            then the larger saving (a gain per ms would favour the smaller of two equal gains)."""
+            change, saved = proposal.score - current_score, current_ms - proposal.latency_ms
+            return min(change, 0.0) / max(saved, 1e-9), change, proposal.tie_break, saved
 
-        space, setters, width, model, new_ms, new_score = max(proposals, key=gain)
-        iteration = Iteration(len(iterations), widths_lib.describe(setters), space, found.sizes[space], width, new_ms,
-                              new_score, len(proposals))  # fmt: skip
+        kept = max(proposals, key=gain)
+        model, current_score = kept.model, kept.score
+        if calibrate:
+            calibrate(model)
+        current_ms = latency(model)
+        iteration = Iteration(len(iterations), widths_lib.describe(kept.setters), kept.space, found.sizes[kept.space],
+                              kept.width, current_ms, kept.score, len(proposals), kept.latency_ms)  # fmt: skip
         iterations.append(iteration)
-        current_ms, current_score = new_ms, new_score
         if save:  # before the line: a search killed once it is printed resumes after this iteration
             save(model, iterations)
         log(
-            f"[adapt] iteration {iteration.index + 1}: {iteration.cut} {iteration.width_before} -> {width}, "
-            f"{new_ms:.4f} ms (target {target_ms:.4f}), score {new_score:.4f}, {len(proposals)} proposals"
+            f"[adapt] iteration {iteration.index + 1}: {iteration.cut} {iteration.width_before} -> {kept.width}, "
+            f"{current_ms:.4f} ms (target {target_ms:.4f}), score {current_score:.4f}, {len(proposals)} proposals"
         )
     return model, iterations

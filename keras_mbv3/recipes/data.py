@@ -91,10 +91,16 @@ def split_off(dataset, size, count, seed):
     held = tf.constant(held)
     indexed = dataset.enumerate()
 
-    def where(value):
-        return indexed.filter(lambda i, pair: tf.equal(tf.gather(held, i), value)).map(lambda i, pair: pair)
+    def is_held(index, element):
+        return tf.gather(held, index)
 
-    return where(False), where(True)
+    def is_kept(index, element):
+        return tf.logical_not(tf.gather(held, index))
+
+    def element_of(index, element):
+        return element
+
+    return indexed.filter(is_kept).map(element_of), indexed.filter(is_held).map(element_of)
 
 
 def slices(images, targets):

@@ -105,20 +105,23 @@ def write_adapt(report, out):
 
 def adapt_markdown(report):
     start, adapted = report["start"], report["adapted"]
-    rows = [f"| {i['index'] + 1} | {i['cut']} | {i['width_before']} -> {i['width_after']} | {i['latency_ms']:.4f} | "
-            f"{i['score']:.2%} |" for i in report["iterations"]]  # fmt: skip
+    rows = [f"| {i['index'] + 1} | {i['cut']} | {i['width_before']} -> {i['width_after']} | "
+            f"{_ms(i.get('estimated_ms'))} | {i['latency_ms']:.4f} | {i['score']:.2%} |"
+            for i in report["iterations"]]  # fmt: skip
     widths = [f"| {space} | {start['widths'][space]} | {adapted['widths'][space]} |" for space in start["widths"]]
     return (
         f"# mbv3 adapt: NetAdapt to {report['target_ms']:.4f} ms\n\n"
-        f"| | table estimate | measured whole (int8, side by side) |\n|---|---|---|\n"
+        f"| | table | measured whole (int8, side by side) |\n|---|---|---|\n"
         f"| start | {start['table_ms']:.4f} ms | {start['measured_ms']:.4f} ms |\n"
-        f"| adapted | {adapted['table_ms']:.4f} ms | {adapted['measured_ms']:.4f} ms |\n\n"
-        f"Table error on the latency relative to the start: {report['table_error']:+.1%}.\n\n"
+        f"| adapted | {adapted['table_ms']:.4f} ms | {adapted['measured_ms']:.4f} ms "
+        f"({report['measured_ratio']:.2f}x) |\n\n"
+        f"The table's estimate of each chosen model against its measurement (side by side with the start): "
+        f"at most {report['table_error']:+.1%}.\n\n"
         f"Validation accuracy (float): start {start['val_accuracy']:.2%}, adapted {adapted['val_accuracy']:.2%} "
         f"(after {report['options']['finetune_epochs']} fine-tuning epoch(s)).\n\n"
         f"Proposals were scored on {report['holdout_images']} training images held out of their fine-tuning.\n\n"
-        "| iteration | cut | width | table latency (ms) | holdout accuracy |\n|---|---|---|---|---|\n"
-        + (f"| start | | | {start['table_ms']:.4f} | {start['holdout_score']:.2%} |\n"
+        "| iteration | cut | width | estimated (ms) | measured (ms) | holdout accuracy |\n|---|---|---|---|---|---|\n"
+        + (f"| start | | | | {start['table_ms']:.4f} | {start['holdout_score']:.2%} |\n"
            if start.get("holdout_score") is not None else "")
         + "\n".join(rows)
         + "\n\n| width | start | adapted |\n|---|---|---|\n"
@@ -127,8 +130,12 @@ def adapt_markdown(report):
     )
 
 
+def _ms(value):
+    return "" if value is None else f"{value:.4f}"
+
+
 def adapt_plot(report):
-    """PNG bytes: the table latency and the holdout accuracy after each iteration."""
+    """PNG bytes: the latency (measured, and the table's estimate) and the holdout accuracy per iteration."""
     import io
 
     import matplotlib
@@ -139,9 +146,13 @@ def adapt_plot(report):
     iterations = report["iterations"]
     steps = [0] + [i["index"] + 1 for i in iterations]
     figure, (left, right) = pyplot.subplots(1, 2, figsize=(10, 3.8))
-    left.plot(steps, [report["start"]["table_ms"]] + [i["latency_ms"] for i in iterations], marker="o")
+    left.plot(steps, [report["start"]["table_ms"]] + [i["latency_ms"] for i in iterations], marker="o",
+              label="measured (side by side with the start)")  # fmt: skip
+    estimated = [(i["index"] + 1, i["estimated_ms"]) for i in iterations if i.get("estimated_ms") is not None]
+    if estimated:
+        left.plot(*zip(*estimated), marker="x", linestyle="none", label="table estimate when chosen")
     left.axhline(report["target_ms"], color="tab:red", linestyle="--", label="target")
-    left.set_title("int8 latency (table, ms)")
+    left.set_title("int8 latency (ms)")
     left.legend(fontsize=7)
     start_score = report["start"].get("holdout_score")
     scores = ([start_score] if start_score is not None else []) + [i["score"] for i in iterations]

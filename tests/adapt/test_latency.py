@@ -70,6 +70,20 @@ def test_calibration_scales_the_sum_to_the_whole_models_measurement(tmp_path):
     assert latency.LatencyTable(IMAGES, str(tmp_path / "table.json")).scale == pytest.approx(measured / total)
 
 
+def test_recalibration_on_a_cut_model_anchors_its_estimate_to_the_start_times_the_measured_ratio(tmp_path):
+    model = tiny()
+    space = [s for s, v in widths.cuttable(model).items() if widths.describe(v) == "expanded_conv_1 expansion"][0]
+    cut = widths.rebuild(model, {space: 16})
+    table = latency.LatencyTable(IMAGES, str(tmp_path / "table.json"))
+    with pytest.raises(ValueError, match="`start`"):
+        table.calibrate(cut, start=model)
+    start_ms, _ = table.calibrate(model)
+    cut_ms, cut_total = table.calibrate(cut, start=model)
+    assert table.latency(cut) == pytest.approx(cut_ms) and 0.2 * start_ms < cut_ms < 1.2 * start_ms
+    saved = latency.LatencyTable(IMAGES, str(tmp_path / "table.json"))
+    assert saved.start_ms == pytest.approx(start_ms) and saved.scale == pytest.approx(cut_ms / cut_total)
+
+
 def test_a_model_that_is_not_a_chain_is_refused():
     inputs = keras.Input((8, 8, 4))
     a = keras.layers.Conv2D(4, 1, name="a")(inputs)

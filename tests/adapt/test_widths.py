@@ -114,3 +114,25 @@ def test_a_cut_that_would_join_a_residual_is_known_and_refused():
     assert widths.joins_a_residual(model, {chain: 40}) and not widths.joins_a_residual(model, {chain: 32})
     with pytest.raises(ValueError, match="residual add appeared"):
         widths.rebuild(model, {chain: 40})
+
+
+def test_a_cut_model_saves_loads_flattens_and_quantizes_to_one_int8_partition(tmp_path, rng):
+    """The adapted model is an ordinary functional model of our layers, on either Keras line and its engine."""
+    from keras_mbv3.layers.flatten import flatten_model
+    from keras_mbv3.quantization import export_tflite, quantize_model
+    from keras_mbv3.quantization.litert import graph_report
+
+    model = small()
+    setters = widths.cuttable(model)
+    named = {widths.describe(setters[space]): space for space in setters}
+    cut = widths.rebuild(model, {named["expanded_conv_4 expansion"]: 120, named["expanded_conv_3..5 output"]: 24,
+                                 named["conv_2 output"]: 512})  # fmt: skip
+    x = rng.uniform(0, 255, (4, 32, 32, 3)).astype("float32")
+    expected = cut.predict(x, verbose=0)
+    cut.save(tmp_path / "cut.keras")
+    loaded = keras.models.load_model(tmp_path / "cut.keras")
+    assert widths.widths(loaded)[named["expanded_conv_3..5 output"]] == 24
+    for other in (loaded, flatten_model(cut)):
+        np.testing.assert_allclose(other.predict(x, verbose=0), expected, atol=1e-5)
+    report = graph_report(export_tflite(quantize_model(loaded, representative_dataset=x), quantization="int8"))
+    assert report["partitions"] == 1 and not report["float_ops"]
