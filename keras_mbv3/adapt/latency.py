@@ -140,7 +140,8 @@ class LatencyTable:
     side (table error +7.5%). So ``calibrate(model, start)`` re-anchors the scale on
     each chosen model, measured side by side with the start (interleaved): its
     estimate becomes the start's latency times the measured ratio, and the next
-    proposals are estimated from there. (Whole-model medians of one file moved by
+    proposals are estimated from there (chosen models within 4.4% of it, the
+    same search). ``start_ms``, measured once, stays the reference. (Whole-model medians of one file moved by
     11% from one measuring run to the next; ratios measured side by side, 1-2%.)
     """
 
@@ -176,18 +177,21 @@ class LatencyTable:
         ``start``'s, the two measured side by side. Returns ``(that latency, sum of units ms)``."""
         from keras_mbv3.quantization.litert import interleaved_latency_ms
 
-        total = float(sum(self.unit_latencies(model)))
         if start is None:
             self.start_ms = measure_models({"model": model}, self.images, self.threads, rounds)["model"]
-            ms = self.start_ms
-        else:
-            if self.start_ms is None:
-                raise ValueError("Invalid `start`: the table was not calibrated on the start yet (call "
-                                 "`calibrate(start)` first)")  # fmt: skip
-            self._start_file = self._start_file or _int8(start, self.images)
-            both = {"start": self._start_file, "model": _int8(model, self.images)}
-            measured = interleaved_latency_ms(both, rounds=rounds, num_threads=self.threads)
-            ms = self.start_ms * measured["model"] / measured["start"]
+            return self.anchor(model, self.start_ms)
+        if self.start_ms is None:
+            raise ValueError("Invalid `start`: the table was not calibrated on the start yet (call "
+                             "`calibrate(start)` first)")  # fmt: skip
+        self._start_file = self._start_file or _int8(start, self.images)
+        both = {"start": self._start_file, "model": _int8(model, self.images)}
+        measured = interleaved_latency_ms(both, rounds=rounds, num_threads=self.threads)
+        return self.anchor(model, self.start_ms * measured["model"] / measured["start"])
+
+    def anchor(self, model, ms):
+        """Scale the estimates so that ``model``'s is ``ms`` (a latency ``calibrate`` measured, given again on a
+        resume). Returns ``(ms, sum of units ms)``."""
+        total = float(sum(self.unit_latencies(model)))
         self.scale = ms / total
         self._save()
         return ms, total

@@ -7,7 +7,8 @@ left to the target, if less); fine-tunes each
 proposal briefly from the current weights (channels of highest L1 norm kept);
 and keeps the one of best accuracy change per latency saved, as the
 MobileNetV3 paper does (NetAdapt's own rule kept the most accurate); of those
-that lose no accuracy, the most accurate, then the one that saves more.
+that lose no accuracy, the most accurate, then the one of best tie-break (the
+recipe's: lower holdout loss), then the one that saves more.
 """
 
 import dataclasses
@@ -19,7 +20,8 @@ from keras_mbv3.adapt import widths as widths_lib
 
 @dataclasses.dataclass(frozen=True)
 class Iteration:
-    """One finished iteration: the kept proposal's cut and figures (the table's latency, in ms)."""
+    """One finished iteration: the kept proposal's cut and figures (``latency_ms``: ``latency`` of the kept model
+    after ``calibrate``, i.e. measured; ``estimated_ms``: the table's estimate it was chosen by)."""
 
     index: int
     cut: str  # widths_lib.describe of the cut width
@@ -113,8 +115,9 @@ def search(model, target_ms, latency, finetune, score, *, latency_at=None, step_
         resume: ``(model, iterations)`` of a search stopped after its last finished iteration.
         save: ``save(model, iterations)`` after each iteration (to resume from).
         start_score: ``baseline_score(model, finetune, score)``, if already known.
-        calibrate: ``calibrate(model)`` re-anchors ``latency`` on the model each iteration keeps (and on a resumed
-            one) by measuring it (``LatencyTable.calibrate(model, start)``).
+        calibrate: ``calibrate(model)`` re-anchors ``latency`` on the model each iteration keeps by measuring it
+            (``LatencyTable.calibrate(model, start)``); a resumed search must be anchored on its model as it was
+            (``LatencyTable.anchor(model, iterations[-1].latency_ms)``) before it is called.
         log: called with one line per iteration.
     """
     checks.positive_number("target_ms", target_ms)
@@ -124,8 +127,6 @@ def search(model, target_ms, latency, finetune, score, *, latency_at=None, step_
     iterations = []
     if resume is not None:
         model, iterations = resume
-        if calibrate and iterations:
-            calibrate(model)
     current_ms = latency(model)
     if iterations:
         current_score = iterations[-1].score
@@ -146,7 +147,8 @@ def search(model, target_ms, latency, finetune, score, *, latency_at=None, step_
             proposals.append(_Proposal(space, setters, width, candidate, latency(candidate), *ranked))
         if not proposals:
             raise RuntimeError(f"NetAdapt stopped at {current_ms:.4f} ms, above the target {target_ms:.4f} ms: no "
-                               f"width can be cut by {divisor} channels or more and save {step_fraction:.0%}")  # fmt: skip
+                               f"width can be cut by {divisor} channels or more and save {needed:.4f} ms "
+                               f"({needed / current_ms:.1%})")  # fmt: skip
 
         def gain(proposal):
             """Score lost per ms saved; of proposals that lose nothing, the best score, then the best tie-break,

@@ -1,7 +1,8 @@
 """``mbv3 adapt``: NetAdapt on a run's trained float model, into ``adapted.keras`` for the later steps.
 
 The run folder's ``adapt/`` keeps the search: ``latency_table.json`` (the int8
-unit latencies, calibrated on the starting model), ``search.json`` (the options,
+unit latencies, the start's measured latency, and the scale re-anchored on the
+last chosen model), ``search.json`` (the options,
 the starting model's SHA-256, its score and the finished iterations) and
 ``current_N.keras`` (the model after iteration N, named in ``search.json``), so
 that a killed search resumes from its last finished iteration. Proposals are
@@ -87,16 +88,20 @@ class _Adaptation:
     def run(self):
         start, run, state, table = time.time(), self.recipe, self.state, self.table
         original = keras.models.load_model(run.paths["float"], compile=False)
-        if not state["calibrated"]:
+        if not state["calibrated"] or table.start_ms is None:  # (a table file of an older version: no start_ms)
             table.calibrate(original)
             state["calibrated"] = True
             self._write_state()
-        start_ms = table.latency(original)
+        start_ms = table.start_ms  # measured once: the reference of --target-ratio, on a resume too
         options = self.options
         target = options.target_ms if options.target_ms is not None else options.target_ratio * start_ms
         run.log(f"[adapt] start {start_ms:.4f} ms (int8, {options.threads} thread(s)), target {target:.4f} ms; "
                 f"proposals scored on {self.held} training images held out of their fine-tuning")  # fmt: skip
         resume = self._resume()
+        if resume is None:  # the scale of the start (a search killed in its first iteration may have moved it)
+            table.anchor(original, start_ms)
+        else:  # the scale of the model resumed from, as measured when it was chosen
+            table.anchor(resume[0], resume[1][-1].latency_ms)
         if state["start_score"] is None and start_ms > target:
             state["start_score"] = search.baseline_score(original, self.tune, self.score)
             self._write_state()
@@ -239,7 +244,7 @@ def adapted_summary(report):
     start, adapted = report["start"], report["adapted"]
     return (
         f"int8 latency {start['measured_ms']:.4f} -> {adapted['measured_ms']:.4f} ms measured "
-        f"({report['measured_ratio']:.2f}x), table error at most {report['table_error']:+.1%} per iteration"
+        f"({report['measured_ratio']:.2f}x); the table's largest error on a chosen model {report['table_error']:+.1%}"
     )
 
 

@@ -111,12 +111,12 @@ def adapt_markdown(report):
     widths = [f"| {space} | {start['widths'][space]} | {adapted['widths'][space]} |" for space in start["widths"]]
     return (
         f"# mbv3 adapt: NetAdapt to {report['target_ms']:.4f} ms\n\n"
-        f"| | table | measured whole (int8, side by side) |\n|---|---|---|\n"
+        f"| | the search's latency (table, re-anchored) | measured whole (int8, side by side) |\n|---|---|---|\n"
         f"| start | {start['table_ms']:.4f} ms | {start['measured_ms']:.4f} ms |\n"
         f"| adapted | {adapted['table_ms']:.4f} ms | {adapted['measured_ms']:.4f} ms "
         f"({report['measured_ratio']:.2f}x) |\n\n"
         f"The table's estimate of each chosen model against its measurement (side by side with the start): "
-        f"at most {report['table_error']:+.1%}.\n\n"
+        f"largest error {report['table_error']:+.1%}.\n\n"
         f"Validation accuracy (float): start {start['val_accuracy']:.2%}, adapted {adapted['val_accuracy']:.2%} "
         f"(after {report['options']['finetune_epochs']} fine-tuning epoch(s)).\n\n"
         f"Proposals were scored on {report['holdout_images']} training images held out of their fine-tuning.\n\n"

@@ -82,6 +82,8 @@ def test_recalibration_on_a_cut_model_anchors_its_estimate_to_the_start_times_th
     assert table.latency(cut) == pytest.approx(cut_ms) and 0.2 * start_ms < cut_ms < 1.2 * start_ms
     saved = latency.LatencyTable(IMAGES, str(tmp_path / "table.json"))
     assert saved.start_ms == pytest.approx(start_ms) and saved.scale == pytest.approx(cut_ms / cut_total)
+    saved.anchor(model, start_ms)  # a resume restores a scale without measuring
+    assert saved.latency(model) == pytest.approx(start_ms) and saved.start_ms == pytest.approx(start_ms)
 
 
 def test_a_model_that_is_not_a_chain_is_refused():
