@@ -37,8 +37,13 @@ def test_adapt_reaches_its_target_resumes_after_a_kill_and_qat_takes_its_model(c
     assert "[adapt] resuming after iteration 1" in resumed.stdout and "[adapt] iteration 1:" not in resumed.stdout
     report = json.loads((out / "adapt.json").read_text())
     assert report["adapted"]["table_ms"] <= report["target_ms"] < report["start"]["table_ms"]
-    assert report["iterations"][0] == state["iterations"][0] and len(report["iterations"]) >= 2
-    assert state["iterations"][0]["latency_ms"] > report["target_ms"]  # so the kill came before the end
+    assert report["iterations"][0] == state["iterations"][0]
+    # killed in the search, it went on cutting; killed in the final fine-tune (iteration 1 measured at the
+    # target: measurements move with the machine's load), it only fine-tuned again
+    if state["iterations"][0]["latency_ms"] > report["target_ms"]:
+        assert len(report["iterations"]) >= 2
+    else:
+        assert len(report["iterations"]) == 1
     start, adapted = report["start"]["widths"], report["adapted"]["widths"]
     assert all(adapted[k] <= v for k, v in start.items()) and any(adapted[k] < v for k, v in start.items())
     assert report["holdout_images"] == 7 and 0 <= report["adapted"]["val_accuracy"] <= 1  # a fifth of 36
