@@ -175,18 +175,23 @@ class LatencyTable:
         """Scale the estimates so that ``model``'s is its latency: measured whole when ``start`` is None (``model``
         is the start; its latency becomes ``start_ms``), else ``start_ms`` times ``model``'s latency relative to
         ``start``'s, the two measured side by side. Returns ``(that latency, sum of units ms)``."""
-        from keras_mbv3.quantization.litert import interleaved_latency_ms
-
         if start is None:
             self.start_ms = measure_models({"model": model}, self.images, self.threads, rounds)["model"]
             return self.anchor(model, self.start_ms)
         if self.start_ms is None:
             raise ValueError("Invalid `start`: the table was not calibrated on the start yet (call "
                              "`calibrate(start)` first)")  # fmt: skip
+        measured = self.beside_start(model, start, rounds)
+        return self.anchor(model, self.start_ms * measured["model"] / measured["start"])
+
+    def beside_start(self, model, start, rounds=15):
+        """``{"start": ms, "model": ms}``: ``model`` and ``start`` whole, in int8, timed side by side (interleaved;
+        the start is converted once per table)."""
+        from keras_mbv3.quantization.litert import interleaved_latency_ms
+
         self._start_file = self._start_file or _int8(start, self.images)
         both = {"start": self._start_file, "model": _int8(model, self.images)}
-        measured = interleaved_latency_ms(both, rounds=rounds, num_threads=self.threads)
-        return self.anchor(model, self.start_ms * measured["model"] / measured["start"])
+        return interleaved_latency_ms(both, rounds=rounds, num_threads=self.threads)
 
     def anchor(self, model, ms):
         """Scale the estimates so that ``model``'s is ``ms`` (a latency ``calibrate`` measured, given again on a
