@@ -11,6 +11,15 @@ def fail(name, value, allowed, error=ValueError):
     raise error(f"Invalid `{name}`: received {name}={value!r}; allowed: {allowed}.")
 
 
+class UnsupportedLayerError(ValueError):
+    """A model holds a layer that quantization has no int8 rule for (named, with its class)."""
+
+
+def unsupported_layer(layer, allowed, detail=""):
+    """Raise ``UnsupportedLayerError`` naming ``layer``, its class (and ``detail``) and what is ``allowed``."""
+    fail("model", f"layer {layer.name!r} ({type(layer).__name__}){detail}", allowed, UnsupportedLayerError)
+
+
 def _is_int(value):
     return isinstance(value, numbers.Integral) and not isinstance(value, bool)
 

@@ -5,6 +5,7 @@ Every writer of the package (exports, run folders, reports) goes through
 """
 
 import contextlib
+import hashlib
 import os
 import socket
 import tempfile
@@ -77,3 +78,12 @@ def write_atomically(data, path, overwrite=False):
         if os.path.exists(temp):
             os.unlink(temp)
         raise
+
+
+def sha256(path):
+    """The SHA-256 of a file, in hex."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()

@@ -125,14 +125,28 @@ class Graph:
                 )
                 new_inputs[id(tensor)] = new_input
                 new[id(tensor)] = on_input(node, new_input) if on_input else new_input
+        outputs = self._replay(new, call_node)
+        inputs = [new_inputs[id(t)] for t in self.inputs]
+        return keras.Model(inputs if len(inputs) > 1 else inputs[0], outputs, name=name or self.model.name)
+
+    def replay(self, inputs, call_node=None):
+        """Call every node again on ``inputs`` (tensors for the model's inputs, in order); return the new outputs.
+
+        What a call of the model on ``inputs`` computes, with its layers as nodes
+        of the caller's graph instead of one nested model (``call_node`` as in
+        ``rebuild``). The outputs come in the model's output structure.
+        """
+        return self._replay({id(old): tensor for old, tensor in zip(self.inputs, inputs)}, call_node)
+
+    def _replay(self, new, call_node):
+        for node in self.nodes:
+            if node.is_input:
                 continue
             args, kwargs = tf.nest.map_structure(lambda t: new.get(id(t), t), (node.args, node.kwargs))
             outputs = call_node(node, args, kwargs) if call_node else node.layer(*args, **kwargs)
             for old, tensor in zip(node.outputs, tf.nest.flatten(outputs)):
                 new[id(old)] = tensor
-        inputs = [new_inputs[id(t)] for t in self.inputs]
-        outputs = tf.nest.map_structure(lambda t: new[id(t)], self.output_structure())
-        return keras.Model(inputs if len(inputs) > 1 else inputs[0], outputs, name=name or self.model.name)
+        return tf.nest.map_structure(lambda t: new[id(t)], self.output_structure())
 
     def input_layers(self, layer):
         """The layers whose outputs feed ``layer`` in this graph (over all its calls)."""

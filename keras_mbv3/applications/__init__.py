@@ -1,5 +1,6 @@
 """MobileNetV3 models: classification, multi-scale features, LR-ASPP segmentation and SSDLite detection."""
 
+from keras_mbv3.applications.from_keras import from_keras
 from keras_mbv3.applications.features import FeatureInfo, feature_info, feature_model
 from keras_mbv3.applications.mobilenet_v3 import (
     MobileNetV3Large,
@@ -18,6 +19,7 @@ __all__ = [
     "feature_model",
     "feature_info",
     "FeatureInfo",
+    "from_keras",
     "LRASPPMobileNetV3Large",
     "LRASPPMobileNetV3Small",
     "SSDLiteMobileNetV3Large",

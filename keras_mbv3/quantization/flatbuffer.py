@@ -17,7 +17,10 @@ def finish(content, input_names, strip_names, metadata=None, postprocess=None):
     ``strip_names`` drops the names of inner tensors: the converter names each
     after every op fused into it (``model/block/Conv2D;model/block/BiasAdd;...``),
     33 KB of a 32x32 MobileNetV3Small int8 file. Inputs, outputs and signatures
-    keep theirs (``flatbuffer_utils.strip_strings`` drops those too).
+    keep theirs (``flatbuffer_utils.strip_strings`` drops those too). Input and
+    output tensors are named as in the signature: the converter names them after
+    the ops fused into them, which for a tfmot QAT model hold its layer counters
+    (``model_5/quantize_layer_7/...``): two exports of one model differed.
     """
     from tensorflow.lite.python import schema_py_generated as schema
     from tensorflow.lite.tools import flatbuffer_utils
@@ -34,6 +37,8 @@ def finish(content, input_names, strip_names, metadata=None, postprocess=None):
         signature.inputs = [_tensor_map(name, index) for name, index in zip(input_names, subgraph.inputs)]
         signature.outputs = [_tensor_map(name, index) for name, index in zip(output_names, subgraph.outputs)]
         model.signatureDefs = [signature]
+    for tensor_map in model.signatureDefs[0].inputs + model.signatureDefs[0].outputs:
+        subgraph.tensors[tensor_map.tensorIndex].name = tensor_map.name
     if strip_names:
         named = set(subgraph.inputs) | set(subgraph.outputs)
         for index, tensor in enumerate(subgraph.tensors):

@@ -1,7 +1,8 @@
 """The int8 form of a flat model: hard activations that XNNPACK runs in int8.
 
-``int8_form(flat_model)`` rewrites every ``HardSwish`` and ``HardSigmoid`` of a
-flat functional model (see ``keras_mbv3.layers.flatten``) so that the TFLite
+``int8_form(model)`` rewrites every ``HardSwish`` and ``HardSigmoid`` of a
+model in canonical form (``canonical.canonical_form``: flat, conv activations
+that TFLite does not fuse apart) so that the TFLite
 converter emits only ops XNNPACK takes in int8 (DESIGN.md, "The int8 graph"):
 
 * ``HardSwish(x)`` becomes ``Multiply([HardGate(x), x])``, six times the true
@@ -23,11 +24,6 @@ converter emits only ops XNNPACK takes in int8 (DESIGN.md, "The int8 graph"):
   ``SpaceToDepth``. XNNPACK's int8 conv on 3 channels takes as long as on 8, and
   its int8 depthwise conv is slow on 3 channels: at 224x224 the stem's rescale
   and conv took 0.65 ms in int8 against 0.39 ms rewritten (0.18 ms in float).
-
-* A conv or dense layer with an activation TFLite does not fuse into it
-  (softmax, sigmoid, tanh, ...) becomes the layer without it and an
-  ``Activation`` layer, so that the pre-activation values get an int8 range
-  of their own (a ``Dense(10, activation="softmax")`` top is common).
 
 The rewritten model computes the same float outputs (up to float rounding) with
 copies of the rescaled convs; every other layer object is shared.
@@ -70,44 +66,14 @@ class _Scale:
 
 
 def int8_form(model):
-    """``model`` (flat, functional, either Keras line) with its hard activations in int8 form; same float outputs."""
-    g = Graph(_activations_apart(model))
+    """``model`` (in canonical form, either Keras line) with its hard activations in int8 form; same float outputs."""
+    g = Graph(model)
     unscaled = _choose_unscaled(g)
     bias_gates = _bias_gates(g, unscaled)
     scales = _scales(g.nodes, unscaled)
     stems = _stems(g.nodes)
     moved = _moved_rescalings(g, stems)
     return _rebuild(g, unscaled, bias_gates, scales, stems, moved)
-
-
-FUSED_ACTIVATIONS = ("linear", "relu", "relu6")  # what TFLite fuses into a conv or fully connected op
-
-
-def _unfused_activation(layer):
-    """The name of the activation of a conv or dense ``layer`` that TFLite does not fuse into it, else None."""
-    if not isinstance(layer, _ABSORBERS):
-        return None
-    name = keras.activations.serialize(layer.activation)
-    name = name if isinstance(name, str) else name.get("config", {}).get("name", str(name))
-    return None if name in FUSED_ACTIVATIONS else name
-
-
-def _activations_apart(model):
-    """``model`` with each conv/dense activation that TFLite does not fuse as an ``Activation`` layer of its own."""
-    g = Graph(model)
-    if not any(_unfused_activation(node.layer) for node in g.nodes):
-        return model
-
-    def call_node(node, args, kwargs):
-        layer, activation = node.layer, _unfused_activation(node.layer)
-        if activation is None:
-            return layer(*args, **kwargs)
-        copy = layer.__class__.from_config({**layer.get_config(), "activation": "linear"})
-        outputs = copy(args[0])
-        copy.set_weights(layer.get_weights())
-        return keras.layers.Activation(activation, **part(layer, activation))(outputs)
-
-    return g.rebuild(call_node)
 
 
 def _is_hard(node):

@@ -176,6 +176,52 @@ def _batchnorm_as_depthwise(bn, x):
     return outputs
 
 
+def _same_scale(node, args, kwargs, fake_quant):
+    """Ops that keep their input's int8 scale in TFLite: a range of their own would add a requantize."""
+    return node.layer(*args, **kwargs)
+
+
+def _output_range(node, args, kwargs, fake_quant):
+    return fake_quant(node.layer(*args, **kwargs), node)
+
+
+def _gate_range(node, args, kwargs, fake_quant):
+    return fake_quant(node.layer(*args, **kwargs), node, fixed_range=GATE_OUTPUT_RANGE)
+
+
+def _batchnorm(node, args, kwargs, fake_quant):
+    return fake_quant(_batchnorm_as_depthwise(node.layer, args[0]), node)
+
+
+def _activation(node, args, kwargs, fake_quant):
+    """ReLU/ReLU6 a range of their own, sigmoid TFLite's fixed [0, 255/256], softmax and linear none."""
+    layer, kind = node.layer, _activation_name(node.layer)
+    outputs = layer(*args, **kwargs)
+    if kind == "sigmoid":
+        return fake_quant(outputs, node, fixed_range=SIGMOID_RANGE)
+    if kind in ("softmax", "linear"):
+        return outputs
+    if kind in _FUSABLE:
+        return fake_quant(outputs, node)
+    checks.unsupported_layer(layer, "relu, relu6, sigmoid, softmax, linear, and what keras_mbv3.quantization."
+                             "canonical rewrites (hard_swish, hard_sigmoid, swish) for QAT", f" with activation {kind!r}")  # fmt: skip
+
+
+# The int8 rule of each layer class that is not a conv or dense layer (those fold BN and fuse ReLUs:
+# ``_fusions``) nor an Add/Subtract (which fuse a ReLU).
+RULES = {
+    **dict.fromkeys(_SAME_SCALE, _same_scale),
+    **dict.fromkeys(_OUTPUT_QUANTIZED, _output_range),
+    **dict.fromkeys((layers.ReLU, layers.Softmax, layers.Activation), _activation),
+    layers.BatchNormalization: _batchnorm,
+    HardGate: _gate_range,
+}
+SUPPORTED = (
+    "layers that have an int8 TFLite form: " + ", ".join(sorted({c.__name__ for c in RULES} | {"Conv2D",
+    "DepthwiseConv2D", "Dense"})) + ", and keras_mbv3's layers"
+)  # fmt: skip
+
+
 def quantize(model, images=None):
     """The Keras 3 QAT model of ``model`` (flat, in int8 form); see ``keras_mbv3.quantization.quantize_model``.
 
@@ -212,21 +258,10 @@ def quantize(model, images=None):
                 outputs = layer(*args, **kwargs)
                 outputs = act.layer(outputs) if act else outputs
             return fake_quant(outputs, act or bn or node)
-        if isinstance(layer, layers.BatchNormalization):
-            return fake_quant(_batchnorm_as_depthwise(layer, args[0]), node)
-        outputs = layer(*args, **kwargs)
-        kind = _activation_name(layer)
-        if isinstance(layer, HardGate):
-            return fake_quant(outputs, node, fixed_range=GATE_OUTPUT_RANGE)
-        if kind == "sigmoid":
-            return fake_quant(outputs, node, fixed_range=SIGMOID_RANGE)
-        if isinstance(layer, _SAME_SCALE) or kind in ("softmax", "linear"):
-            return outputs
-        if isinstance(layer, _OUTPUT_QUANTIZED) or kind in _FUSABLE:
-            return fake_quant(outputs, node)
-        checks.fail("model", f"layer {layer.name!r} ({type(layer).__name__})",
-                    "layers that have an int8 TFLite form: convs, dense, BN, ReLU/ReLU6/sigmoid/softmax, add, "
-                    "multiply, concatenate, pooling, padding, reshapes, resizing, rescaling and keras_mbv3's layers")  # fmt: skip
+        rule = RULES.get(type(layer))
+        if rule is None:
+            checks.unsupported_layer(layer, SUPPORTED)
+        return rule(node, args, kwargs, fake_quant)
 
     qat = g.rebuild(call_node, on_input=lambda node, tensor: fake_quant(tensor, node))
     if images is not None:

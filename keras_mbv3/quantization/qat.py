@@ -12,8 +12,8 @@ import contextlib
 import warnings
 
 from keras_mbv3.backend import IS_KERAS_3, keras
-from keras_mbv3.layers.flatten import flatten_model
 from keras_mbv3.quantization.calibration import CALIBRATION_SAMPLES, representative_images
+from keras_mbv3.quantization.canonical import canonical_form
 from keras_mbv3.quantization.int8_form import int8_form
 
 
@@ -39,7 +39,7 @@ def quantize_model(model, representative_dataset=None):
         TypeError: for a model that is not a functional Keras model.
         ValueError: for a layer that has no int8 form (named, with its class).
     """
-    folded = int8_form(flatten_model(model))  # a TypeError for a model that is not functional
+    folded = int8_form(canonical_form(model))  # a TypeError for a model that is not functional
     images = None
     if representative_dataset is not None:
         images = representative_images(representative_dataset, CALIBRATION_SAMPLES)

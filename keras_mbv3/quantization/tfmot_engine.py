@@ -14,6 +14,7 @@ then requantize each input of the concat to the concat's scale.
 
 import functools
 
+from keras_mbv3 import checks
 from keras_mbv3.backend import keras
 from keras_mbv3.graph import Graph, only_feeds_a_concat
 from keras_mbv3.layers import LRASPP, HardGate, HardSigmoid, HardSwish, InvertedResidual, SpaceToDepth, SqueezeExcite
@@ -117,6 +118,11 @@ def quantize(folded, images=None):
     """
     tfmot = _tfmot()
     scheme = _scheme_classes()[0]()
+    registry = scheme.get_quantize_registry()
+    for node in Graph(folded).nodes:  # BN folds in tfmot's layout transforms, not through its registry
+        if not (node.is_input or registry.supports(node.layer) or isinstance(node.layer, keras.layers.BatchNormalization)):
+            checks.unsupported_layer(node.layer, "the layers of tfmot's default 8-bit registry, Multiply, Rescaling "
+                                                 "and keras_mbv3's layers")  # fmt: skip
     own_configs = _concat_input_configs(folded, scheme)
     with quantize_scope():
         # tfmot's quantize_annotate_model, with our configs for the layers that only feed a concat

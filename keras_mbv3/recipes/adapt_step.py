@@ -14,7 +14,6 @@ iterations and the widths, and ``adapted.keras`` is written last.
 """
 
 import dataclasses
-import hashlib
 import json
 import os
 import time
@@ -24,7 +23,7 @@ from keras_mbv3.adapt import latency as latency_lib
 from keras_mbv3.adapt import search, widths
 from keras_mbv3.backend import keras
 from keras_mbv3.batchnorm import precise_batchnorm
-from keras_mbv3.files import write_atomically
+from keras_mbv3.files import sha256, write_atomically
 from keras_mbv3.recipes import data as data_lib
 from keras_mbv3.recipes import report as report_lib
 from keras_mbv3.recipes import training
@@ -76,7 +75,7 @@ class _Adaptation:
         self.recipe, self.rate, self.options, self.settings = run, rate, options, s
         self.folder = run.path("adapt")
         os.makedirs(self.folder, exist_ok=True)
-        self.state = _read_state(self.folder, options, file_sha256(run.paths["float"]))
+        self.state = _read_state(self.folder, options, sha256(run.paths["float"]))
         self.held = min(HOLDOUT_IMAGES, run.data.train_size // 5)
         keras.utils.set_random_seed(s["seed"])  # the tuning batches are drawn alike in a fresh and a resumed search
         self.tuning = data_lib.load(s["data"], s["task"], s["image_size"], s["batch_size"], s["data_dir"], s["seed"],
@@ -208,14 +207,6 @@ class _Adaptation:
 def _val_accuracy(model, data, s):
     training.compile_for(model, s["task"], 1e-3, None, run_eagerly=True)  # for its metrics: nothing is trained
     return float(model.evaluate(data.val, verbose=0, return_dict=True)["accuracy"])
-
-
-def file_sha256(path):
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 AGAIN = "delete adapted.keras, adapt.json and the adapt/ folder to adapt again"

@@ -1,4 +1,4 @@
-"""The ``mbv3`` command line (also ``python -m keras_mbv3``): train, adapt, qat, export, eval, bench, recipe."""
+"""The ``mbv3`` command line (also ``python -m keras_mbv3``): train, import, adapt, qat, export, eval, bench, recipe."""
 
 import argparse
 import json
@@ -12,8 +12,9 @@ COMMANDS = {
               "mbv3 train --data digits --model small --out runs/demo --epochs 20"),
     "qat": ("fine-tune RUN_DIR/float.keras with quantization-aware training into RUN_DIR/qat.keras",
             "mbv3 qat --out runs/demo --qat-epochs 3 (the run's data and settings)"),
-    "export": ("export RUN_DIR/float.tflite (float32) and RUN_DIR/int8.tflite (fully int8)",
-               "mbv3 export --out runs/demo [--overwrite]"),
+    "export": ("export RUN_DIR/float.tflite (float32) and RUN_DIR/int8.tflite (fully int8), or with --ptq "
+               "RUN_DIR/int8_ptq.tflite (post-training int8 of the float model, no QAT)",
+               "mbv3 export --out runs/demo [--ptq] [--overwrite]"),
     "eval": ("accuracy (or mIoU) of the run's .tflite files, or of model files (.keras/.h5/.tflite), on validation data",
              "mbv3 eval --out runs/demo  or  mbv3 eval model.tflite --data digits"),
     "bench": ("LiteRT latency of the run's .tflite files (into RUN_DIR/bench.json) or of .tflite files "
@@ -22,6 +23,9 @@ COMMANDS = {
                 "mbv3 predict --file runs/demo/int8.tflite photo.jpg [more.png ...] [--json]"),
     "adapt": ("NetAdapt: cut RUN_DIR/float.keras's widths to an int8 latency target into RUN_DIR/adapted.keras, "
               "which qat and export then take", "mbv3 adapt --out runs/demo --target-ratio 0.7"),
+    "import": ("take your own model file (.keras, or a whole-model .h5) as RUN_DIR/float.keras, checked against the "
+               "data; qat, export (--ptq), eval, bench and recipe then work as on a trained run",
+               "mbv3 import my_model.keras --data ~/data/flowers --out runs/mine [--overwrite]"),
     "recipe": ("train, qat, export, eval and bench in order, then report.json/.md/.png",
                "mbv3 recipe --data digits --model small --out runs/demo --epochs 20 --qat-epochs 3"),
 }  # fmt: skip
@@ -34,6 +38,7 @@ USES = {
     "bench": ("file", "bench"),
     "predict": ("predict",),
     "adapt": ("adapt",),
+    "import": ("data", "import"),
     "recipe": ("data", "model", "train", "qat", "bench"),
 }
 
@@ -88,6 +93,11 @@ def _add_flags(command, groups):
     if "export" in groups:
         command.add_argument("--overwrite", action="store_true",
                              help="export again over the run's float.tflite and int8.tflite")  # fmt: skip
+        command.add_argument("--ptq", action="store_true", help="post-training int8 of the float model into "
+                             "int8_ptq.tflite (ranges calibrated on training images; no QAT needed)")  # fmt: skip
+    if "import" in groups:
+        command.add_argument("model_file", metavar="MODEL", help="a whole Keras model: .keras, or .h5")
+        command.add_argument("--overwrite", action="store_true", help="replace the run's float.keras")
 
 
 def parser():
@@ -138,6 +148,10 @@ def execute(args):
         from keras_mbv3.recipes import evaluation
 
         settings = {**evaluation.settings_of_files(_files(args).values()), **settings}
+    if args.command == "import":  # the model file's task and input size, unless given
+        from keras_mbv3.recipes import evaluation
+
+        settings = {**evaluation.settings_of_files([args.model_file], "MODEL"), **settings}
     run = recipe.Run(args.out, distribution=distribution, **settings)
     if args.command == "train":
         run.train()
@@ -147,7 +161,9 @@ def execute(args):
         run.adapt(target_ratio=args.target_ratio, target_ms=args.target_ms, step_fraction=args.step_fraction,
                   proposal_steps=args.proposal_steps, finetune_epochs=args.finetune_epochs, threads=args.threads)
     elif args.command == "export":
-        run.export(overwrite=args.overwrite)
+        run.export(overwrite=args.overwrite, ptq=args.ptq)
+    elif args.command == "import":
+        run.import_model(args.model_file, overwrite=args.overwrite)
     elif args.command == "eval":
         print(json.dumps(run.evaluate(_files(args)), indent=2))
     elif args.command == "bench":

@@ -45,12 +45,12 @@ class Predictor:
     def task(self):
         return tasks.of_outputs(self.output_shapes)
 
-    def check_fits(self, data):
+    def check_fits(self, data, flag="--file"):
         """One clear error when the model cannot be evaluated on ``data`` (task, classes or image size)."""
         kind = tasks.get(data.task)
         forms = kind.expected_outputs(data.classes, data.image_shape)
         if not (any(_fits_all(self.output_shapes, form) for form in forms) and _fits(self.input_shape, data.image_shape)):
-            checks.fail("--file", self.path, f"a {describe(forms[0], data.image_shape)}, as --task {data.task} on "
+            checks.fail(flag, self.path, f"a {describe(forms[0], data.image_shape)}, as --task {data.task} on "
                         f"{data.name!r} needs; this file is a {describe(self.output_shapes, self.input_shape)}")  # fmt: skip
 
 
@@ -95,15 +95,28 @@ def load_predictor(path):
             checks.fail("--file", path, f"a model of one input (this one has {len(inputs)})")
         return Predictor(path, lambda images: _one_or_list(predict_outputs(runner, images)), _signature(inputs[0]),
                          tuple(_signature(o) for o in outputs))  # fmt: skip
+    return keras_predictor(load_keras_model(path), path)
+
+
+def load_keras_model(path, flag="--file"):
+    """The one-input Keras model in ``path`` (``.keras``, or ``.h5``: a whole model, QAT ones too); a clear error."""
     from keras_mbv3.quantization import quantize_scope
 
+    check_model_file(path, flag, (".keras", ".h5"))
     try:
         with quantize_scope() if path.endswith(".h5") else contextlib.nullcontext():  # .h5: a QAT model
             model = keras.models.load_model(path, compile=False)
-    except (OSError, ValueError) as error:
-        checks.fail("--file", path, f"a Keras model saved by keras_mbv3 ({type(error).__name__}: {error})")
+    except (OSError, ValueError, TypeError) as error:
+        checks.fail(flag, path, f"a whole Keras model file of this Keras line ({type(error).__name__}: {error})")
+    if not isinstance(model, keras.Model):
+        checks.fail(flag, path, "a whole Keras model file (this one holds weights only)")
     if len(model.inputs) != 1:
-        checks.fail("--file", path, f"a model of one input (this one has {len(model.inputs)})")
+        checks.fail(flag, path, f"a model of one input (this one has {len(model.inputs)})")
+    return model
+
+
+def keras_predictor(model, path):
+    """The ``Predictor`` of a loaded Keras ``model`` (from ``path``)."""
 
     def run(images):
         outputs = model(images, training=False)
@@ -112,16 +125,16 @@ def load_predictor(path):
     return Predictor(path, run, tuple(model.input_shape[1:]), tuple(tuple(o.shape[1:]) for o in model.outputs))
 
 
-def settings_of_files(paths):
+def settings_of_files(paths, flag="--file"):
     """``{"task", "image_size"}`` that the model files share (what ``mbv3 eval FILE...`` assumes unless told)."""
     found = {}
     for path in paths:
-        predictor = load_predictor(path)
+        predictor = load_predictor(path) if path.endswith(".tflite") else keras_predictor(load_keras_model(path, flag), path)
         height, width = predictor.input_shape[:2]
         own = {"task": predictor.task, "image_size": height if height is not None and height == width else None}
         for name, value in own.items():
             if value is not None and found.setdefault(name, value) != value:
-                checks.fail("--file", path, f"a model of the same {name} as the other files ({found[name]}, not "
+                checks.fail(flag, path, f"a model of the same {name} as the other files ({found[name]}, not "
                             f"{value}), or --{name.replace('_', '-')} given")  # fmt: skip
     return found
 

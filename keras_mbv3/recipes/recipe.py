@@ -16,7 +16,7 @@ import time
 from keras_mbv3 import __version__, checks
 from keras_mbv3.batchnorm import precise_batchnorm
 from keras_mbv3.backend import FLAVOUR, IS_KERAS_3, keras
-from keras_mbv3.files import write_atomically
+from keras_mbv3.files import sha256, write_atomically
 from keras_mbv3.quantization import (
     ImageModelMetadata,
     KeepXnnpackLimits,
@@ -24,7 +24,7 @@ from keras_mbv3.quantization import (
     quantize_model,
     quantize_scope,
 )
-from keras_mbv3.quantization.calibration import CALIBRATION_SAMPLES
+from keras_mbv3.quantization.calibration import CALIBRATION_SAMPLES, REPRESENTATIVE_SAMPLES
 from keras_mbv3.recipes import adapt_step
 from keras_mbv3.recipes import data as data_lib
 from keras_mbv3.recipes import evaluation, report, tasks, training
@@ -44,7 +44,8 @@ QAT_RATE = FLOAT_RATE / 100
 # whose uint8-to-int8 QUANTIZE is a builtin op outside XNNPACK (benchmarks/int8_latency.py).
 SHIPPED_INPUT, SHIPPED_OUTPUT = "float32", "uint8"
 FILES = dict(float="float.keras", adapted="adapted.keras", qat="qat.keras" if IS_KERAS_3 else "qat.h5",
-             float_tflite="float.tflite", int8_tflite="int8.tflite")  # fmt: skip
+             float_tflite="float.tflite", int8_tflite="int8.tflite", int8_ptq_tflite="int8_ptq.tflite")  # fmt: skip
+INT8_KINDS = ("int8", "int8_ptq")  # QAT's int8.tflite, post-training int8_ptq.tflite (mbv3 export --ptq)
 ADAPT_RATE = FLOAT_RATE / 10  # NetAdapt's fine-tunes start from trained weights
 
 
@@ -135,9 +136,13 @@ class Run:
             raise FileExistsError(f"{self.out!r} holds a run with other settings ({', '.join(parts)}); "
                                   + ", ".join(hints) + ", or use another --out for a new one.")  # fmt: skip
         if write and self.chief and any(self.stored.get(k, ...) != v for k, v in mine.items()):
-            os.makedirs(self.out, exist_ok=True)
-            self.stored = {**self.stored, **mine}
-            write_atomically(json.dumps(self.stored, indent=2).encode(), self.path("settings.json"), overwrite=True)
+            self._store(mine)
+
+    def _store(self, values):
+        """Write ``values`` into ``settings.json`` beside what it holds."""
+        os.makedirs(self.out, exist_ok=True)
+        self.stored = {**self.stored, **values}
+        write_atomically(json.dumps(self.stored, indent=2).encode(), self.path("settings.json"), overwrite=True)
 
     @property
     def data(self):
@@ -148,10 +153,14 @@ class Run:
         return self._data
 
     def _step(self, name, outputs, sources=(), again=""):
-        """Whether the step must run (an output is missing); an output older than a source is refused, not reused."""
+        """Whether the step must run (an output is missing); an output older than a source is refused, not reused.
+
+        ``sources``: the files every output is made from, or ``{output: its sources}``.
+        """
         missing = [p for p in outputs if not os.path.exists(self.path(p))]
         for output in set(outputs) - set(missing):
-            newer = [p for p in sources if os.path.getmtime(self.path(p)) > os.path.getmtime(self.path(output))]
+            own = sources.get(output, ()) if isinstance(sources, dict) else sources
+            newer = [p for p in own if os.path.getmtime(self.path(p)) > os.path.getmtime(self.path(output))]
             if newer:
                 checks.fail("--out", self.out, f"a run folder whose {output} is newer than {newer[0]} ({output} is "
                             f"older); {again}", FileExistsError)  # fmt: skip
@@ -202,6 +211,38 @@ class Run:
         self.log(f"[train] BatchNormalization statistics of the final weights, from {used} training images "
                  "(augmented, as in training)")
 
+    def import_model(self, path, overwrite=False):
+        """A user's model file (``.keras``, or ``.h5`` whole models) as the run's ``float.keras``.
+
+        The model is checked against the data first (task, classes, input
+        size: one error naming MODEL), and nothing is written if it does not fit.
+        A keras.applications MobileNetV3 in it becomes ours (``from_keras``: the
+        same outputs), which ``mbv3 adapt`` and feature taps read; any other
+        model is kept as it is. ``settings.json`` records the source and
+        ``float.keras``'s SHA-256. An existing ``float.keras`` is replaced only
+        with ``overwrite``; the steps after it then refuse their older outputs.
+        """
+        from keras_mbv3.applications.from_keras import from_keras
+
+        model = evaluation.load_keras_model(path, "MODEL")
+        evaluation.keras_predictor(model, path).check_fits(self.data, "MODEL")
+        if os.path.exists(self.paths["float"]) and not overwrite:
+            checks.fail("--out", self.out, f"a run folder without {FILES['float']} (pass --overwrite to replace it "
+                        "with the imported model)", FileExistsError)  # fmt: skip
+        self.record_settings(["data", "task", "image_size", "batch_size", "seed", "keras", "data_dir"], write=False)
+        start = time.time()
+        try:
+            model, kind = from_keras(model), "a keras.applications MobileNetV3, as keras_mbv3's"
+        except ValueError:
+            kind = "as it is"
+        os.makedirs(self.out, exist_ok=True)
+        training.save(model, self.paths["float"], self.chief)
+        self.record_settings(["data", "task", "image_size", "batch_size", "seed", "keras", "data_dir"])
+        if self.chief:
+            self._store({"imported": os.path.abspath(path), "float_sha256": sha256(self.paths["float"])})
+        self.log(f"[import] wrote {self.paths['float']} from {path} ({kind})")
+        self._timed("import", start)
+
     def _require(self, key, command):
         if not os.path.exists(self.paths[key]):
             checks.fail("--out", self.out, f"a run folder holding {FILES[key]} (run `mbv3 {command} --out {self.out}` first)",
@@ -250,52 +291,67 @@ class Run:
             keras.models.load_model(self.paths[source]),
             representative_dataset=data.images(CALIBRATION_SAMPLES)), record, callbacks=[KeepXnnpackLimits()])  # fmt: skip
 
-    def export(self, overwrite=False):
+    def export(self, overwrite=False, ptq=False):
         """``float.tflite`` (float32, fused HARD_SWISH) and ``int8.tflite`` (int8 inside, float32 pixels
         0-255 in, uint8 scores out) from the trained models, each with TFLite metadata (labels, normalization) for
         MediaPipe Tasks.
 
+        With ``ptq`` (``--ptq``), ``int8_ptq.tflite`` instead of ``int8.tflite``:
+        post-training int8 of the float model without QAT, its ranges calibrated
+        on training images through the QAT engine (``export_tflite``: one
+        XNNPACK partition whatever the data), the same I/O and metadata.
         Both are files to ship: inner tensor names are stripped from both alike
         (``export_tflite(strip_names=True)``); the Keras files keep the layer names.
         An export older than its Keras model is refused unless ``overwrite``
         (``--overwrite``), which exports both again.
         """
         self._require("float", "train")
-        self._require("qat", "qat")
-        outputs = [FILES["float_tflite"], FILES["int8_tflite"]]
-        again = f"run `mbv3 export --out {self.out} --overwrite` to export again"
+        if not ptq:
+            self._require("qat", "qat")
+        int8_key = "int8_ptq_tflite" if ptq else "int8_tflite"
+        outputs = [FILES["float_tflite"], FILES[int8_key]]
+        again = f"run `mbv3 export --out {self.out}{' --ptq' if ptq else ''} --overwrite` to export again"
         source = self._float()
-        if not overwrite and not self._step("export", outputs, [FILES[source], FILES["qat"]], again):
+        sources = {FILES["float_tflite"]: [FILES[source]], FILES[int8_key]: [FILES[source] if ptq else FILES["qat"]]}
+        if not overwrite and not self._step("export", outputs, sources, again):
             return
         start = time.time()
         metadata = self.metadata()
         options = tasks.get(self.settings["task"]).export_options(self.data.image_shape)  # e.g. the post-process
+        shipped = dict(strip_names=True, overwrite=overwrite, metadata=metadata, **options)
         if overwrite or not os.path.exists(self.paths["float_tflite"]):
             export_tflite(keras.models.load_model(self.paths[source]), self.paths["float_tflite"],
-                          quantization="float32", strip_names=True, overwrite=overwrite, metadata=metadata,
-                          **options)  # fmt: skip
-        if overwrite or not os.path.exists(self.paths["int8_tflite"]):
-            with quantize_scope():
-                qat = keras.models.load_model(self.paths["qat"])
-            export_tflite(qat, self.paths["int8_tflite"], quantization="int8", input_type=SHIPPED_INPUT,
-                          output_type=SHIPPED_OUTPUT, strip_names=True, overwrite=overwrite, metadata=metadata,
-                          **options)  # fmt: skip
-        self.log(f"[export] wrote {self.paths['float_tflite']} and {self.paths['int8_tflite']}")
-        self._timed("export", start)
+                          quantization="float32", **shipped)  # fmt: skip
+        if overwrite or not os.path.exists(self.paths[int8_key]):
+            if ptq:
+                model, calibration = keras.models.load_model(self.paths[source]), self.data.images(REPRESENTATIVE_SAMPLES)
+                self.log(f"[export] post-training int8 of {FILES[source]}, ranges from {len(calibration)} training images")
+            else:
+                with quantize_scope():
+                    model, calibration = keras.models.load_model(self.paths["qat"]), None
+            export_tflite(model, self.paths[int8_key], quantization="int8", representative_dataset=calibration,
+                          input_type=SHIPPED_INPUT, output_type=SHIPPED_OUTPUT, **shipped)  # fmt: skip
+        self.log(f"[export] wrote {self.paths['float_tflite']} and {self.paths[int8_key]}")
+        self._timed("export_ptq" if ptq else "export", start)
 
     def metadata(self):
         """The TFLite metadata of the run's exports: its task and the data set's class names."""
         s = self.settings
         kind = tasks.get(s["task"])
         model = f"MobileNetV3{s['model'].title().replace('-', '')}" + kind.TITLE
+        if "imported" in self.stored:
+            model = os.path.splitext(os.path.basename(self.stored["imported"]))[0]
         return ImageModelMetadata(s["task"], kind.metadata_labels(self.data.labels), name=model, description=(
             f"{model} (alpha {s['alpha']}) for {s['task']} of {s['image_size']}x{s['image_size']} RGB images, "
             f"trained by keras-mbv3 on {os.path.basename(str(s['data']).rstrip('/'))}"))  # fmt: skip
 
     def _exported(self):
-        for key in ("float_tflite", "int8_tflite"):
-            self._require(key, "export")
-        return {k: self.paths[f"{k}_tflite"] for k in ("float", "int8")}
+        """``{"float", "int8" and/or "int8_ptq": path}`` of the run's exports."""
+        self._require("float_tflite", "export")
+        int8 = [k for k in INT8_KINDS if os.path.exists(self.paths[f"{k}_tflite"])]
+        if not int8:
+            self._require("int8_tflite", "export")
+        return {k: self.paths[f"{k}_tflite"] for k in ("float", *int8)}
 
     def evaluate(self, files=None):
         """``{name: {"accuracy"|"miou": value}}`` of model files (default: the run's two ``.tflite``).
@@ -342,10 +398,11 @@ class Run:
         """Write ``report.json``, ``report.md`` and ``report.png``; return the report dict."""
         result = {
             k: {**metrics[k], "latency_ms": latency[k], "size_bytes": os.path.getsize(self.paths[f"{k}_tflite"])}
-            for k in ("float", "int8")
+            for k in ("float", *INT8_KINDS) if k in metrics
         }
         timings = json.load(open(self.path("timings.json"))) if os.path.exists(self.path("timings.json")) else {}
-        result.update(settings=self.settings, timings_s=timings, validation_images=self.data.val_size,
+        imported = {k: self.stored[k] for k in ("imported", "float_sha256") if k in self.stored}
+        result.update(settings={**self.settings, **imported}, timings_s=timings, validation_images=self.data.val_size,
                       versions=_versions())  # fmt: skip
         histories = {k: training.read_history(self.path(f"{k}_history.csv")) for k in ("float", "qat")}
         if self.chief:

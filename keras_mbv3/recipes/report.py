@@ -18,17 +18,26 @@ def _metric(report):
     return tasks.get(report["settings"]["task"]).METRIC
 
 
+ROWS = (("int8", "int8 (QAT)", "int8 / float"), ("int8_ptq", "int8 (post-training)", "int8 (post-training) / float"))
+
+
 def markdown(report):
-    f, q, s = report["float"], report["int8"], report["settings"]
+    f, s = report["float"], report["settings"]
     metric = _metric(report)
     timings = report.get("timings_s", {})
+    rows = [f"| float32 | {f[metric]:.2%} | {f['latency_ms']:.3f} ms | {f['size_bytes']:,} B |"]
+    ratios = []
+    for key, title, ratio in ROWS:
+        if key in report:
+            q = report[key]
+            rows.append(f"| {title} | {q[metric]:.2%} | {q['latency_ms']:.3f} ms | {q['size_bytes']:,} B |")
+            ratios.append(f"| {ratio} | {q[metric] - f[metric]:+.2%} | {q['latency_ms'] / f['latency_ms']:.2f}x | "
+                          f"{q['size_bytes'] / f['size_bytes']:.3f}x |")  # fmt: skip
+    model = os.path.basename(s["imported"]) if s.get("imported") else s["model"]
     return (
-        f"# mbv3 recipe: {s['model']} on {s['data']} ({s['image_size']}px, {s['task']})\n\n"
+        f"# mbv3 recipe: {model} on {s['data']} ({s['image_size']}px, {s['task']})\n\n"
         f"| | {metric} | LiteRT latency (1 thread) | file size |\n|---|---|---|---|\n"
-        f"| float32 | {f[metric]:.2%} | {f['latency_ms']:.3f} ms | {f['size_bytes']:,} B |\n"
-        f"| int8 (QAT) | {q[metric]:.2%} | {q['latency_ms']:.3f} ms | {q['size_bytes']:,} B |\n"
-        f"| int8 / float | {q[metric] - f[metric]:+.2%} | {q['latency_ms'] / f['latency_ms']:.2f}x | "
-        f"{q['size_bytes'] / f['size_bytes']:.3f}x |\n\n"
+        + "\n".join(rows + ratios) + "\n\n"
         f"Validation images: {report['validation_images']}. Step times (s): "
         + (", ".join(f"{k} {v:.0f}" for k, v in timings.items()) or "-")
         + "\n\n"
@@ -68,14 +77,14 @@ def plot(report, histories):
 
     metric = _metric(report)
     figure, axes = pyplot.subplots(1, 4, figsize=(16, 3.8))
-    kinds = ["float", "int8"]
+    kinds = [k for k in ("float", "int8", "int8_ptq") if k in report]
     panels = [
         (f"validation {metric}", [report[k][metric] for k in kinds], "{:.2%}"),
         ("LiteRT latency, 1 thread (ms)", [report[k]["latency_ms"] for k in kinds], "{:.3f} ms"),
         ("file size (MB)", [report[k]["size_bytes"] / 1e6 for k in kinds], "{:.2f} MB"),
     ]
     for axis, (title, values, label) in zip(axes, panels):
-        bars = axis.bar(kinds, values, color=["tab:blue", "tab:orange"])
+        bars = axis.bar(kinds, values, color=["tab:blue", "tab:orange", "tab:green"][: len(kinds)])
         axis.bar_label(bars, labels=[label.format(v) for v in values], label_type="center", color="white")
         axis.set_title(title)
     axes[0].set_ylim(0, 1)

@@ -1,0 +1,106 @@
+"""Issue 21: `mbv3 import` (your model file in, a run folder out) and `mbv3 export --ptq`, in-process."""
+
+import json
+import os
+import types
+
+import numpy as np
+import pytest
+
+from keras_mbv3.backend import IS_KERAS_3, keras
+from keras_mbv3.files import sha256
+from keras_mbv3.quantization import read_metadata
+from keras_mbv3.quantization.litert import graph_report
+from cli_helpers import assert_one_line_error, call_cli, keras_3_only
+
+from conftest import randomize_batchnorm
+
+
+def user_model(classes=10, size=32):
+    """What a user brings: keras.applications' MobileNetV3Small with a head of their own (digits: 10 classes)."""
+    base = keras.applications.MobileNetV3Small(input_shape=(size, size, 3), weights=None, include_top=False,
+                                               minimalistic=True)  # fmt: skip
+    randomize_batchnorm(base)
+    x = keras.layers.GlobalAveragePooling2D()(base.output)
+    x = keras.layers.Dropout(0.1)(x)
+    return keras.Model(base.input, keras.layers.Dense(classes, activation="softmax")(x), name="my_classifier")
+
+
+@pytest.fixture(scope="module")
+def imported(tmp_path_factory):
+    """`mbv3 import my_classifier.keras --data digits --out run`, then `mbv3 export --out run --ptq`."""
+    root = tmp_path_factory.mktemp("import")
+    path = root / ("my_classifier.keras" if IS_KERAS_3 else "my_classifier.h5")
+    model = user_model()
+    model.save(path)
+    out = root / "run"
+    capsys = _NoCapture()
+    results = [call_cli(capsys, "import", path, "--data", "digits", "--out", out),
+               call_cli(capsys, "export", "--out", out, "--ptq")]  # fmt: skip
+    return model, path, out, results
+
+
+class _NoCapture:
+    """``call_cli`` outside a test function (a module fixture has no capsys): output goes to the terminal."""
+
+    def readouterr(self):
+        return types.SimpleNamespace(out="", err="")
+
+
+def test_import_writes_float_keras_with_its_sha256_and_the_models_settings(imported, rng):
+    model, path, out, (result, _) = imported
+    assert result.returncode == 0
+    settings = json.loads((out / "settings.json").read_text())
+    assert settings["float_sha256"] == sha256(out / "float.keras")
+    assert settings["imported"] == os.path.abspath(path)
+    assert settings["task"] == "classification" and settings["image_size"] == 32
+    loaded = keras.models.load_model(out / "float.keras")
+    assert "InvertedResidual" in {type(layer).__name__ for layer in loaded.layers[1].layers}  # from_keras: ours
+    x = rng.uniform(0, 255, (4, 32, 32, 3)).astype("float32")
+    np.testing.assert_allclose(loaded.predict(x, verbose=0), model.predict(x, verbose=0), atol=1e-5)
+
+
+def test_export_ptq_ships_one_partition_int8_with_metadata_then_eval_reads_it(imported, capsys):
+    _, _, out, (_, result) = imported
+    assert result.returncode == 0
+    content = (out / "int8_ptq.tflite").read_bytes()
+    report = graph_report(content)
+    assert report["partitions"] == 1 and not report["float_ops"]
+    assert report["io_types"] == {"inputs": ["float32"], "outputs": ["uint8"]}
+    metadata = read_metadata(content)
+    assert metadata.labels[:3] == ("0", "1", "2") and metadata.name == "my_classifier"
+    assert not (out / "int8.tflite").exists()  # no QAT: nothing claims to be QAT
+    evaluation = call_cli(capsys, "eval", "--out", out)
+    assert evaluation.returncode == 0
+    found = json.loads(evaluation.stdout[evaluation.stdout.index("{"):])
+    assert set(found) == {"float", "int8_ptq"}
+    assert abs(found["float"]["accuracy"] - found["int8_ptq"]["accuracy"]) < 0.2
+
+
+def test_import_never_overwrites_float_keras_without_overwrite(imported, capsys):
+    _, path, out, _ = imported
+    before = (out / "float.keras").read_bytes()
+    result = call_cli(capsys, "import", path, "--data", "digits", "--out", out)
+    assert_one_line_error(result, "`--out`", "float.keras", "--overwrite")
+    assert (out / "float.keras").read_bytes() == before
+
+
+def test_a_model_that_does_not_fit_the_data_is_refused_before_anything_is_written(capsys, tmp_path):
+    path = tmp_path / ("five.keras" if IS_KERAS_3 else "five.h5")
+    user_model(classes=5).save(path)
+    result = call_cli(capsys, "import", path, "--data", "digits", "--out", tmp_path / "run")
+    assert_one_line_error(result, "`MODEL`", "10 classes", "5 classes")
+    assert not (tmp_path / "run").exists()
+    (tmp_path / "weights.txt").write_text("no model")
+    assert_one_line_error(call_cli(capsys, "import", tmp_path / "weights.txt", "--data", "digits", "--out",
+                                   tmp_path / "run"), "`MODEL`", ".keras")  # fmt: skip
+
+
+@keras_3_only
+def test_qat_of_an_imported_model_and_the_report_compares_ptq_and_qat(imported, capsys):
+    _, _, out, _ = imported
+    assert call_cli(capsys, "recipe", "--out", out, "--qat-epochs", "1").returncode == 0
+    report = json.loads((out / "report.json").read_text())
+    assert {"float", "int8", "int8_ptq"} <= set(report)
+    markdown = (out / "report.md").read_text()
+    assert "int8 (QAT)" in markdown and "int8 (post-training)" in markdown and "my_classifier" in markdown
