@@ -12,12 +12,12 @@ PY_TFMOT := $(VENV_TFMOT)/bin/python
 STAMP_TFMOT := $(VENV_TFMOT)/.installed
 export TF_CPP_MIN_LOG_LEVEL ?= 2
 
-.PHONY: test test-keras3 test-legacy demo demo-seg demo-det bench clean
+.PHONY: test test-keras3 test-legacy test-jax demo demo-seg demo-det bench clean
 
 $(STAMP): setup.cfg pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q -c constraints.txt pip setuptools
-	PIP_CONSTRAINT=$(CURDIR)/constraints.txt $(PY) -m pip install -q -e '.[test,mediapipe,compare]'
+	PIP_CONSTRAINT=$(CURDIR)/constraints.txt $(PY) -m pip install -q -e '.[test,mediapipe,compare,jax]'
 	touch $(STAMP)
 
 $(STAMP_TFMOT): setup.cfg pyproject.toml constraints-tfmot.txt
@@ -27,15 +27,20 @@ $(STAMP_TFMOT): setup.cfg pyproject.toml constraints-tfmot.txt
 	touch $(STAMP_TFMOT)
 
 # The two Keras lines run side by side (one per core); each prints its own
-# pytest summary when it is done.
+# pytest summary when it is done. Then the JAX line: Keras 3 on the JAX backend,
+# over the tests written for it (tests/backends; the others skip themselves there).
 test: $(STAMP) $(STAMP_TFMOT)
 	$(MAKE) -j2 --output-sync=target test-keras3 test-legacy
+	$(MAKE) test-jax
 
 test-keras3: $(STAMP)
 	TF_USE_LEGACY_KERAS=0 $(PY) -m pytest -q -p no:cacheprovider --durations=15 tests
 
 test-legacy: $(STAMP_TFMOT)
 	TF_USE_LEGACY_KERAS=1 $(PY_TFMOT) -m pytest -q -p no:cacheprovider --durations=15 tests
+
+test-jax: $(STAMP)
+	KERAS_BACKEND=jax TF_USE_LEGACY_KERAS=0 $(PY) -m pytest -q -p no:cacheprovider --durations=5 tests/backends
 
 demo: $(STAMP)
 	$(PY) -m keras_mbv3 recipe --data digits --model small --out runs/demo

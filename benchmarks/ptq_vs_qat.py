@@ -7,7 +7,8 @@ is fine-tuned on digits at 96 px, saved as a user would, taken in with
 * our QAT (``mbv3 qat`` + ``mbv3 export``: ``int8.tflite``);
 * our post-training int8 (``mbv3 export --ptq``: ``int8_ptq.tflite``);
 * the plain ``TFLiteConverter`` post-training int8 of the Keras model as it is;
-* ai-edge-quantizer's ``static_wi8_ai8`` recipe on the run's ``float.tflite``.
+* ai-edge-quantizer's ``static_wi8_ai8`` recipe on the float ``.tflite`` (with its tensor names: the tool
+  needs them, so not the run's stripped ``float.tflite``).
 
 For each: validation accuracy (LiteRT), latency (1 thread, interleaved rounds,
 medians), XNNPACK partitions and file size. Writes
@@ -22,10 +23,12 @@ import argparse
 import os
 
 import numpy as np
-from common import markdown_table, single_thread, write_result
+from common import markdown_table, write_result
 
 from keras_mbv3 import keras
 from keras_mbv3.batchnorm import precise_batchnorm
+from keras_mbv3.files import write_atomically
+from keras_mbv3.quantization import export_tflite
 from keras_mbv3.quantization.calibration import REPRESENTATIVE_SAMPLES
 from keras_mbv3.quantization.compare import ai_edge_quantizer_int8, plain_converter_int8
 from keras_mbv3.quantization.litert import graph_report, interleaved_latency_ms
@@ -70,14 +73,14 @@ def main():
     images = run.data.images(REPRESENTATIVE_SAMPLES)
     others = {
         "converter PTQ int8": lambda: plain_converter_int8(keras.models.load_model(source), images),
-        "ai-edge-quantizer static_wi8_ai8": lambda: ai_edge_quantizer_int8(open(files["float32"], "rb").read(), images),
+        "ai-edge-quantizer static_wi8_ai8": lambda: ai_edge_quantizer_int8(
+            export_tflite(keras.models.load_model(run.paths["float"]), quantization="float32"), images),
     }
     for name, make in others.items():
         path = os.path.join(args.out, name.split()[0] + ".tflite")
         if not os.path.exists(path):
-            open(path, "wb").write(make())
+            write_atomically(make(), path)
         files[name] = path
-    single_thread()
     accuracy = {name: evaluation.evaluate(path, run.data, name)["accuracy"] for name, path in files.items()}
     contents = {name: open(path, "rb").read() for name, path in files.items()}
     latency = interleaved_latency_ms(contents, rounds=args.rounds)

@@ -4,6 +4,8 @@ TensorFlow routes ``tf.keras`` to tf_keras when the environment variable
 ``TF_USE_LEGACY_KERAS`` is ``"1"``, ``"true"`` or ``"True"`` at import time; we
 choose the same way, so that objects from ``keras_mbv3`` and from ``tf.keras``
 mix. Every other module imports Keras from here, never ``keras`` or ``tf.keras``.
+A leaf: it imports nothing of the package (``keras_mbv3.keras`` registers the
+layers for loading, see ``keras_mbv3/__init__.py``).
 """
 
 import importlib
@@ -25,9 +27,3 @@ FLAVOUR = "keras3" if IS_KERAS_3 else "tf_keras"
 def register(cls):
     """Register ``cls`` for serialization as ``keras_mbv3>ClassName``."""
     return keras.saving.register_keras_serializable(package="keras_mbv3")(cls)
-
-
-# Importing any module of the package registers every layer, so that a saved model loads with
-# `keras.models.load_model` after only `from keras_mbv3 import keras` (the layers import this module
-# first, and find `keras` and `register` defined).
-import keras_mbv3.layers  # noqa: E402,F401

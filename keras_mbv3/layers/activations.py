@@ -1,9 +1,8 @@
 """The paper's piecewise-linear activations, as layers."""
 
-import tensorflow as tf
-
 from keras_mbv3 import checks
 from keras_mbv3.backend import keras, register
+from keras_mbv3.ops import relu6
 
 ACTIVATIONS = ("relu", "hard_swish")
 GATES = ("hard_sigmoid", "sigmoid")
@@ -19,7 +18,7 @@ class HardGate(keras.layers.Layer):
     """
 
     def call(self, inputs):
-        return tf.nn.relu6(inputs + 3.0)
+        return relu6(inputs + 3.0)
 
     def compute_output_shape(self, input_shape):
         return input_shape
@@ -35,7 +34,7 @@ class HardSigmoid(keras.layers.Layer):
     """
 
     def call(self, inputs):
-        return tf.nn.relu6(inputs + 3.0) * (1.0 / 6.0)
+        return relu6(inputs + 3.0) * (1.0 / 6.0)
 
     def compute_output_shape(self, input_shape):
         return input_shape
@@ -55,7 +54,7 @@ class HardSwish(keras.layers.Layer):
     """
 
     def call(self, inputs):
-        return inputs * tf.nn.relu6(inputs + 3.0) * (1.0 / 6.0)
+        return inputs * relu6(inputs + 3.0) * (1.0 / 6.0)
 
     def compute_output_shape(self, input_shape):
         return input_shape

@@ -9,9 +9,8 @@ tensors records the sub-layers as nodes of the outer functional graph.
 
 import contextlib
 
-import tensorflow as tf
-
 from keras_mbv3.backend import keras
+from keras_mbv3.ops import name_scope
 
 
 def part(layer, suffix):
@@ -35,7 +34,7 @@ class CompositeLayer(keras.layers.Layer):
     @staticmethod
     def _build_part(layer, input_shape):
         """Build ``layer`` on ``input_shape`` and return its output shape."""
-        with tf.name_scope(layer.name):
+        with name_scope(layer.name):
             layer.build(input_shape)
         return layer.compute_output_shape(input_shape)
 

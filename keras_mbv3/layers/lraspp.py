@@ -1,21 +1,20 @@
 """Lite R-ASPP, the paper's segmentation decoder (Section 6.3, Figure 10)."""
 
-import tensorflow as tf
-
 from keras_mbv3 import checks
-from keras_mbv3.backend import keras, register
+from keras_mbv3.backend import IS_KERAS_3, keras, register
 from keras_mbv3.layers.composite import CompositeLayer
 
 BN_EPSILON = 1e-3
 BN_MOMENTUM = 0.99
 
 
+def _is_shape(value):
+    """A shape: a tuple or list (Keras 3), or a ``tf.TensorShape`` (tf_keras)."""
+    return isinstance(value, (list, tuple)) or (not IS_KERAS_3 and type(value).__name__ == "TensorShape")
+
+
 def _is_shape_pair(input_shape):
-    return (
-        isinstance(input_shape, (list, tuple))
-        and len(input_shape) == 2
-        and all(isinstance(s, (list, tuple, tf.TensorShape)) for s in input_shape)
-    )
+    return isinstance(input_shape, (list, tuple)) and len(input_shape) == 2 and all(map(_is_shape, input_shape))
 
 
 def _upsample_factor(low_shape, high_shape):

@@ -28,6 +28,10 @@ def fake_quant_kernel(kernel, axis):
     Symmetric and narrow range: scale max|w| / 127, zero point 0.
     """
     rank = len(kernel.shape)
+    if axis is not None and axis % rank != rank - 1:
+        # Keras' non-TensorFlow path broadcasts a per-channel range against the last axis whatever ``axis`` is
+        # (a depthwise kernel (1, 1, 12, 1) came out (1, 1, 12, 12) on JAX); its TensorFlow path swaps the same way.
+        return ops.swapaxes(fake_quant_kernel(ops.swapaxes(kernel, axis, -1), -1), axis, -1)
     reduce = None if axis is None else [a for a in range(rank) if a != axis % rank]
     bound = ops.maximum(ops.max(ops.abs(kernel), axis=reduce), 1e-8)  # an all-zero channel still has a scale
     return keras.quantizers.fake_quant_with_min_max_vars(

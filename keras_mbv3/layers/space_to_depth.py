@@ -1,9 +1,8 @@
-"""``SpaceToDepth``: image patches moved into channels (``tf.nn.space_to_depth``)."""
-
-import tensorflow as tf
+"""``SpaceToDepth``: image patches moved into channels (``tf.nn.space_to_depth`` on TensorFlow)."""
 
 from keras_mbv3 import checks
 from keras_mbv3.backend import keras, register
+from keras_mbv3.ops import space_to_depth
 
 
 @register
@@ -27,7 +26,7 @@ class SpaceToDepth(keras.layers.Layer):
         self.block_size = int(block_size)
 
     def call(self, inputs):
-        return tf.nn.space_to_depth(inputs, self.block_size)
+        return space_to_depth(inputs, self.block_size)
 
     def compute_output_shape(self, input_shape):
         batch, height, width, channels = input_shape

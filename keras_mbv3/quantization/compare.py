@@ -31,6 +31,9 @@ def plain_converter_int8(model, images, input_type="float32", output_type="uint8
 def ai_edge_quantizer_int8(float_content, images):
     """``.tflite`` bytes: ai-edge-quantizer's ``static_wi8_ai8`` of the float ``float_content``, calibrated on ``images``.
 
+    ``float_content`` must keep its tensor names (``export_tflite(..., strip_names=False)``):
+    the tool's calibration reads them (an ``AttributeError`` in it otherwise).
+
     Its I/O are int8 (with their scales; ``litert.predict`` converts). Raises
     ``ImportError`` naming the extra when the package is not installed.
     """

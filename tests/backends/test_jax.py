@@ -1,0 +1,138 @@
+"""Issue 22 (part): the layers, applications and QAT engine on the JAX backend of Keras 3.
+
+Run by ``make test``'s JAX line (``KERAS_BACKEND=jax``); skipped on the other lines. A model
+built and trained on JAX is saved as ``.keras`` and loaded by a TensorFlow process (a
+subprocess: one process has one backend), which must give the same outputs and export it.
+"""
+
+import json
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from keras_mbv3.backend import IS_KERAS_3, keras
+
+pytestmark = pytest.mark.skipif(not IS_KERAS_3 or keras.backend.backend() != "jax",
+                                reason="the JAX line of make test (KERAS_BACKEND=jax)")  # fmt: skip
+
+SIZE = 32
+TENSORFLOW_SIDE = r"""
+import json, sys
+import numpy as np
+import keras
+from keras_mbv3.quantization import export_tflite
+from keras_mbv3.quantization.litert import graph_report
+
+folder = sys.argv[1]
+found = {"backend": keras.backend.backend()}
+for name in json.load(open(f"{folder}/names.json")):
+    x = np.load(f"{folder}/{name}.x.npy")
+    model = keras.models.load_model(f"{folder}/{name}.keras")
+    np.save(f"{folder}/{name}.tf.npy", np.asarray(model(x, training=False)))
+    if name.endswith("qat"):
+        found[name] = graph_report(export_tflite(model, quantization="int8"))["partitions"]
+json.dump(found, open(f"{folder}/found.json", "w"))
+"""
+
+
+def models():
+    from keras_mbv3.applications import LRASPPMobileNetV3Small, MobileNetV3Large, MobileNetV3Small
+
+    return {
+        "small": MobileNetV3Small(input_shape=(SIZE, SIZE, 3), weights=None, classes=5, classifier_activation=None),
+        "large-minimalistic-no-top": MobileNetV3Large(input_shape=(SIZE, SIZE, 3), weights=None, minimalistic=True,
+                                                      include_top=False, pooling="avg", alpha=0.75),  # fmt: skip
+        "lraspp-small": LRASPPMobileNetV3Small(3, input_shape=(SIZE * 2, SIZE * 2, 3)),
+    }
+
+
+def tiny(size=16):
+    """Our layers in a small user model: its QAT train step compiles in seconds on XLA (Small's took 84 s)."""
+    from keras_mbv3.layers import HardSwish, InvertedResidual
+
+    inputs = keras.Input((size, size, 3))
+    x = keras.layers.Rescaling(1 / 127.5, offset=-1)(inputs)
+    x = keras.layers.Conv2D(8, 3, strides=2, padding="same", use_bias=False)(x)
+    x = HardSwish()(keras.layers.BatchNormalization()(x))
+    x = InvertedResidual(8, expanded_filters=16, se_ratio=0.25, activation="hard_swish")(x)
+    return keras.Model(inputs, keras.layers.Dense(3)(keras.layers.GlobalAveragePooling2D()(x)))
+
+
+@pytest.fixture(scope="module")
+def on_both_backends(tmp_path_factory):
+    """Models built (and QAT models made, one trained a step) on JAX, then run by TensorFlow from their .keras files."""
+    from conftest import randomize_batchnorm
+
+    from keras_mbv3.quantization import quantize_model
+
+    folder = tmp_path_factory.mktemp("jax")
+    rng = np.random.default_rng(0)
+    outputs, names = {}, []
+
+    def keep(key, model, images):
+        model.save(folder / f"{key}.keras")
+        np.save(folder / f"{key}.x.npy", images)
+        outputs[key] = np.asarray(model(images, training=False))
+        names.append(key)
+
+    for name, model in {**models(), "tiny": tiny()}.items():
+        size = model.input_shape[1]
+        images = rng.uniform(0, 255, (4, size, size, 3)).astype("float32")
+        randomize_batchnorm(model)  # statistics fitted to 4 images amplify float rounding (1% on Large)
+        keep(f"{name}-float", model, images)
+        if name in ("small", "tiny"):
+            qat = quantize_model(model, representative_dataset=images)
+            if name == "tiny":  # QAT trains on JAX: the ranges move with the batch
+                before = [float(w) for w in qat.non_trainable_weights if w.shape == ()]
+                qat.compile(keras.optimizers.SGD(1e-3), "mse")
+                qat.train_on_batch(images, np.asarray(qat(images)) * 0.9)
+                assert before != [float(w) for w in qat.non_trainable_weights if w.shape == ()]
+            keep(f"{name}-qat", qat, images)
+    (folder / "names.json").write_text(json.dumps(names))
+    env = {**os.environ, "KERAS_BACKEND": "tensorflow", "TF_CPP_MIN_LOG_LEVEL": "3"}
+    result = subprocess.run([sys.executable, "-c", TENSORFLOW_SIDE, str(folder)], env=env, capture_output=True,
+                            text=True, timeout=600)  # fmt: skip
+    assert result.returncode == 0, result.stderr[-3000:]
+    return folder, outputs, json.loads((folder / "found.json").read_text())
+
+
+def test_jax_outputs_are_jax_arrays_and_fit_runs():
+    from keras_mbv3.applications import MobileNetV3Small
+
+    model = MobileNetV3Small(input_shape=(SIZE, SIZE, 3), weights=None, classes=3)
+    x = np.random.default_rng(1).uniform(0, 255, (4, SIZE, SIZE, 3)).astype("float32")
+    assert "jax" in type(model(x)).__module__
+    model.compile("adam", "sparse_categorical_crossentropy")
+    history = model.fit(x, np.arange(4) % 3, epochs=2, batch_size=4, verbose=0)
+    assert np.isfinite(history.history["loss"]).all()
+
+
+def test_float_models_saved_on_jax_give_the_same_outputs_on_tensorflow(on_both_backends):
+    folder, outputs, found = on_both_backends
+    assert found["backend"] == "tensorflow"
+    for key, jax_output in outputs.items():
+        if key.endswith("float"):
+            tf_output = np.load(folder / f"{key}.tf.npy")
+            assert np.abs(tf_output - jax_output).max() <= 1e-5 * np.abs(jax_output).max(), key
+
+
+def test_qat_models_made_and_trained_on_jax_load_on_tensorflow_and_export_as_one_partition(on_both_backends):
+    """(Their outputs on the two backends are not yet identical: Small's fake-quantized logits differed by up to
+    5 int8 steps, measured; the issue's bar is identical, still open.)"""
+    folder, outputs, found = on_both_backends
+    for key in ("small-qat", "tiny-qat"):
+        assert found[key] == 1, key
+        assert np.load(folder / f"{key}.tf.npy").shape == outputs[key].shape
+
+
+def test_space_to_depth_on_jax_is_tensorflows_order():
+    from keras_mbv3.layers import SpaceToDepth
+
+    x = np.arange(2 * 4 * 6 * 3, dtype="float32").reshape(2, 4, 6, 3)
+    y = np.asarray(SpaceToDepth(2)(x))
+    # TensorFlow's order: channel (i * 2 + j) * C + c of output pixel (r, s) is input (2r + i, 2s + j, c)
+    expected = x.reshape(2, 2, 2, 3, 2, 3).transpose(0, 1, 3, 2, 4, 5).reshape(2, 2, 3, 12)
+    np.testing.assert_array_equal(y, expected)
