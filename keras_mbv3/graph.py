@@ -11,6 +11,7 @@ import dataclasses
 
 import tensorflow as tf
 
+from keras_mbv3 import checks
 from keras_mbv3.backend import IS_KERAS_3, keras
 
 
@@ -155,6 +156,43 @@ class Graph:
             if node.layer is layer:
                 found.extend(self.producer(t).layer for t in node.inputs)
         return found
+
+
+def functional(model):
+    """``model`` itself when functional; a ``Sequential`` as the functional model of its layers."""
+    if isinstance(model, keras.Sequential) and not is_functional(model):
+        if not model.built or not model.inputs:
+            checks.fail("model", f"Sequential model {model.name!r} without an input shape",
+                        "a Sequential model built on an input shape (keras.Input first)", TypeError)  # fmt: skip
+        inputs = keras.Input(batch_shape=tuple(model.inputs[0].shape), dtype=model.inputs[0].dtype)
+        x = inputs
+        for layer in model.layers:
+            x = layer(x)
+        return keras.Model(inputs, x, name=model.name)
+    return model
+
+
+def _inline_call(layer, args, kwargs):
+    """Call ``layer``; a nested model's layers become nodes of the caller's graph (recursively)."""
+    if isinstance(layer, keras.Model):
+        model = functional(layer)
+        if is_functional(model):
+            tensors = [t for t in tf.nest.flatten((args, kwargs)) if is_keras_tensor(t)]
+            return Graph(model).replay(tensors, _inline_node)
+    return layer(*args, **kwargs)
+
+
+def _inline_node(node, args, kwargs):
+    return _inline_call(node.layer, args, kwargs)
+
+
+def inline_models(model):
+    """``model`` (functional or ``Sequential``) as one graph: nested models' layers become its nodes (recursively).
+
+    Composite layers stay whole unless a flattening scope is active. Layers are
+    shared with ``model``, so the weights are too.
+    """
+    return Graph(functional(model)).rebuild(_inline_node)
 
 
 def only_feeds_a_concat(graph, tensor):

@@ -1,6 +1,8 @@
 """What the CLI tests share: running ``mbv3`` as a user does, its one-line errors, kills mid-run, a small folder."""
 
+import contextlib
 import csv
+import io
 import os
 import signal
 import subprocess
@@ -34,6 +36,17 @@ def call_cli(capsys, *args):
         code = exit.code
     captured = capsys.readouterr()
     return subprocess.CompletedProcess(args, code, captured.out, captured.err)
+
+
+def call_cli_captured(*args):
+    """``call_cli`` where pytest's ``capsys`` is not at hand (a module fixture): the output is caught here."""
+    out, err = io.StringIO(), io.StringIO()
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+        try:
+            code = main([str(a) for a in args])
+        except SystemExit as exit:
+            code = exit.code
+    return subprocess.CompletedProcess(args, code, out.getvalue(), err.getvalue())
 
 
 def assert_one_line_error(result, *fragments):

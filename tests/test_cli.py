@@ -11,8 +11,8 @@ import pytest
 from keras_mbv3.backend import FLAVOUR, IS_KERAS_3
 from keras_mbv3.recipes import training
 from keras_mbv3.recipes.cli import COMMANDS
-from cli_helpers import (USER_ENV, assert_one_line_error, call_cli, epochs_logged, keras_3_only, kill_when_logged,
-                         legacy_only, run_cli, three_class_folder)
+from cli_helpers import (USER_ENV, assert_one_line_error, call_cli, call_cli_captured, epochs_logged, keras_3_only,
+                         kill_when_logged, legacy_only, run_cli, three_class_folder)
 from mediapipe_client import classify, needs_mediapipe, segment
 
 
@@ -84,11 +84,11 @@ def digits_run(tmp_path_factory):
     args = [sys.executable, "-m", "keras_mbv3", "train", "--out", str(out), "--epochs", "2"]
     kill_when_logged(args, work / "train.log", "Epoch 2/2")
     killed = {"float": epochs_logged(out / "float_history.csv"), "float.keras": (out / "float.keras").exists()}
-    train = subprocess.run(args, capture_output=True, text=True, timeout=600, env=USER_ENV)
+    train = call_cli_captured(*args[3:])  # the kills need processes of their own; the resumes do not
     recipe_args = [sys.executable, "-m", "keras_mbv3", "recipe", "--out", str(out), "--qat-epochs", "2"]
     kill_when_logged(recipe_args, work / "recipe.log", "Epoch 2/2")
     killed.update(qat=epochs_logged(out / "qat_history.csv"), **{"qat.keras": (out / "qat.keras").exists()})
-    recipe = subprocess.run(recipe_args, capture_output=True, text=True, timeout=900, env=USER_ENV)
+    recipe = call_cli_captured(*recipe_args[3:])
     return out, killed, train, recipe
 
 
@@ -127,7 +127,7 @@ def test_killed_training_resumes_and_the_recipe_keeps_int8_within_a_point_of_flo
     assert set(bench["models"]) == {"float", "int8"} and bench["threads"] == 1
 
     stamps = {name: (out / name).stat().st_mtime_ns for name in ("float.keras", "qat.keras", "int8.tflite")}
-    again = run_cli("recipe", "--out", out)
+    again = call_cli(capsys, "recipe", "--out", out)
     assert again.returncode == 0, again.stderr
     for step, name in (("train", "float.keras"), ("qat", "qat.keras"), ("export", "float.tflite")):
         assert f"[{step}] done before, reusing {name}" in again.stdout
@@ -180,10 +180,11 @@ def test_the_mediapipe_code_in_report_md_runs_on_the_shipped_file(digits_run, tm
 
 @keras_3_only  # tf_keras runs tf.distribute in the multi-worker test
 @needs_mediapipe
-def test_segmentation_run_with_mirrored_strategy_and_steps_that_take_the_folders_settings(tmp_path):
+def test_segmentation_run_with_mirrored_strategy_and_steps_that_take_the_folders_settings(tmp_path, capsys):
     """LR-ASPP trained and QAT'd on 2 logical CPUs; qat, export, eval and bench given only --out (issue 15: they
     were refused, or failed, until --task segmentation was repeated); MediaPipe's ImageSegmenter runs both exports
-    (issue 12): its masks equal our argmax on at least 99% of the pixels."""
+    (issue 12): its masks equal our argmax on at least 99% of the pixels. The steps with --cpu-devices run in new
+    processes (the devices are set before TensorFlow starts); the others in this one."""
     out = tmp_path / "run"
     steps = [("train", "--task", "segmentation", "--epochs", "1", "--batch-size", "128", "--strategy", "mirrored",
               "--cpu-devices", "2"),
@@ -191,7 +192,8 @@ def test_segmentation_run_with_mirrored_strategy_and_steps_that_take_the_folders
              ("export", "--overwrite"), ("eval",)]  # fmt: skip
     stamps = []
     for step, *flags in steps:
-        result = run_cli(step, "--out", out, *flags)
+        result = run_cli(step, "--out", out, *flags) if "--cpu-devices" in flags else call_cli(capsys, step, "--out",
+                                                                                                  out, *flags)  # fmt: skip
         assert result.returncode == 0, result.stderr
         assert ("strategy: mirrored, 2 replica(s)" in result.stdout) == (step in ("train", "qat"))
         if step == "export":
@@ -202,9 +204,9 @@ def test_segmentation_run_with_mirrored_strategy_and_steps_that_take_the_folders
     assert (out / "qat.keras").exists() and epochs_logged(out / "qat_history.csv") == [0]
     miou = json.loads(result.stdout[result.stdout.index("{"):])
     assert set(miou) == {"float", "int8"} and all(0 <= figures["miou"] <= 1 for figures in miou.values())
-    wrong = run_cli("eval", "--out", out, "--task", "classification", "--file", out / "int8.tflite")
+    wrong = call_cli(capsys, "eval", "--out", out, "--task", "classification", "--file", out / "int8.tflite")
     assert_one_line_error(wrong, "--task: 'segmentation' there")
-    elsewhere = run_cli("eval", "--out", tmp_path / "other", "--file", out / "int8.tflite")  # digits, classification
+    elsewhere = call_cli(capsys, "eval", "--out", tmp_path / "other", "--file", out / "int8.tflite")  # digits
     assert_one_line_error(elsewhere, "`--file`", "classifier of 10 classes", "segmentation model of 11 classes")
 
     from keras_mbv3.quantization.litert import interpreter, predict
@@ -231,7 +233,7 @@ def free_ports(count):
 
 
 @legacy_only  # Keras 3 cannot train with MultiWorkerMirroredStrategy (keras-team/keras#20585)
-def test_multi_worker_training_and_qat_with_two_local_workers(tmp_path):
+def test_multi_worker_training_and_qat_with_two_local_workers(tmp_path, capsys):
     ports = free_ports(2)
     cluster = {"worker": [f"127.0.0.1:{port}" for port in ports]}
     for step, epochs in (("train", "--epochs"), ("qat", "--qat-epochs")):
@@ -251,7 +253,7 @@ def test_multi_worker_training_and_qat_with_two_local_workers(tmp_path):
     assert epochs_logged(out / "float_history.csv") == [0] and epochs_logged(out / "qat_history.csv") == [0]  # the chief's
     assert sorted(p.name for p in out.iterdir()) == ["float.keras", "float_history.csv", "qat.h5", "qat_history.csv",
                                                      "settings.json", "timings.json"]  # fmt: skip
-    export = run_cli("export", "--out", out)  # the tfmot QAT model, on tf_keras, to a fully int8 file
+    export = call_cli(capsys, "export", "--out", out)  # the tfmot QAT model, on tf_keras, to a fully int8 file
     assert export.returncode == 0, export.stderr
     assert json.loads((out / "settings.json").read_text())["keras"] == "tf_keras" and (out / "int8.tflite").exists()
 
@@ -267,16 +269,16 @@ def test_bad_data_folders_are_one_clear_line(capsys, tmp_path):
 
 
 @legacy_only  # the Keras 3 line runs the issue's other case, digits --epochs 2, in the kill test
-def test_a_small_folder_trained_for_8_steps_evaluates_at_its_training_mode_accuracy(tmp_path):
+def test_a_small_folder_trained_for_8_steps_evaluates_at_its_training_mode_accuracy(tmp_path, capsys):
     """Issue 15: 36 training images, 8 epochs of 1 step: 100% in training mode, 33% (chance) in inference mode."""
     from keras_mbv3.backend import keras
     from keras_mbv3.recipes import data as data_lib
 
     folder, out = three_class_folder(tmp_path / "set"), tmp_path / "run"
-    trained = run_cli("train", "--data", folder, "--epochs", "8", "--out", out)
+    trained = call_cli(capsys, "train", "--data", folder, "--epochs", "8", "--out", out)
     assert trained.returncode == 0, trained.stderr
     assert "BatchNormalization statistics of the final weights, from 36 training images" in trained.stdout
-    evaluation = run_cli("eval", "--out", out, "--file", out / "float.keras")  # the folder's --data
+    evaluation = call_cli(capsys, "eval", "--out", out, "--file", out / "float.keras")  # the folder's --data
     assert evaluation.returncode == 0, evaluation.stderr
     assert json.loads(evaluation.stdout[evaluation.stdout.index("{"):])["float.keras"]["accuracy"] >= 0.75
 
@@ -349,9 +351,9 @@ def labelled_models(tmp_path_factory):
     return paths
 
 
-def test_predict_prints_the_names_in_the_model_for_a_png_and_a_jpeg(labelled_models, tmp_path):
+def test_predict_prints_the_names_in_the_model_for_a_png_and_a_jpeg(labelled_models, tmp_path, capsys):
     models = labelled_models
-    result = run_cli("predict", "--file", models["classifier"], models["png"], models["jpeg"], "--top-k", "3")
+    result = call_cli(capsys, "predict", "--file", models["classifier"], models["png"], models["jpeg"], "--top-k", "3")
     assert result.returncode == 0, result.stderr
     lines = [line for line in result.stdout.splitlines() if line.startswith((models["png"], models["jpeg"]))]
     assert [line.split(":")[0] for line in lines] == [models["png"], models["jpeg"]]
@@ -424,8 +426,8 @@ def detection_run(tmp_path_factory):
     """`recipe --task detection` on a COCO-format folder of 96 + 24 digits-det canvases at 64 px, 2 + 1 epochs."""
     work = tmp_path_factory.mktemp("detection_run")
     folder = digits_coco_folder(work / "coco")
-    result = run_cli("recipe", "--task", "detection", "--data", str(folder), "--image-size", "64", "--epochs", "2",
-                     "--qat-epochs", "1", "--batch-size", "32", "--out", str(work / "run"), timeout=1200)  # fmt: skip
+    result = call_cli_captured("recipe", "--task", "detection", "--data", str(folder), "--image-size", "64", "--epochs",
+                               "2", "--qat-epochs", "1", "--batch-size", "32", "--out", str(work / "run"))  # fmt: skip
     return work / "run", result
 
 

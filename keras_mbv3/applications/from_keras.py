@@ -12,8 +12,11 @@ user model are taken:
 * a model that calls one as a nested layer (``Sequential([base, ...])``, or
   ``head(base(inputs))``): the same model with ours in its place;
 * a model built on the base's tensors (``keras.Model(base.input,
-  Dense(5)(base.output))``): our base without top, nested, and the user's
-  layers after it.
+  Dense(5)(base.output))``): our base without top, and the user's layers
+  after it.
+
+In the last two, our base's layers are inlined into one functional model, as if
+the user had built the head on ``MobileNetV3Small(include_top=False).output``.
 """
 
 import numpy as np
@@ -23,7 +26,7 @@ from keras_mbv3.applications import specs
 from keras_mbv3.applications.mobilenet_v3 import MobileNetV3Large, MobileNetV3Small
 from keras_mbv3.applications.weights import copy_from_keras_applications, official_to_ours
 from keras_mbv3.backend import keras
-from keras_mbv3.graph import Graph, is_functional
+from keras_mbv3.graph import Graph, inline_models, is_functional
 from keras_mbv3.layers.composite import weighted_leaf_layers
 
 _BUILDERS = {"large": (specs.LARGE, MobileNetV3Large), "small": (specs.SMALL, MobileNetV3Small)}
@@ -57,9 +60,9 @@ def from_keras(model):
     if is_functional(model) or isinstance(model, keras.Sequential):
         nested = [layer for layer in model.layers if isinstance(layer, keras.Model) and _converted(layer) is not None]
         if nested:
-            return _with_nested_replaced(model, nested)
+            return _flat(_with_nested_replaced(model, nested))
         if _names(model).get(_BASE_END) is not None:
-            return _with_base_replaced(model)
+            return _flat(_with_base_replaced(model))
     checks.fail("model", model.name, "a keras.applications MobileNetV3Large/Small, a model that nests one, or a model "
                 "built on one's output (no layer 'conv_1_bn' of a MobileNetV3 found)")  # fmt: skip
 
@@ -114,6 +117,19 @@ def _converted(model):
         return None  # more layers than the application's (a head built on it)
     copy_from_keras_applications(ours, model)
     return ours
+
+
+def _flat(model):
+    """``model`` with our nested base inlined: its blocks are top-level layers, as in a model built by our builders.
+
+    ``mbv3 adapt``'s width analysis and feature taps read top-level layers, and
+    backbone weights are matched by layer name. A model whose layer names clash
+    once inlined stays nested.
+    """
+    try:
+        return inline_models(model)
+    except ValueError:
+        return model
 
 
 def _with_nested_replaced(model, nested):

@@ -131,26 +131,71 @@ def load_official_h5(model, path, names):
         raise ValueError(f"Weights file {path!r} has no weights for {len(missing)} layers of the model, e.g. {missing[:3]}.")
 
 
+def copy_by_name(model, layers, origin):
+    """Set every weighted layer of ``model`` from the layer of the same name in ``layers`` (``{name: layer}``).
+
+    Layers of ``layers`` that ``model`` lacks (a top, a head) are left out; a layer of
+    ``model`` missing from ``layers`` or of other shapes is a ``ValueError`` naming
+    ``origin``, so that nothing is half loaded silently.
+    """
+    ours = weighted_leaf_layers(model)
+    missing = sorted(set(ours) - set(layers))
+    if missing:
+        raise ValueError(
+            f"Invalid weights: {origin!r} has no layer for {len(missing)} weighted layers of {model.name!r}, e.g. "
+            f"{missing[:3]}; allowed: a model of the same variant and alpha (any top or head)."
+        )
+    for name, layer in ours.items():
+        values = layers[name].get_weights()
+        expected = [tuple(w.shape) for w in layer.weights]
+        if [v.shape for v in values] != expected:
+            raise ValueError(
+                f"Invalid weights: {origin!r} has layer {name!r} with shapes {[v.shape for v in values]}, "
+                f"{model.name!r} needs {expected}; allowed: the same variant and alpha (reduced_tail=False "
+                f"for weights of a full-tail model)."
+            )
+    for name, layer in ours.items():
+        layer.set_weights(layers[name].get_weights())
+
+
 def load_weights(model, path):
-    """Load ``path`` into ``model``: an official keras.applications ``.h5`` or our own weights."""
+    """Load ``path`` into ``model``.
+
+    ``path`` is an official keras.applications ``.h5``, a whole-model ``.keras``
+    file (a model of this package, from ``from_keras``, or a keras.applications
+    MobileNetV3 with a head: its layers are matched by name, tf.keras 2 names
+    mapped as in the official files, so a classifier's ``.keras`` initializes an
+    LR-ASPP or SSDLite backbone, whose strides or dilations differ but whose
+    layers do not), or weights saved from a model of the same structure.
+    """
     if not os.path.isfile(path):
         checks.fail("weights", path, "None, 'imagenet' or the path of an existing weights file")
+    if path.endswith(".keras"):
+        source = keras.saving.load_model(path, compile=False)
+        copy_by_name(model, {official_to_ours(n): layer for n, layer in weighted_leaf_layers(source).items()}, path)
+        return
     names = _official_layer_names(path) if path.endswith(".h5") else None
     if names is not None:
         load_official_h5(model, path, names)
-    else:
+        return
+    try:
         model.load_weights(path)
+    except ValueError as error:
+        raise ValueError(
+            f"Invalid weights: {path!r} does not fit {model.name!r} layer for layer ({error}); allowed: weights "
+            f"saved from the same model, an official keras.applications .h5, or a whole model's .keras file "
+            f"(matched by layer name)."
+        ) from None
 
 
 def copy_from_keras_applications(model, reference):
     """Copy the weights of a ``keras.applications`` MobileNetV3 (either Keras line) into our ``model``."""
-    ours = weighted_leaf_layers(model)
     theirs = weighted_leaf_layers(reference)
     mapped = {official_to_ours(name): layer for name, layer in theirs.items()}
-    if set(mapped) != set(ours):
+    if set(mapped) != set(weighted_leaf_layers(model)):
+        extra = sorted(set(mapped) ^ set(weighted_leaf_layers(model)))
         raise ValueError(
             f"Invalid `reference`: received {reference.name!r}, whose layers do not match {model.name!r} "
-            f"(e.g. {sorted(set(mapped) ^ set(ours))[:3]}); allowed: the same variant, alpha and include_top."
+            f"(e.g. {extra[:3]}); allowed: the same variant, alpha and include_top."
         )
-    for name, layer in ours.items():
-        layer.set_weights(mapped[name].get_weights())
+    copy_by_name(model, mapped, reference.name)

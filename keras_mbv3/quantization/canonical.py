@@ -30,7 +30,7 @@ import tensorflow as tf
 
 from keras_mbv3 import checks
 from keras_mbv3.backend import IS_KERAS_3, keras
-from keras_mbv3.graph import Graph, is_functional, is_keras_tensor
+from keras_mbv3.graph import Graph, functional, inline_models, is_functional, is_keras_tensor
 from keras_mbv3.layers.activations import HardSigmoid, HardSwish
 from keras_mbv3.layers.composite import _flattening, part
 
@@ -49,7 +49,7 @@ def canonical_form(model):
     Raises:
         TypeError: for a subclassed model (it has no graph to read).
     """
-    flat = _inlined(_functional(model))
+    flat = _inlined(functional(model))
     for rewrite in (_activations_apart, _hard_sigmoid_chains, _activation_layers, _hard_swish_products,
                     _normalizations, _rescaling_chains):  # fmt: skip
         flat = rewrite(flat)
@@ -61,38 +61,10 @@ def has_graph(model):
     return is_functional(model) or (isinstance(model, keras.Sequential) and model.built and bool(model.inputs))
 
 
-def _functional(model):
-    """``model`` itself when functional; a ``Sequential`` as the functional model of its layers."""
-    if isinstance(model, keras.Sequential) and not is_functional(model):
-        if not model.built or not model.inputs:
-            checks.fail("model", f"Sequential model {model.name!r} without an input shape",
-                        "a Sequential model built on an input shape (keras.Input first)", TypeError)  # fmt: skip
-        inputs = keras.Input(batch_shape=tuple(model.inputs[0].shape), dtype=model.inputs[0].dtype)
-        x = inputs
-        for layer in model.layers:
-            x = layer(x)
-        return keras.Model(inputs, x, name=model.name)
-    return model
-
-
-def _inline_call(layer, args, kwargs):
-    """Call ``layer``; a nested model's layers become nodes of the caller's graph (recursively)."""
-    if isinstance(layer, keras.Model):
-        model = _functional(layer)
-        if is_functional(model):
-            tensors = [t for t in tf.nest.flatten((args, kwargs)) if is_keras_tensor(t)]
-            return Graph(model).replay(tensors, _inline_node)
-    return layer(*args, **kwargs)
-
-
-def _inline_node(node, args, kwargs):
-    return _inline_call(node.layer, args, kwargs)
-
-
 def _inlined(model):
     """``model`` with nested models inlined and composite layers flattened (a ``TypeError`` if not functional)."""
     with _flattening():  # a composite layer called now calls its sub-layers on the new tensors
-        return Graph(model).rebuild(_inline_node)
+        return inline_models(model)
 
 
 def activation_name(activation):

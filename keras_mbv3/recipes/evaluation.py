@@ -8,7 +8,7 @@ from typing import Callable
 import numpy as np
 
 from keras_mbv3 import checks
-from keras_mbv3.backend import keras
+from keras_mbv3.backend import IS_KERAS_3, keras
 from keras_mbv3.quantization.litert import interleaved_latency_ms, interpreter, predict_outputs
 from keras_mbv3.recipes import tasks
 
@@ -107,12 +107,28 @@ def load_keras_model(path, flag="--file"):
         with quantize_scope() if path.endswith(".h5") else contextlib.nullcontext():  # .h5: a QAT model
             model = keras.models.load_model(path, compile=False)
     except (OSError, ValueError, TypeError) as error:
+        if IS_KERAS_3 and path.endswith(".h5") and _is_tf_keras_2_h5(path):
+            checks.fail(flag, path, "on Keras 3, a .keras file; this .h5 was saved by tf.keras 2 (its layer names "
+                        "hold '/' and Keras 3 cannot read its TFOpLambda layers): import it on the tf_keras line "
+                        "(TF_USE_LEGACY_KERAS=1, keras-mbv3[tfmot]), where the run then continues")  # fmt: skip
         checks.fail(flag, path, f"a whole Keras model file of this Keras line ({type(error).__name__}: {error})")
     if not isinstance(model, keras.Model):
         checks.fail(flag, path, "a whole Keras model file (this one holds weights only)")
     if len(model.inputs) != 1:
         checks.fail(flag, path, f"a model of one input (this one has {len(model.inputs)})")
     return model
+
+
+def _is_tf_keras_2_h5(path):
+    """Whether the whole-model ``.h5`` at ``path`` was written by tf.keras 2 (its ``keras_version`` 2.x)."""
+    import h5py
+
+    try:
+        with h5py.File(path, "r") as f:
+            version = f.attrs.get("keras_version", b"")
+    except OSError:
+        return False
+    return (version.decode() if isinstance(version, bytes) else str(version)).startswith("2.")
 
 
 def keras_predictor(model, path):

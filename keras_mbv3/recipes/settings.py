@@ -18,7 +18,7 @@ SETTINGS = {
     "seed": (0, "seed of the data split, shuffling, augmentation and initial weights"),
     "model": ("small", "small, large, small-minimalistic or large-minimalistic"),
     "alpha": (1.0, "width multiplier"),
-    "weights": (None, "initial backbone weights: imagenet or a weights file (default: from scratch)"),
+    "weights": (None, "initial backbone weights: imagenet, a weights file or a .keras model (its layers matched by name; default: from scratch)"),
     "epochs": (20, "float training epochs"),
     "qat_epochs": (3, "QAT fine-tuning epochs"),
 }

@@ -1,15 +1,13 @@
 """``mbv3 adapt`` end to end on an image folder: kill and resume, refusals, and the later steps taking its model."""
 
 import json
-import subprocess
 import sys
 
 import pytest
 
 from keras_mbv3.recipes import adapt_step
 
-from cli_helpers import (USER_ENV, assert_one_line_error, call_cli, keras_3_only, kill_when_logged, run_cli,
-                         three_class_folder)  # fmt: skip
+from cli_helpers import assert_one_line_error, call_cli, keras_3_only, kill_when_logged, three_class_folder
 
 
 @keras_3_only  # ~4.5 min; tf_keras runs the library's tests (tests/adapt), its engine's quantization included
@@ -17,7 +15,7 @@ def test_adapt_reaches_its_target_resumes_after_a_kill_and_qat_takes_its_model(c
     """Issue 14 on an image folder: NetAdapt killed after its first iteration resumes there; the adapted model is
     narrower, its table latency at the target, and QAT and export take it."""
     out = tmp_path / "run"
-    trained = run_cli("train", "--data", three_class_folder(tmp_path / "set"), "--epochs", "2", "--out", out)
+    trained = call_cli(capsys, "train", "--data", three_class_folder(tmp_path / "set"), "--epochs", "2", "--out", out)
     assert trained.returncode == 0, trained.stderr
     assert_one_line_error(call_cli(capsys, "adapt", "--out", out), "`--target-ratio`", "--target-ms")
     assert_one_line_error(call_cli(capsys, "adapt", "--out", out, "--target-ratio", "1.5"), "`--target-ratio`", "1.5")
@@ -32,7 +30,7 @@ def test_adapt_reaches_its_target_resumes_after_a_kill_and_qat_takes_its_model(c
         call_cli(capsys, "adapt", "--out", out, *options[:-1], "2"), "--finetune-epochs: 1 there, 2 now"
     )
 
-    resumed = subprocess.run(args, capture_output=True, text=True, timeout=900, env=USER_ENV)
+    resumed = call_cli(capsys, *args[3:])  # the kill needed a process of its own; the resume does not
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     assert "[adapt] resuming after iteration 1" in resumed.stdout and "[adapt] iteration 1:" not in resumed.stdout
     report = json.loads((out / "adapt.json").read_text())
@@ -53,10 +51,10 @@ def test_adapt_reaches_its_target_resumes_after_a_kill_and_qat_takes_its_model(c
     same = call_cli(capsys, "adapt", "--out", out, *options)
     assert same.returncode == 0 and "[adapt] done before, reusing adapted.keras" in same.stdout
 
-    qat = run_cli("qat", "--out", out, "--qat-epochs", "1")
+    qat = call_cli(capsys, "qat", "--out", out, "--qat-epochs", "1")
     assert qat.returncode == 0, qat.stderr
     assert "[qat] from adapted.keras" in qat.stdout
-    export = run_cli("export", "--out", out)  # checks one XNNPACK partition of a fully int8 graph on the way
+    export = call_cli(capsys, "export", "--out", out)  # checks one XNNPACK partition of a fully int8 graph on the way
     assert export.returncode == 0, export.stderr
 
 

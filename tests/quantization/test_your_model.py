@@ -73,8 +73,8 @@ def test_from_keras_gives_our_model_with_the_same_outputs(kind, rng):
     x = images(rng, 4)
     assert relative_difference(outputs(ours, x), outputs(model, x)) < 1e-5
     layer_classes = {type(layer).__name__ for layer in ours.layers}
-    inner = {type(layer).__name__ for layer in ours.layers for layer in getattr(layer, "layers", [])}
-    assert "InvertedResidual" in layer_classes | inner  # built from our blocks, nested or not
+    # One flat model of our blocks, a user head included: adapt and backbone weights read top-level layers.
+    assert "InvertedResidual" in layer_classes and not any(isinstance(layer, keras.Model) for layer in ours.layers)
 
 
 def test_from_keras_keeps_the_configuration():
@@ -195,3 +195,37 @@ def test_from_keras_model_gives_feature_maps(rng):
     assert [tuple(maps[level].shape[1:3]) for level in ("P1", "P2", "P3", "P4", "P5")] == [
         (32, 32), (16, 16), (8, 8), (4, 4), (2, 2)]  # fmt: skip
     assert [info.stride for info in feature_info(ours)] == [2, 4, 8, 16, 32]
+
+
+def test_from_keras_model_with_a_head_is_one_netadapt_can_cut(rng):
+    from keras_mbv3.adapt import latency, widths
+
+    ours = from_keras(KERAS_MODELS["small-nested-head"]())
+    reference = MobileNetV3Small(input_shape=(SIZE, SIZE, 3), weights=None, include_top=False, alpha=0.5)
+    found = widths.widths(ours)
+    assert set(widths.widths(reference)) <= set(found)
+    assert latency.links(ours)  # the latency table's chain of units
+    cut = widths.rebuild(ours, {"expanded_conv_4_expand": found["expanded_conv_4_expand"] - 8})
+    assert cut.count_params() < ours.count_params() and cut(images(rng, 2)).shape == (2, 4)
+
+
+def test_a_whole_models_keras_file_initializes_lraspp_and_ssdlite_backbones(tmp_path):
+    """A classifier's .keras (here a from_keras model with a user head) gives its backbone layers' weights by name."""
+    from keras_mbv3.applications import LRASPPMobileNetV3Small, SSDLiteMobileNetV3Small
+    from keras_mbv3.layers.composite import weighted_leaf_layers
+
+    source = from_keras(flat_head(apps.MobileNetV3Small(input_shape=(64, 64, 3), weights=None, include_top=False)))
+    randomize_batchnorm(source)
+    path = str(tmp_path / "mine.keras")
+    source.save(path)
+    theirs = weighted_leaf_layers(source)
+    for model in (LRASPPMobileNetV3Small(3, input_shape=(64, 64, 3), backbone_weights=path),
+                  SSDLiteMobileNetV3Small(3, input_shape=(64, 64, 3), backbone_weights=path, reduced_tail=False)):  # fmt: skip
+        ours = weighted_leaf_layers(model)
+        shared = [name for name in ours if name in theirs]
+        assert len(shared) == len(weighted_leaf_layers(MobileNetV3Small(weights=None, include_top=False)))
+        for name in shared:
+            for mine, loaded in zip(ours[name].get_weights(), theirs[name].get_weights()):
+                np.testing.assert_array_equal(mine, loaded)
+    with pytest.raises(ValueError, match=r"mine.keras.*expanded_conv_8_project.*reduced_tail=False"):
+        SSDLiteMobileNetV3Small(3, input_shape=(64, 64, 3), backbone_weights=path)

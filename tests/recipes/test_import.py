@@ -2,7 +2,6 @@
 
 import json
 import os
-import types
 
 import numpy as np
 import pytest
@@ -11,7 +10,7 @@ from keras_mbv3.backend import IS_KERAS_3, keras
 from keras_mbv3.files import sha256
 from keras_mbv3.quantization import read_metadata
 from keras_mbv3.quantization.litert import graph_report
-from cli_helpers import assert_one_line_error, call_cli, keras_3_only
+from cli_helpers import assert_one_line_error, call_cli, call_cli_captured, keras_3_only
 
 from conftest import randomize_batchnorm
 
@@ -34,17 +33,9 @@ def imported(tmp_path_factory):
     model = user_model()
     model.save(path)
     out = root / "run"
-    capsys = _NoCapture()
-    results = [call_cli(capsys, "import", path, "--data", "digits", "--out", out),
-               call_cli(capsys, "export", "--out", out, "--ptq")]  # fmt: skip
+    results = [call_cli_captured("import", path, "--data", "digits", "--out", out),
+               call_cli_captured("export", "--out", out, "--ptq")]  # fmt: skip
     return model, path, out, results
-
-
-class _NoCapture:
-    """``call_cli`` outside a test function (a module fixture has no capsys): output goes to the terminal."""
-
-    def readouterr(self):
-        return types.SimpleNamespace(out="", err="")
 
 
 def test_import_writes_float_keras_with_its_sha256_and_the_models_settings(imported, rng):
@@ -55,7 +46,7 @@ def test_import_writes_float_keras_with_its_sha256_and_the_models_settings(impor
     assert settings["imported"] == os.path.abspath(path)
     assert settings["task"] == "classification" and settings["image_size"] == 32
     loaded = keras.models.load_model(out / "float.keras")
-    assert "InvertedResidual" in {type(layer).__name__ for layer in loaded.layers[1].layers}  # from_keras: ours
+    assert "InvertedResidual" in {type(layer).__name__ for layer in loaded.layers}  # from_keras: ours, one flat model
     x = rng.uniform(0, 255, (4, 32, 32, 3)).astype("float32")
     np.testing.assert_allclose(loaded.predict(x, verbose=0), model.predict(x, verbose=0), atol=1e-5)
 
@@ -104,3 +95,41 @@ def test_qat_of_an_imported_model_and_the_report_compares_ptq_and_qat(imported, 
     assert {"float", "int8", "int8_ptq"} <= set(report)
     markdown = (out / "report.md").read_text()
     assert "int8 (QAT)" in markdown and "int8 (post-training)" in markdown and "my_classifier" in markdown
+
+
+@pytest.mark.skipif(not IS_KERAS_3, reason="Keras 3 cannot read a tf.keras 2 .h5; tf_keras imports it (above)")
+def test_a_tf_keras_2_h5_on_keras_3_is_refused_with_the_way_that_works(capsys, tmp_path):
+    """keras.applications' MobileNetV3 saved by tf.keras 2 holds TFOpLambda layers (its ``x + 3``)."""
+    import h5py
+
+    layers = [
+        {"class_name": "InputLayer", "name": "input_1", "inbound_nodes": [],
+         "config": {"batch_input_shape": [None, 32, 32, 3], "dtype": "float32", "name": "input_1"}},
+        {"class_name": "TFOpLambda", "name": "tf.__operators__.add", "inbound_nodes": [["input_1", 0, 0, {"y": 3.0}]],
+         "config": {"name": "tf.__operators__.add", "dtype": "float32", "function": "__operators__.add"}},
+    ]  # fmt: skip
+    config = {"class_name": "Functional", "config": {"name": "old", "layers": layers, "input_layers": [["input_1", 0, 0]],
+                                                     "output_layers": [["tf.__operators__.add", 0, 0]]}}  # fmt: skip
+    path = tmp_path / "old.h5"
+    with h5py.File(path, "w") as f:
+        f.attrs.update(keras_version="2.21.0", backend="tensorflow", model_config=json.dumps(config))
+        f.create_group("model_weights")
+    result = call_cli(capsys, "import", path, "--data", "digits", "--out", tmp_path / "run")
+    assert_one_line_error(result, "`MODEL`", "tf.keras 2", "TF_USE_LEGACY_KERAS=1")
+    assert not (tmp_path / "run").exists()
+
+
+@pytest.mark.parametrize("task", ["detection", "segmentation"])
+def test_an_imported_runs_float_keras_is_the_weights_of_a_detection_or_segmentation_backbone(imported, task):
+    """`mbv3 recipe --task detection --weights RUN/float.keras`: the backbone's layers by name (full tail)."""
+    from keras_mbv3.layers.composite import weighted_leaf_layers
+    from keras_mbv3.recipes import tasks
+
+    _, _, out, _ = imported
+    source = weighted_leaf_layers(keras.saving.load_model(out / "float.keras", compile=False))
+    model = tasks.get(task).build_model("small", True, 3, (64, 64, 3), 1.0, 0.99, str(out / "float.keras"))
+    shared = {name: layer for name, layer in weighted_leaf_layers(model).items() if name in source}
+    assert "expanded_conv_10_project" in shared and "conv_1" in shared
+    for name, layer in shared.items():
+        for mine, loaded in zip(layer.get_weights(), source[name].get_weights()):
+            np.testing.assert_array_equal(mine, loaded)

@@ -77,9 +77,14 @@ def check_image_size(image_size):
 
 
 def build_model(size, minimalistic, classes, input_shape, alpha, bn_momentum, weights):
-    """SSDLite; ``weights`` (``"imagenet"`` or a backbone weights file) initializes the backbone."""
+    """SSDLite; ``weights`` (``"imagenet"`` or a weights file) initializes the backbone.
+
+    With weights the backbone keeps its full tail (torchvision's rule: the
+    reduced tail halves the last stage's widths, which no classifier's weights have).
+    """
     return CONSTRUCTORS[size](classes, input_shape=input_shape, alpha=alpha, minimalistic=minimalistic,
-                              backbone_weights=weights, bn_momentum=bn_momentum)  # fmt: skip
+                              backbone_weights=weights, reduced_tail=weights is None,
+                              bn_momentum=bn_momentum)  # fmt: skip
 
 
 def loss():
