@@ -28,12 +28,17 @@ def run_cli(*args, timeout=600):
                           timeout=timeout, env=USER_ENV)  # fmt: skip
 
 
+def _exit_code(args):
+    """``mbv3 ARGS`` run by ``main`` in this process; its exit code."""
+    try:
+        return main([str(a) for a in args])
+    except SystemExit as exit:  # argparse's own errors
+        return exit.code
+
+
 def call_cli(capsys, *args):
     """``mbv3 ARGS`` in this process (fast: TensorFlow is loaded once); a result like ``run_cli``'s."""
-    try:
-        code = main([str(a) for a in args])
-    except SystemExit as exit:  # argparse's own errors
-        code = exit.code
+    code = _exit_code(args)
     captured = capsys.readouterr()
     return subprocess.CompletedProcess(args, code, captured.out, captured.err)
 
@@ -42,10 +47,7 @@ def call_cli_captured(*args):
     """``call_cli`` where pytest's ``capsys`` is not at hand (a module fixture): the output is caught here."""
     out, err = io.StringIO(), io.StringIO()
     with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
-        try:
-            code = main([str(a) for a in args])
-        except SystemExit as exit:
-            code = exit.code
+        code = _exit_code(args)
     return subprocess.CompletedProcess(args, code, out.getvalue(), err.getvalue())
 
 

@@ -146,11 +146,11 @@ def copy_by_name(model, layers, origin):
             f"{missing[:3]}; allowed: a model of the same variant and alpha (any top or head)."
         )
     for name, layer in ours.items():
-        values = layers[name].get_weights()
+        shapes = [tuple(w.shape) for w in layers[name].weights]
         expected = [tuple(w.shape) for w in layer.weights]
-        if [v.shape for v in values] != expected:
+        if shapes != expected:
             raise ValueError(
-                f"Invalid weights: {origin!r} has layer {name!r} with shapes {[v.shape for v in values]}, "
+                f"Invalid weights: {origin!r} has layer {name!r} with shapes {shapes}, "
                 f"{model.name!r} needs {expected}; allowed: the same variant and alpha (reduced_tail=False "
                 f"for weights of a full-tail model)."
             )
@@ -192,10 +192,10 @@ def copy_from_keras_applications(model, reference):
     """Copy the weights of a ``keras.applications`` MobileNetV3 (either Keras line) into our ``model``."""
     theirs = weighted_leaf_layers(reference)
     mapped = {official_to_ours(name): layer for name, layer in theirs.items()}
-    if set(mapped) != set(weighted_leaf_layers(model)):
-        extra = sorted(set(mapped) ^ set(weighted_leaf_layers(model)))
+    unmatched = sorted(set(mapped) ^ set(weighted_leaf_layers(model)))
+    if unmatched:
         raise ValueError(
             f"Invalid `reference`: received {reference.name!r}, whose layers do not match {model.name!r} "
-            f"(e.g. {extra[:3]}); allowed: the same variant, alpha and include_top."
+            f"(e.g. {unmatched[:3]}); allowed: the same variant, alpha and include_top."
         )
     copy_by_name(model, mapped, reference.name)
