@@ -28,7 +28,7 @@ $(STAMP_TFMOT): setup.cfg pyproject.toml constraints-tfmot.txt
 
 # The two Keras lines run side by side (one per core); each prints its own
 # pytest summary when it is done. Then the JAX line: Keras 3 on the JAX backend,
-# over the tests written for it (tests/backends; the others skip themselves there).
+# over the backend-neutral tests: tests/backends (written for it) and the detection library.
 test: $(STAMP) $(STAMP_TFMOT)
 	$(MAKE) -j2 --output-sync=target test-keras3 test-legacy
 	$(MAKE) test-jax
@@ -40,7 +40,7 @@ test-legacy: $(STAMP_TFMOT)
 	TF_USE_LEGACY_KERAS=1 $(PY_TFMOT) -m pytest -q -p no:cacheprovider --durations=15 tests
 
 test-jax: $(STAMP)
-	KERAS_BACKEND=jax TF_USE_LEGACY_KERAS=0 $(PY) -m pytest -q -p no:cacheprovider --durations=5 tests/backends
+	KERAS_BACKEND=jax TF_USE_LEGACY_KERAS=0 $(PY) -m pytest -q -p no:cacheprovider --durations=5 tests/backends tests/detection
 
 demo: $(STAMP)
 	$(PY) -m keras_mbv3 recipe --data digits --model small --out runs/demo

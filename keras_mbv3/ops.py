@@ -38,3 +38,32 @@ def name_scope(name):
     import tensorflow as tf
 
     return tf.name_scope(name)
+
+
+class _BackendOps:
+    """``keras.ops``' flat namespace over one backend's modules (numpy, core, nn, math, in that order)."""
+
+    def __init__(self, backend):
+        self.name = backend.name
+        self._modules = [getattr(backend, part) for part in ("numpy", "core", "nn", "math")]
+
+    def __getattr__(self, name):
+        for module in self._modules:
+            if hasattr(module, name):
+                return getattr(module, name)
+        raise AttributeError(f"no op {name!r} in the {self.name} backend")
+
+
+def tensor_ops():
+    """The functions of ``keras.ops`` (by the same names) for the tensors at hand.
+
+    The Keras backend in use, except inside a TensorFlow graph (a ``tf.data`` map
+    on JAX or PyTorch) and on tf_keras, where they are TensorFlow's: tf.data stays
+    the input pipeline on every backend. Keras' own preprocessing layers switch the
+    same way (``DynamicBackend``). On tf_keras this imports Keras 3's TensorFlow
+    backend, which TensorFlow installs beside tf_keras (2 s, once).
+    """
+    from keras.src.utils import backend_utils  # Keras 3's, on both lines
+
+    in_tensorflow = not IS_KERAS_3 or backend_utils.in_tf_graph()
+    return _BackendOps(backend_utils.DynamicBackend("tensorflow" if in_tensorflow else None))

@@ -1,17 +1,19 @@
-"""The SSD box coder and IoU, on normalized corner boxes ``(ymin, xmin, ymax, xmax)``."""
+"""The SSD box coder and IoU, on normalized corner boxes ``(ymin, xmin, ymax, xmax)``.
 
-import tensorflow as tf
+Backend ops (``tensor_ops``): Keras' backend, or TensorFlow inside a ``tf.data`` map.
+"""
 
 from keras_mbv3 import checks
+from keras_mbv3.ops import tensor_ops
 
 # torchvision's BoxCoder weights (10, 10, 5, 5): the inverse of the "variances" 0.1, 0.1, 0.2, 0.2,
 # and TFLite_Detection_PostProcess's y_scale, x_scale, h_scale, w_scale.
 SCALES = (10.0, 10.0, 5.0, 5.0)
 
 
-def _center_size(boxes):
-    ymin, xmin, ymax, xmax = tf.unstack(boxes, axis=-1)
-    return (ymin + ymax) / 2, (xmin + xmax) / 2, ymax - ymin, xmax - xmin
+def _columns(ops, values):
+    """The four float32 columns of ``(..., 4)`` values."""
+    return ops.unstack(ops.cast(values, "float32"), 4, axis=-1)
 
 
 def encode(boxes, anchors, scales=SCALES):
@@ -30,10 +32,12 @@ def encode(boxes, anchors, scales=SCALES):
         or width give -inf: encode only real (matched) boxes.
     """
     sy, sx, sh, sw = checks.positive_numbers("scales", scales, length=4)
-    cy, cx, h, w = _center_size(tf.cast(boxes, tf.float32))
-    acy, acx, ah, aw = tf.unstack(tf.cast(anchors, tf.float32), axis=-1)
-    return tf.stack(
-        [(cy - acy) / ah * sy, (cx - acx) / aw * sx, tf.math.log(h / ah) * sh, tf.math.log(w / aw) * sw], axis=-1
+    ops = tensor_ops()
+    ymin, xmin, ymax, xmax = _columns(ops, boxes)
+    cy, cx, h, w = (ymin + ymax) / 2, (xmin + xmax) / 2, ymax - ymin, xmax - xmin
+    acy, acx, ah, aw = _columns(ops, anchors)
+    return ops.stack(
+        [(cy - acy) / ah * sy, (cx - acx) / aw * sx, ops.log(h / ah) * sh, ops.log(w / aw) * sw], axis=-1
     )
 
 
@@ -49,17 +53,19 @@ def decode(encodings, anchors, scales=SCALES):
         float32 ``(..., N, 4)`` corners ``(ymin, xmin, ymax, xmax)``, normalized.
     """
     sy, sx, sh, sw = checks.positive_numbers("scales", scales, length=4)
-    ty, tx, th, tw = tf.unstack(tf.cast(encodings, tf.float32), axis=-1)
-    acy, acx, ah, aw = tf.unstack(tf.cast(anchors, tf.float32), axis=-1)
+    ops = tensor_ops()
+    ty, tx, th, tw = _columns(ops, encodings)
+    acy, acx, ah, aw = _columns(ops, anchors)
     cy, cx = ty / sy * ah + acy, tx / sx * aw + acx
-    half_h, half_w = tf.exp(th / sh) * ah / 2, tf.exp(tw / sw) * aw / 2
-    return tf.stack([cy - half_h, cx - half_w, cy + half_h, cx + half_w], axis=-1)
+    half_h, half_w = ops.exp(th / sh) * ah / 2, ops.exp(tw / sw) * aw / 2
+    return ops.stack([cy - half_h, cx - half_w, cy + half_h, cx + half_w], axis=-1)
 
 
 def area(boxes):
     """``(...,)`` areas of ``(..., 4)`` corner boxes (0 for empty or inverted boxes)."""
-    ymin, xmin, ymax, xmax = tf.unstack(tf.cast(boxes, tf.float32), axis=-1)
-    return tf.maximum(ymax - ymin, 0.0) * tf.maximum(xmax - xmin, 0.0)
+    ops = tensor_ops()
+    ymin, xmin, ymax, xmax = _columns(ops, boxes)
+    return ops.maximum(ymax - ymin, 0.0) * ops.maximum(xmax - xmin, 0.0)
 
 
 def iou(boxes_a, boxes_b):
@@ -67,10 +73,11 @@ def iou(boxes_a, boxes_b):
 
     Pairs whose union is empty (two zero-area boxes) have IoU 0.
     """
-    a = tf.cast(boxes_a, tf.float32)[:, None, :]
-    b = tf.cast(boxes_b, tf.float32)[None, :, :]
-    top_left = tf.maximum(a[..., :2], b[..., :2])
-    bottom_right = tf.minimum(a[..., 2:], b[..., 2:])
-    intersection = tf.reduce_prod(tf.maximum(bottom_right - top_left, 0.0), axis=-1)
+    ops = tensor_ops()
+    a = ops.cast(boxes_a, "float32")[:, None, :]
+    b = ops.cast(boxes_b, "float32")[None, :, :]
+    top_left = ops.maximum(a[..., :2], b[..., :2])
+    bottom_right = ops.minimum(a[..., 2:], b[..., 2:])
+    intersection = ops.prod(ops.maximum(bottom_right - top_left, 0.0), axis=-1)
     union = area(a) + area(b) - intersection
-    return tf.math.divide_no_nan(intersection, union)
+    return ops.divide_no_nan(intersection, union)

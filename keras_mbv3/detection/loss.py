@@ -11,16 +11,15 @@ Their sum is torchvision's ``SSD.compute_loss``: both are divided by the number 
 matched anchors in the whole batch (at least 1).
 """
 
-import tensorflow as tf
-
 from keras_mbv3 import checks
 from keras_mbv3.backend import keras, register
+from keras_mbv3.ops import tensor_ops
 
 
-def smooth_l1(x):
+def smooth_l1(ops, x):
     """Elementwise smooth L1 (Huber) with beta 1."""
-    x = tf.abs(x)
-    return tf.where(x < 1.0, 0.5 * x * x, x - 0.5)
+    x = ops.abs(x)
+    return ops.where(x < 1.0, 0.5 * x * x, x - 0.5)
 
 
 class _PerMatchLoss(keras.losses.Loss):
@@ -31,11 +30,12 @@ class _PerMatchLoss(keras.losses.Loss):
         super().__init__(name=name, reduction="sum_over_batch_size")
 
     def call(self, y_true, y_pred):
-        y_true, y_pred = tf.cast(y_true, tf.float32), tf.cast(y_pred, tf.float32)
-        labels = tf.cast(y_true[..., 4], tf.int32)
-        per_image = self.per_image(y_true, labels, y_pred)
-        matches = tf.reduce_sum(tf.cast(labels > 0, tf.float32))
-        return per_image * tf.cast(tf.shape(y_pred)[0], tf.float32) / tf.maximum(matches, 1.0)
+        ops = tensor_ops()
+        y_true, y_pred = ops.cast(y_true, "float32"), ops.cast(y_pred, "float32")
+        labels = ops.cast(y_true[..., 4], "int32")
+        per_image = self.per_image(ops, y_true, labels, y_pred)
+        matches = ops.sum(ops.cast(labels > 0, "float32"))
+        return per_image * ops.cast(ops.shape(y_pred)[0], "float32") / ops.maximum(matches, 1.0)
 
 
 @register
@@ -48,9 +48,9 @@ class SSDBoxLoss(_PerMatchLoss):
     def __init__(self, name="box_loss"):
         super().__init__(name=name)
 
-    def per_image(self, y_true, labels, y_pred):
-        positives = tf.cast(labels > 0, tf.float32)
-        return tf.reduce_sum(tf.reduce_sum(smooth_l1(y_pred - y_true[..., :4]), -1) * positives, -1)
+    def per_image(self, ops, y_true, labels, y_pred):
+        positives = ops.cast(labels > 0, "float32")
+        return ops.sum(ops.sum(smooth_l1(ops, y_pred - y_true[..., :4]), -1) * positives, -1)
 
     def get_config(self):
         return {"name": self.name}
@@ -75,18 +75,18 @@ class SSDClassLoss(_PerMatchLoss):
         super().__init__(name=name)
         self.neg_pos_ratio = checks.positive_number("neg_pos_ratio", neg_pos_ratio)
 
-    def per_image(self, y_true, labels, logits):
+    def per_image(self, ops, y_true, labels, logits):
         positive = labels > 0
         # (batch, N); not sparse_softmax_cross_entropy_with_logits, whose shape Assert XLA warns about
-        cross_entropy = -tf.reduce_sum(tf.one_hot(labels, tf.shape(logits)[-1]) * tf.nn.log_softmax(logits), -1)
-        num_positive = tf.reduce_sum(tf.cast(positive, tf.float32), -1, keepdims=True)
-        # The rank of each negative by descending cross-entropy (positives last); the first
-        # neg_pos_ratio * positives are the hard negatives.
-        negative_loss = tf.where(positive, -1.0, tf.stop_gradient(cross_entropy))
-        order = tf.argsort(negative_loss, axis=-1, direction="DESCENDING", stable=True)
-        rank = tf.cast(tf.argsort(order, axis=-1, stable=True), tf.float32)
-        hard_negative = tf.logical_and(tf.logical_not(positive), rank < self.neg_pos_ratio * num_positive)
-        return tf.reduce_sum(cross_entropy * tf.cast(tf.logical_or(positive, hard_negative), tf.float32), -1)
+        cross_entropy = -ops.sum(ops.one_hot(labels, ops.shape(logits)[-1]) * ops.log_softmax(logits), -1)
+        num_positive = ops.sum(ops.cast(positive, "float32"), -1, keepdims=True)
+        # The rank of each negative by descending cross-entropy (positives last, ties by index: argsort is
+        # stable on every backend); the first neg_pos_ratio * positives are the hard negatives.
+        negative_loss = ops.where(positive, -1.0, ops.stop_gradient(cross_entropy))
+        order = ops.argsort(-negative_loss, axis=-1)
+        rank = ops.cast(ops.argsort(order, axis=-1), "float32")
+        hard_negative = ops.logical_and(ops.logical_not(positive), rank < self.neg_pos_ratio * num_positive)
+        return ops.sum(cross_entropy * ops.cast(ops.logical_or(positive, hard_negative), "float32"), -1)
 
     def get_config(self):
         return {"neg_pos_ratio": self.neg_pos_ratio, "name": self.name}

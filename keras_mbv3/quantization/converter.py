@@ -99,6 +99,15 @@ def _without_notices_that_do_not_apply():
         logger.removeFilter(drop)
 
 
+def check_calibration(model, quantization, representative_dataset):
+    """int8 of a float model needs calibration images (a QAT model carries its ranges)."""
+    if quantization == "int8" and representative_dataset is None and not is_qat_model(model):
+        checks.fail(
+            "representative_dataset", None,
+            "calibration images (an array, a tf.data.Dataset or a generator) for int8 of a float model",
+        )  # fmt: skip
+
+
 def convert(model, quantization, representative_dataset, input_type, output_type, postprocess=None):
     """``.tflite`` bytes of ``model``, as the converter writes them; see ``export_tflite``."""
     qat = is_qat_model(model)
@@ -108,11 +117,7 @@ def convert(model, quantization, representative_dataset, input_type, output_type
             warnings.warn(f"widened {widened} ranges of the QAT model to XNNPACK's int8 scale limits before export "
                           "(train with keras_mbv3.quantization.KeepXnnpackLimits to keep them there)", stacklevel=3)  # fmt: skip
     if quantization == "int8" and not qat:
-        if representative_dataset is None:
-            checks.fail(
-                "representative_dataset", None,
-                "calibration images (an array, a tf.data.Dataset or a generator) for int8 of a float model",
-            )  # fmt: skip
+        check_calibration(model, quantization, representative_dataset)
         calibrated = None
         if has_graph(model) and len(model.inputs) == 1:
             calibrated = post_training_model(model, representative_dataset)

@@ -7,13 +7,15 @@ outputs, names, metadata in one pass), ``graph_check`` (int8: fully int8, one XN
 import os
 
 from keras_mbv3 import checks
+from keras_mbv3.backend import IS_KERAS_3, keras
 from keras_mbv3.files import refuse_existing, write_atomically
 from keras_mbv3.graph import input_name
-from keras_mbv3.quantization.converter import IO_TYPES, NOTICES, QUANTIZATIONS, convert  # noqa: F401
+from keras_mbv3.quantization.converter import IO_TYPES, NOTICES, QUANTIZATIONS, check_calibration, convert  # noqa: F401
 from keras_mbv3.quantization.flatbuffer import finish
 from keras_mbv3.quantization.graph_check import Int8GraphError, check_int8_graph  # noqa: F401
 from keras_mbv3.quantization.metadata import ImageModelMetadata
 from keras_mbv3.quantization.postprocess import FLOAT_TAIL, DetectionPostProcess
+from keras_mbv3.quantization.tensorflow_worker import export_in_tensorflow
 
 
 def export_tflite(model, path=None, *, quantization="int8", representative_dataset=None, input_type="int8",
@@ -54,6 +56,10 @@ def export_tflite(model, path=None, *, quantization="int8", representative_datas
     Returns:
         The ``.tflite`` bytes, with a ``serving_default`` signature (inputs named
         after the Keras ``Input`` layers, outputs ``output_0``, ...).
+
+    On a Keras 3 backend other than TensorFlow (JAX, PyTorch), the conversion runs in
+    a TensorFlow worker process that loads the model from its ``.keras`` file
+    (``tensorflow_worker``): the same bytes, 10-20 s more for the worker's start.
     """
     checks.one_of("quantization", quantization, QUANTIZATIONS)
     checks.one_of("strip_names", strip_names, (False, True))
@@ -64,12 +70,19 @@ def export_tflite(model, path=None, *, quantization="int8", representative_datas
         checks.fail("metadata", metadata, "None or a keras_mbv3.quantization.ImageModelMetadata", TypeError)
     if postprocess is not None and not isinstance(postprocess, DetectionPostProcess):
         checks.fail("postprocess", postprocess, "None or a keras_mbv3.quantization.DetectionPostProcess", TypeError)
+    check_calibration(model, quantization, representative_dataset)
     if path is not None:
         refuse_existing(os.fspath(path), overwrite)  # before the (long) conversion
-    content = convert(model, quantization, representative_dataset, input_type, output_type, postprocess)
-    content = finish(content, [input_name(t) for t in model.inputs], strip_names, metadata, postprocess)
-    if quantization == "int8":
-        check_int8_graph(content, check_graph, FLOAT_TAIL if postprocess is not None else ())
+    if IS_KERAS_3 and keras.backend.backend() != "tensorflow":
+        content = export_in_tensorflow(model, dict(
+            quantization=quantization, representative_dataset=representative_dataset, input_type=input_type,
+            output_type=output_type, strip_names=strip_names, check_graph=check_graph, metadata=metadata,
+            postprocess=postprocess))  # fmt: skip
+    else:
+        content = convert(model, quantization, representative_dataset, input_type, output_type, postprocess)
+        content = finish(content, [input_name(t) for t in model.inputs], strip_names, metadata, postprocess)
+        if quantization == "int8":
+            check_int8_graph(content, check_graph, FLOAT_TAIL if postprocess is not None else ())
     if path is not None:
         write_atomically(content, path, overwrite)
     return content

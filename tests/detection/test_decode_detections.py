@@ -14,7 +14,7 @@ def detect(probabilities, **options):
     """Detections of one image whose box encodings are zero (boxes = anchors) and whose softmax is ``probabilities``."""
     logits = np.log(np.asarray(probabilities, np.float32))[None]
     result = decode_detections(np.zeros((1, len(ANCHORS), 4), np.float32), logits, ANCHORS, **options)
-    return {key: value.numpy()[0] for key, value in result.items()}
+    return {key: value[0] for key, value in result.items()}
 
 
 def test_overlapping_boxes_of_one_class_keep_the_best_and_other_classes_stay():
@@ -56,4 +56,27 @@ def test_score_threshold_and_max_detections():
 def test_images_of_a_batch_are_independent():
     logits = np.log(np.array([[[0.1, 0.9, 0.0001]] * 3, [[0.99, 0.005, 0.005]] * 3], np.float32))
     result = decode_detections(np.zeros((2, 3, 4), np.float32), logits, ANCHORS, score_threshold=0.5)
-    assert result["count"].numpy().tolist() == [2, 0]  # anchors 0 and 2 (1 suppressed by 0); nothing
+    assert result["count"].tolist() == [2, 0]  # anchors 0 and 2 (1 suppressed by 0); nothing
+
+
+@pytest.mark.parametrize("max_per_class", [None, 3])
+def test_equals_tensorflows_combined_non_max_suppression_on_random_boxes(max_per_class):
+    """Our numpy NMS against the TensorFlow op it replaces (TensorFlow is installed on every line)."""
+    import tensorflow as tf
+
+    from keras_mbv3.detection import decode, default_anchors
+
+    rng = np.random.default_rng(7)
+    anchors = default_anchors([(4, 4), (2, 2)])
+    encodings = rng.normal(0, 1, (3, len(anchors), 4)).astype(np.float32)
+    logits = rng.normal(0, 2, (3, len(anchors), 5)).astype(np.float32)
+    ours = decode_detections(encodings, logits, anchors, score_threshold=0.2, iou_threshold=0.5, max_detections=20,
+                             max_per_class=max_per_class)  # fmt: skip
+    theirs = tf.image.combined_non_max_suppression(
+        np.asarray(decode(encodings, anchors))[:, :, None, :], tf.nn.softmax(logits)[..., 1:],
+        max_output_size_per_class=max_per_class or 20, max_total_size=20, iou_threshold=0.5, score_threshold=0.2,
+        clip_boxes=False)  # fmt: skip
+    assert ours["count"].tolist() == theirs.valid_detections.numpy().tolist() and ours["count"].min() > 3
+    np.testing.assert_allclose(ours["scores"], theirs.nmsed_scores.numpy(), rtol=1e-6)
+    np.testing.assert_array_equal(ours["classes"], theirs.nmsed_classes.numpy())
+    np.testing.assert_allclose(ours["boxes"], theirs.nmsed_boxes.numpy(), atol=1e-6)

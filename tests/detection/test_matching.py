@@ -21,7 +21,7 @@ def labels_of(targets):
 
 
 def test_targets_by_hand():
-    targets = match(BOXES, LABELS, ANCHORS).numpy()
+    targets = np.asarray(match(BOXES, LABELS, ANCHORS))
     assert targets.shape == (5, 5) and targets.dtype == np.float32
     assert labels_of(targets) == [3, 0, 0, 1, 2]  # anchor 3 forced to box 1 below the threshold
     log08, log06 = math.log(0.8) * 5, math.log(0.6) * 5
@@ -48,10 +48,10 @@ def test_two_boxes_with_one_best_anchor_the_later_keeps_it():
 
 
 def test_no_boxes_and_zero_area_padding_give_background():
-    empty = match(np.zeros((0, 4), np.float32), np.zeros((0,), np.int32), ANCHORS).numpy()
+    empty = np.asarray(match(np.zeros((0, 4), np.float32), np.zeros((0,), np.int32), ANCHORS))
     np.testing.assert_array_equal(empty, np.zeros((5, 5)))
     padded = match(np.concatenate([BOXES, np.zeros((2, 4), np.float32)]), [3, 1, 2, 0, 0], ANCHORS)
-    np.testing.assert_array_equal(padded.numpy(), match(BOXES, LABELS, ANCHORS).numpy())
+    np.testing.assert_array_equal(np.asarray(padded), np.asarray(match(BOXES, LABELS, ANCHORS)))
 
 
 def test_every_box_gets_its_best_anchor_and_positives_decode_to_their_box(rng):
@@ -59,13 +59,13 @@ def test_every_box_gets_its_best_anchor_and_positives_decode_to_their_box(rng):
     corner = rng.uniform(0, 0.7, (6, 2))
     boxes = np.concatenate([corner, corner + rng.uniform(0.05, 0.3, (6, 2))], -1).astype("float32")
     labels = np.arange(1, 7)
-    targets = match(boxes, labels, anchors).numpy()
+    targets = np.asarray(match(boxes, labels, anchors))
     positive = targets[:, 4] > 0
-    best = np.argmax(iou(boxes, np.concatenate([anchors[:, :2] - anchors[:, 2:] / 2,
-                                                anchors[:, :2] + anchors[:, 2:] / 2], -1)), axis=1)  # fmt: skip
+    corners = np.concatenate([anchors[:, :2] - anchors[:, 2:] / 2, anchors[:, :2] + anchors[:, 2:] / 2], -1)
+    best = np.argmax(np.asarray(iou(boxes, corners)), axis=1)
     owner = {anchor: label for anchor, label in zip(best, labels)}  # a shared best anchor goes to the later box
     assert {a: int(targets[a, 4]) for a in owner} == owner
-    decoded = decode(targets[positive, :4], anchors[positive]).numpy()
+    decoded = np.asarray(decode(targets[positive, :4], anchors[positive]))
     np.testing.assert_allclose(decoded, boxes[targets[positive, 4].astype(int) - 1], atol=1e-5)
     np.testing.assert_array_equal(targets[~positive, :4], 0)
 
@@ -79,7 +79,7 @@ def test_graph_mode_in_a_tf_data_map_with_any_number_of_boxes():
     results = list(dataset.as_numpy_iterator())
     assert results[0].shape == (5, 5)
     for (boxes, labels), result in zip(images, results):
-        np.testing.assert_array_equal(result, match(boxes, labels, ANCHORS).numpy())
+        np.testing.assert_array_equal(result, np.asarray(match(boxes, labels, ANCHORS)))
 
 
 def test_match_batch_on_a_padded_batch():
@@ -87,7 +87,7 @@ def test_match_batch_on_a_padded_batch():
     labels = np.zeros((2, 3), np.int32)
     boxes[0], labels[0] = BOXES, LABELS
     boxes[1, :1], labels[1, :1] = BOXES[1:2], LABELS[1:2]
-    targets = match_batch(boxes, labels, ANCHORS).numpy()
+    targets = np.asarray(match_batch(boxes, labels, ANCHORS))
     assert targets.shape == (2, 5, 5)
-    np.testing.assert_array_equal(targets[0], match(BOXES, LABELS, ANCHORS).numpy())
-    np.testing.assert_array_equal(targets[1], match(BOXES[1:2], LABELS[1:2], ANCHORS).numpy())
+    np.testing.assert_array_equal(targets[0], np.asarray(match(BOXES, LABELS, ANCHORS)))
+    np.testing.assert_array_equal(targets[1], np.asarray(match(BOXES[1:2], LABELS[1:2], ANCHORS)))

@@ -1,0 +1,85 @@
+"""``export_tflite`` from a Keras 3 process whose backend is not TensorFlow (JAX, PyTorch).
+
+The TFLite converter traces TensorFlow functions, and one process has one Keras
+backend, so the export runs in a TensorFlow worker: the model goes over as its
+``.keras`` file (the bridge between backends: same weights, same outputs), the
+arguments as a pickle, the calibration images as arrays. The worker runs
+``export_tflite`` on the TensorFlow backend and hands back the bytes, its warnings,
+or its error, which is raised again here with its own class.
+
+A ``.keras`` file is the model's whole state, so the worker's export equals the
+one of the same model built on TensorFlow; a QAT model's ranges widened to
+XNNPACK's limits are widened in the worker's copy, not in the caller's.
+"""
+
+import os
+import pickle
+import subprocess
+import sys
+import tempfile
+import warnings
+
+import numpy as np
+
+WORKER_TIMEOUT_S = 3600
+
+
+def _portable(representative_dataset):
+    """Calibration data the worker can unpickle: arrays stay, datasets and generators become their arrays."""
+    if representative_dataset is None or isinstance(representative_dataset, np.ndarray):
+        return representative_dataset
+    if callable(representative_dataset):  # a TFLite generator of [input, ...] lists: its samples
+        return [[np.asarray(x) for x in sample] for sample in representative_dataset()]
+    from keras_mbv3.quantization.calibration import representative_images
+
+    return representative_images(representative_dataset)
+
+
+def export_in_tensorflow(model, arguments):
+    """``export_tflite(model, **arguments)`` (no path) in a TensorFlow worker process: the ``.tflite`` bytes."""
+    arguments = {**arguments, "representative_dataset": _portable(arguments.get("representative_dataset"))}
+    with tempfile.TemporaryDirectory(prefix="mbv3-export-") as folder:
+        model.save(os.path.join(folder, "model.keras"))
+        with open(os.path.join(folder, "arguments.pkl"), "wb") as file:
+            pickle.dump(arguments, file)
+        env = {**os.environ, "KERAS_BACKEND": "tensorflow", "TF_USE_LEGACY_KERAS": "0"}
+        done = subprocess.run([sys.executable, "-m", __name__, folder], env=env, capture_output=True, text=True,
+                              timeout=WORKER_TIMEOUT_S)  # fmt: skip
+        result_file = os.path.join(folder, "result.pkl")
+        if not os.path.exists(result_file):
+            raise RuntimeError(f"the TensorFlow export worker failed (exit code {done.returncode}):\n"
+                               f"{done.stderr[-4000:]}")  # fmt: skip
+        with open(result_file, "rb") as file:
+            result = pickle.load(file)
+    for category, message in result["warnings"]:
+        warnings.warn(message, category, stacklevel=3)
+    if "error" in result:
+        raise result["error"]
+    return result["content"]
+
+
+def _work(folder):
+    """The worker's side: load, export, and leave the bytes or the error in ``result.pkl``."""
+    from keras_mbv3 import keras  # registers the layers for loading
+    from keras_mbv3.quantization.export import export_tflite
+
+    with open(os.path.join(folder, "arguments.pkl"), "rb") as file:
+        arguments = pickle.load(file)
+    if isinstance(arguments["representative_dataset"], list):
+        samples = arguments["representative_dataset"]
+        arguments["representative_dataset"] = lambda: iter(samples)
+    result = {}
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        try:
+            result["content"] = export_tflite(keras.models.load_model(os.path.join(folder, "model.keras")),
+                                              **arguments)  # fmt: skip
+        except Exception as error:  # raised again in the caller, with its class
+            result["error"] = error
+    result["warnings"] = [(w.category, str(w.message)) for w in caught]
+    with open(os.path.join(folder, "result.pkl"), "wb") as file:
+        pickle.dump(result, file)
+
+
+if __name__ == "__main__":
+    _work(sys.argv[1])
