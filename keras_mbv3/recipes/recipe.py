@@ -31,7 +31,9 @@ from keras_mbv3.recipes import evaluation, report, tasks, training
 from keras_mbv3.recipes.settings import DEFAULTS, EMBEDDED, TASK_DEFAULTS, flag
 
 EVAL_SETTINGS = ["data", "task", "image_size", "batch_size", "seed", "data_dir"]
-MAY_MOVE = ("data_dir",)  # recorded for later steps, never a clash: the same data sets may move
+# recorded for later steps, never a clash: the same data sets may move; a run goes on from one Keras 3 backend to
+# another (its .keras files load on every backend)
+MAY_MOVE = ("data_dir", "backend")
 FLOAT_RATE = 2e-3
 # Adam's steps do not scale with the weights, and the int8 form divides the
 # kernels that read a hard-swish by 6 (36 after an SE gate): QAT at a tenth of
@@ -92,6 +94,7 @@ class Run:
         self.stored = self._read_settings()
         self.settings = {**DEFAULTS, **{k: v for k, v in self.stored.items() if k in DEFAULTS}, **self.given}
         self.settings["keras"] = FLAVOUR  # a run's Keras files load only on the Keras line that wrote them
+        self.settings["backend"] = training.backend_name()  # the last step's
         checks.one_of("--task", self.settings["task"], tasks.NAMES)
         for name, default in TASK_DEFAULTS[self.settings["task"]].items():
             if self.settings[name] is None:
@@ -196,7 +199,7 @@ class Run:
         """Float training into ``float.keras``, its BatchNormalization statistics recomputed at the end."""
         data = self.data  # a bad --data fails here, before the folder records its settings
         record = ["data", "task", "model", "alpha", "image_size", "batch_size", "seed", "epochs", "weights", "keras",
-                  "data_dir"]  # fmt: skip
+                  "backend", "data_dir"]  # fmt: skip
         self.record_settings(record, write=False)
         if not self._step("train", [FILES["float"]]):
             return
@@ -281,7 +284,7 @@ class Run:
         ``qat.keras`` (``qat.h5`` on tf_keras), the ranges kept inside XNNPACK's int8 limits after every epoch."""
         self._require("float", "train")
         data = self.data  # a bad --data fails here, before the folder records its settings
-        record = ["data", "task", "image_size", "batch_size", "seed", "qat_epochs", "keras", "data_dir"]
+        record = ["data", "task", "image_size", "batch_size", "seed", "qat_epochs", "keras", "backend", "data_dir"]
         self.record_settings(record, write=False)
         source = self._float()
         if not self._step("qat", [FILES["qat"]], [FILES[source]], f"delete it to fine-tune the newer {FILES[source]}"):
@@ -430,4 +433,5 @@ def _versions():
     import keras_mbv3
 
     return {"keras_mbv3": __version__, "tensorflow": tf.__version__, "keras": keras.__version__,
-            "flavour": keras_mbv3.FLAVOUR, "python": platform.python_version()}  # fmt: skip
+            "flavour": keras_mbv3.FLAVOUR, "backend": training.backend_name(),
+            "python": platform.python_version()}  # fmt: skip

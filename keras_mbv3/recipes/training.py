@@ -6,6 +6,7 @@ whole, its per-epoch log (``*_history.csv``) and, while the step runs, a
 finished epoch when started again with the same folder.
 """
 
+import contextlib
 import csv
 import os
 import shutil
@@ -28,14 +29,36 @@ STRATEGIES = ("default", "mirrored", "multi-worker")
 WEIGHT_DECAY = 1e-5  # the paper's
 
 
+class OneDevice:
+    """The default placement on a backend other than TensorFlow: what the recipe asks of a strategy."""
+
+    num_replicas_in_sync = 1
+    cluster_resolver = None
+
+    def scope(self):
+        return contextlib.nullcontext()
+
+
+def backend_name():
+    """The Keras backend: ``"tensorflow"`` on tf_keras, else Keras 3's (``"jax"``, ``"torch"``, ...)."""
+    return keras.backend.backend() if IS_KERAS_3 else "tensorflow"
+
+
 def strategy(name, cpu_devices=1):
     """The ``tf.distribute`` strategy for ``--strategy`` (call before TensorFlow creates its devices).
 
     ``cpu_devices`` > 1 splits the CPU into that many logical devices, so that
-    ``mirrored`` replicates over them on a machine without GPUs.
+    ``mirrored`` replicates over them on a machine without GPUs. On another
+    backend than TensorFlow, ``default`` places everything on its default device.
     """
     checks.one_of("--strategy", name, STRATEGIES)
     checks.positive_int("--cpu-devices", cpu_devices)
+    if backend_name() != "tensorflow":
+        if name != "default" or cpu_devices > 1:
+            flag, value = ("--strategy", name) if name != "default" else ("--cpu-devices", cpu_devices)
+            checks.fail(flag, value, f"the defaults on the {backend_name()} backend (tf.distribute strategies need "
+                        "KERAS_BACKEND=tensorflow)")  # fmt: skip
+        return OneDevice()
     if cpu_devices > 1:
         cpu = tf.config.list_physical_devices("CPU")[0]
         tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * cpu_devices)
@@ -118,7 +141,7 @@ def release(model, work_dir, log_name, log_dir, chief=True):
     """Delete what ``fit`` kept for a resume, once the step's result is saved (a kill before that resumes)."""
     # Every worker past its last checkpoint write before the chief deletes the folder that holds them all
     # (a chief that went first removed a slower worker's workertemp_1/ under it: NotFoundError).
-    barrier(model.distribute_strategy)
+    barrier(getattr(model, "distribute_strategy", None))  # TensorFlow's attribute
     if chief:
         shutil.rmtree(os.path.join(work_dir, f"{log_name}_backup"), ignore_errors=True)
     else:
@@ -126,7 +149,12 @@ def release(model, work_dir, log_name, log_dir, chief=True):
 
 
 def barrier(distribution):
-    """Return once every replica of ``distribution`` on every worker has called it (a collective sum)."""
+    """Return once every replica of ``distribution`` on every worker has called it (a collective sum).
+
+    None (another backend than TensorFlow, one process): nothing to wait for.
+    """
+    if distribution is None:
+        return
     distribution.reduce("SUM", distribution.run(lambda: tf.constant(1.0)), axis=None)
 
 

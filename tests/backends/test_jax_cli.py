@@ -1,0 +1,81 @@
+"""Issue 22: ``mbv3`` on JAX, and one run folder that goes from TensorFlow to JAX and back.
+
+The JAX line of ``make test`` (``KERAS_BACKEND=jax``); the TensorFlow steps run as a user runs
+them, in a process of their own (one process has one backend). The ``.keras`` files are the bridge.
+"""
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+from cli_helpers import assert_one_line_error, call_cli_captured
+from keras_mbv3.backend import IS_KERAS_3, keras
+
+pytestmark = pytest.mark.skipif(not IS_KERAS_3 or keras.backend.backend() != "jax",
+                                reason="the JAX line of make test (KERAS_BACKEND=jax)")  # fmt: skip
+
+SMALL = ("--data", "digits", "--model", "small", "--image-size", "32")
+
+
+def on_tensorflow(*args):
+    env = {**os.environ, "KERAS_BACKEND": "tensorflow", "TF_USE_LEGACY_KERAS": "0"}
+    return subprocess.run([sys.executable, "-m", "keras_mbv3", *map(str, args)], capture_output=True, text=True,
+                          env=env, timeout=900)  # fmt: skip
+
+
+def backend_recorded(out):
+    return json.load(open(out / "settings.json"))["backend"]
+
+
+@pytest.fixture(scope="module")
+def run_across_backends(tmp_path_factory):
+    """Float training on TensorFlow, QAT on JAX, export + eval + bench on TensorFlow, PTQ export and eval on JAX."""
+    out = tmp_path_factory.mktemp("across") / "run"
+    steps = {}
+    steps["train on tensorflow"] = on_tensorflow("train", *SMALL, "--epochs", "1", "--out", out)
+    steps["recorded after train"] = backend_recorded(out)
+    steps["qat on jax"] = call_cli_captured("qat", "--qat-epochs", "1", "--out", out)
+    steps["recorded after qat"] = backend_recorded(out)
+    steps["recipe on tensorflow"] = on_tensorflow("recipe", "--out", out)
+    steps["ptq export on jax"] = call_cli_captured("export", "--ptq", "--out", out)
+    steps["eval on jax"] = call_cli_captured("eval", "--out", out, out / "int8_ptq.tflite")
+    return out, steps
+
+
+def test_each_step_ran_where_it_was_started_and_settings_name_the_backend(run_across_backends):
+    out, steps = run_across_backends
+    for name, result in steps.items():
+        if not isinstance(result, str):
+            assert result.returncode == 0, (name, result.stderr[-3000:])
+    assert steps["recorded after train"] == "tensorflow" and steps["recorded after qat"] == "jax"
+
+
+def test_jax_made_qat_model_exports_on_tensorflow_as_one_int8_partition_that_learned(run_across_backends):
+    from keras_mbv3.quantization.litert import graph_report
+
+    out, _ = run_across_backends
+    report = json.load(open(out / "report.json"))
+    assert report["versions"]["backend"] == "tensorflow"
+    # one epoch at 32 px: well above the 10% of chance, int8 close to float
+    assert report["float"]["accuracy"] > 0.5 and report["int8"]["accuracy"] > report["float"]["accuracy"] - 0.1
+    assert graph_report((out / "int8.tflite").read_bytes())["partitions"] == 1
+
+
+def test_post_training_int8_exported_from_jax_through_the_worker_is_one_partition(run_across_backends):
+    from keras_mbv3.quantization.litert import graph_report
+
+    out, _ = run_across_backends
+    found = graph_report((out / "int8_ptq.tflite").read_bytes())
+    assert found["partitions"] == 1 and not found["float_ops"]
+    evaluated = json.load(open(out / "eval.json"))[str(out / "int8_ptq.tflite")]
+    assert evaluated["accuracy"] > 0.5  # calibrated on the data, from a model trained on TensorFlow
+
+
+def test_tf_distribute_strategies_on_jax_are_refused_in_one_line(tmp_path):
+    for flags, named in ((("--strategy", "mirrored"), "`--strategy`"), (("--cpu-devices", "2"), "`--cpu-devices`")):
+        result = call_cli_captured("train", *flags, "--out", tmp_path / "run")
+        assert_one_line_error(result, named, "KERAS_BACKEND=tensorflow")
+        assert not (tmp_path / "run").exists()
