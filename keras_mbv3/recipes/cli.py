@@ -68,9 +68,15 @@ def _add_flags(command, groups):
             command.add_argument(flag(name), type=TYPES[name], help=help_text(name))
     if "train" in groups or "qat" in groups:
         command.add_argument("--strategy", default="default", help="default, mirrored or multi-worker (TF_CONFIG) "
-                             "(default: %(default)s)")  # fmt: skip
+                             "on TensorFlow; data-parallel on JAX (keras.distribution) (default: %(default)s)")  # fmt: skip
         command.add_argument("--cpu-devices", type=int, default=1,
-                             help="logical CPU devices for mirrored (default: %(default)s)")  # fmt: skip
+                             help="logical CPU devices for mirrored or data-parallel (default: %(default)s)")  # fmt: skip
+        command.add_argument("--num-processes", type=int, help="processes of a data-parallel run on JAX "
+                             "(default: KERAS_DISTRIBUTION_NUM_PROCESSES, else 1)")  # fmt: skip
+        command.add_argument("--process-id", type=int, help="this process's index, 0 the chief "
+                             "(default: KERAS_DISTRIBUTION_PROCESS_ID, else 0)")  # fmt: skip
+        command.add_argument("--coordinator", help="HOST:PORT of process 0 "
+                             "(default: KERAS_DISTRIBUTION_JOB_ADDRESSES)")  # fmt: skip
     if "file" in groups:
         command.add_argument("files", nargs="*", metavar="FILE", help="model files (.tflite; .keras and .h5 for eval) "
                              "instead of the run's float.tflite and int8.tflite")  # fmt: skip
@@ -136,10 +142,14 @@ def execute(args):
         return results
     distribution = None
     if hasattr(args, "strategy"):
-        distribution = training.strategy(args.strategy, args.cpu_devices)
+        cluster = training.cluster_of(args.coordinator, args.num_processes, args.process_id)
+        distribution = training.strategy(args.strategy, args.cpu_devices, cluster)
         print(f"strategy: {args.strategy}, {distribution.num_replicas_in_sync} replica(s)")
     if args.command == "recipe":
         report = recipe.run(args.out, distribution=distribution, threads=args.threads, **_settings(args))
+        if report is None:
+            print("trained; process 0 exports, evaluates and reports")
+            return None
         print(open(os.path.join(args.out, "report.md")).read())
         print(f"report: {os.path.join(args.out, 'report.json')}, report.md and report.png")
         return report

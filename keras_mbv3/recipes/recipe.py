@@ -187,12 +187,15 @@ class Run:
             model = make_model(steps)
             training.compile_for(model, s["task"], rate, steps)
         self.record_settings(record)
+        if getattr(self.distribution, "num_processes", 1) > 1:
+            data = data.whole_batches(s["batch_size"])
         log_dir = training.fit(model, data, epochs, self.out, log_name, self.chief, callbacks)
         if finish is not None:
             finish(model)
+        training.check_same_weights(self.distribution, model)
         training.save(model, path, self.chief)
-        training.release(model, self.out, log_name, log_dir, self.chief)  # a kill before this resumes from the backup
-        self.log(f"[{name}] wrote {path}")
+        training.release(self.distribution, self.out, log_name, log_dir, self.chief)  # a kill before: resumes
+        self.log(f"[{name}] wrote {path}" if self.chief else f"[{name}] done (the chief wrote {path})")
         self._timed(name, start)
 
     def train(self):
@@ -421,6 +424,8 @@ def run(out, *, log=print, distribution=None, threads=1, **settings):
     folder = Run(out, log=log, distribution=distribution, **settings)
     folder.train()
     folder.qat()
+    if not folder.chief:  # the chief alone exports, evaluates and reports
+        return None
     folder.export()
     metrics = folder.evaluate()
     latency = folder.bench(threads=threads)

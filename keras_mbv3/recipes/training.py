@@ -25,7 +25,7 @@ MODELS = {  # --model: (size, minimalistic); each task builds its own model of t
     "small-minimalistic": ("small", True),
     "large-minimalistic": ("large", True),
 }
-STRATEGIES = ("default", "mirrored", "multi-worker")
+STRATEGIES = ("default", "mirrored", "multi-worker", "data-parallel")
 WEIGHT_DECAY = 1e-5  # the paper's
 
 
@@ -34,9 +34,53 @@ class OneDevice:
 
     num_replicas_in_sync = 1
     cluster_resolver = None
+    is_chief = True
 
     def scope(self):
         return contextlib.nullcontext()
+
+    def barrier(self):
+        pass
+
+    def check_same_weights(self, model):
+        pass
+
+
+class DataParallel(OneDevice):
+    """``keras.distribution.DataParallel`` over every device of every process (JAX), set for the whole process.
+
+    ``fit`` splits each global batch over the devices (and a ``tf.data`` input over
+    the processes, each reading its share), and every process holds the same
+    weights; process 0 is the chief that writes the run folder.
+    """
+
+    def __init__(self):
+        import jax
+
+        devices = keras.distribution.list_devices()
+        self.distribution = keras.distribution.DataParallel(devices=devices)
+        keras.distribution.set_distribution(self.distribution)  # fit shards the batches while it is set
+        self.num_replicas_in_sync = len(devices)
+        self.is_chief = jax.process_index() == 0
+        self.num_processes = jax.process_count()
+
+    def scope(self):
+        return self.distribution.scope()
+
+    def barrier(self):
+        if self.num_processes > 1:
+            from jax.experimental import multihost_utils
+
+            multihost_utils.sync_global_devices("mbv3")
+
+    def check_same_weights(self, model):
+        """Raise unless every process holds the same weights: what each computes on its own (precise BN
+        statistics over its pipeline's batches) must agree, or the processes would go on with different models."""
+        if self.num_processes > 1:
+            from jax.experimental import multihost_utils
+
+            multihost_utils.assert_equal([np.asarray(w) for w in model.weights],
+                                         "the processes of a data-parallel run hold different weights")  # fmt: skip
 
 
 def backend_name():
@@ -44,20 +88,61 @@ def backend_name():
     return keras.backend.backend() if IS_KERAS_3 else "tensorflow"
 
 
-def strategy(name, cpu_devices=1):
-    """The ``tf.distribute`` strategy for ``--strategy`` (call before TensorFlow creates its devices).
+def cluster_of(coordinator=None, num_processes=None, process_id=None):
+    """``(coordinator, num_processes, process_id)`` from the flags, else keras.distribution's environment variables."""
+    env = os.environ
+    coordinator = coordinator or env.get("KERAS_DISTRIBUTION_JOB_ADDRESSES")
+    num_processes = checks.positive_int("--num-processes", int(num_processes or env.get(
+        "KERAS_DISTRIBUTION_NUM_PROCESSES", 1)))  # fmt: skip
+    process_id = int(process_id if process_id is not None else env.get("KERAS_DISTRIBUTION_PROCESS_ID", 0))
+    if not 0 <= process_id < num_processes:
+        checks.fail("--process-id", process_id, f"0 to --num-processes - 1 ({num_processes - 1})")
+    if num_processes > 1 and not coordinator:
+        checks.fail("--coordinator", coordinator, "HOST:PORT of process 0 when --num-processes > 1")
+    return coordinator, num_processes, process_id
 
-    ``cpu_devices`` > 1 splits the CPU into that many logical devices, so that
-    ``mirrored`` replicates over them on a machine without GPUs. On another
-    backend than TensorFlow, ``default`` places everything on its default device.
+
+def _data_parallel(cpu_devices, cluster):
+    """The processes joined (``cluster``) and ``cpu_devices`` host devices made, then DataParallel over them all."""
+    if backend_name() != "jax":
+        checks.fail("--strategy", "data-parallel", "'data-parallel' on the JAX backend (KERAS_BACKEND=jax), the "
+                    "backend of keras.distribution")  # fmt: skip
+    import jax
+
+    if cpu_devices > 1:  # before JAX makes its devices (its first computation does)
+        flags = os.environ.get("XLA_FLAGS", "")
+        os.environ["XLA_FLAGS"] = f"{flags} --xla_force_host_platform_device_count={cpu_devices}".strip()
+    coordinator, num_processes, process_id = cluster
+    if num_processes > 1:
+        jax.config.update("jax_cpu_collectives_implementation", "gloo")  # CPU processes reduce over TCP
+        keras.distribution.initialize(coordinator, num_processes, process_id)
+    if cpu_devices > 1 and len(jax.local_devices()) != cpu_devices:
+        checks.fail("--cpu-devices", cpu_devices, f"1 once JAX has made its devices ({len(jax.local_devices())} "
+                    "here); or XLA_FLAGS=--xla_force_host_platform_device_count=N before the start")  # fmt: skip
+    return DataParallel()
+
+
+def strategy(name, cpu_devices=1, cluster=(None, 1, 0)):
+    """The distribution for ``--strategy`` (call before the backend creates its devices).
+
+    On TensorFlow, a ``tf.distribute`` strategy: ``cpu_devices`` > 1 splits the CPU
+    into that many logical devices, so that ``mirrored`` replicates over them on a
+    machine without GPUs. On JAX, ``data-parallel`` is ``keras.distribution``'s
+    DataParallel over ``cpu_devices`` host devices (or the accelerators) of each of
+    the ``cluster``'s processes ``(coordinator, num_processes, process_id)``. On
+    another backend than TensorFlow, ``default`` places everything on its default device.
     """
     checks.one_of("--strategy", name, STRATEGIES)
     checks.positive_int("--cpu-devices", cpu_devices)
+    if cluster[1] > 1 and name != "data-parallel":
+        checks.fail("--num-processes", cluster[1], "1 unless --strategy data-parallel (multi-worker reads TF_CONFIG)")
+    if name == "data-parallel":
+        return _data_parallel(cpu_devices, cluster)
     if backend_name() != "tensorflow":
         if name != "default" or cpu_devices > 1:
             flag, value = ("--strategy", name) if name != "default" else ("--cpu-devices", cpu_devices)
-            checks.fail(flag, value, f"the defaults on the {backend_name()} backend (tf.distribute strategies need "
-                        "KERAS_BACKEND=tensorflow)")  # fmt: skip
+            checks.fail(flag, value, f"the defaults or 'data-parallel' on the {backend_name()} backend "
+                        "(tf.distribute strategies need KERAS_BACKEND=tensorflow)")  # fmt: skip
         return OneDevice()
     if cpu_devices > 1:
         cpu = tf.config.list_physical_devices("CPU")[0]
@@ -66,8 +151,9 @@ def strategy(name, cpu_devices=1):
         return tf.distribute.MirroredStrategy()
     if name == "multi-worker":
         if IS_KERAS_3:  # Keras 3's fit reduces the first distributed batch, which collective ops cannot do
-            checks.fail("--strategy", name, "'default' or 'mirrored' on Keras 3, which cannot train with "
-                        "MultiWorkerMirroredStrategy (keras-team/keras#20585); 'multi-worker' with TF_USE_LEGACY_KERAS=1")  # fmt: skip
+            checks.fail("--strategy", name, "'default' or 'mirrored' on Keras 3 with TensorFlow, which cannot train "
+                        "with MultiWorkerMirroredStrategy (keras-team/keras#20585); 'multi-worker' with "
+                        "TF_USE_LEGACY_KERAS=1, or 'data-parallel' over several processes on JAX (KERAS_BACKEND=jax)")  # fmt: skip
         if "TF_CONFIG" not in os.environ:
             checks.fail("--strategy", name, "'multi-worker' only with the TF_CONFIG environment variable set")
         return tf.distribute.MultiWorkerMirroredStrategy()
@@ -75,6 +161,8 @@ def strategy(name, cpu_devices=1):
 
 
 def is_chief(distribution):
+    if isinstance(distribution, OneDevice):
+        return distribution.is_chief
     resolver = getattr(distribution, "cluster_resolver", None)
     if resolver is None or not resolver.task_type:
         return True
@@ -118,6 +206,22 @@ def compile_for(model, task, rate, steps, run_eagerly=False):
     model.compile(optimizer=optimizer, loss=kind.loss(), metrics=kind.metrics(), run_eagerly=run_eagerly)
 
 
+class RestoreOnly(keras.callbacks.BackupAndRestore):
+    """BackupAndRestore for the processes other than the chief: restores the chief's backup, never writes or deletes it.
+
+    Each save still writes the weights, to a temporary file: reading a JAX array
+    spread over processes is a collective that every process must join (a chief
+    that saved alone hung, then failed in a mismatched ``device_put``).
+    """
+
+    def _save_model(self):
+        with tempfile.TemporaryDirectory() as folder:
+            self.model.save_weights(os.path.join(folder, "backup.weights.h5"))
+
+    def on_train_end(self, logs=None):
+        pass
+
+
 def fit(model, data, epochs, work_dir, log_name, chief=True, callbacks=()):
     """``model.fit`` with a progress bar, a per-epoch CSV log, ``BackupAndRestore`` in ``work_dir`` and ``callbacks``;
     returns the log folder. ``release`` deletes the backup once the result is saved.
@@ -128,33 +232,40 @@ def fit(model, data, epochs, work_dir, log_name, chief=True, callbacks=()):
     """
     backup = os.path.join(work_dir, f"{log_name}_backup")
     log_dir = work_dir if chief else tempfile.mkdtemp(prefix=f"{log_name}_log_")
+    # tf_keras' multi-worker strategy sends the other workers' backups elsewhere itself; a JAX process other than
+    # the chief restores the chief's backup (the same weights everywhere) and leaves it alone
+    restore = keras.callbacks.BackupAndRestore if chief or not IS_KERAS_3 else RestoreOnly
     callbacks = [  # the caller's first: a backup holds what they did at the epoch's end
         *callbacks,
         keras.callbacks.CSVLogger(os.path.join(log_dir, f"{log_name}_history.csv"), append=True),
-        keras.callbacks.BackupAndRestore(backup),
+        restore(backup),
     ]
     model.fit(data.train, validation_data=data.val, epochs=epochs, callbacks=callbacks, verbose=1)
     return log_dir
 
 
-def release(model, work_dir, log_name, log_dir, chief=True):
+def release(distribution, work_dir, log_name, log_dir, chief=True):
     """Delete what ``fit`` kept for a resume, once the step's result is saved (a kill before that resumes)."""
     # Every worker past its last checkpoint write before the chief deletes the folder that holds them all
     # (a chief that went first removed a slower worker's workertemp_1/ under it: NotFoundError).
-    barrier(getattr(model, "distribute_strategy", None))  # TensorFlow's attribute
+    barrier(distribution)
     if chief:
         shutil.rmtree(os.path.join(work_dir, f"{log_name}_backup"), ignore_errors=True)
     else:
         shutil.rmtree(log_dir, ignore_errors=True)
 
 
-def barrier(distribution):
-    """Return once every replica of ``distribution`` on every worker has called it (a collective sum).
+def check_same_weights(distribution, model):
+    """Raise if the processes of ``distribution`` hold different weights (JAX data-parallel; tf.distribute keeps them
+    in sync itself)."""
+    if isinstance(distribution, OneDevice):
+        distribution.check_same_weights(model)
 
-    None (another backend than TensorFlow, one process): nothing to wait for.
-    """
-    if distribution is None:
-        return
+
+def barrier(distribution):
+    """Return once every replica of ``distribution`` on every worker has called it (a collective sum)."""
+    if isinstance(distribution, OneDevice):
+        return distribution.barrier()
     distribution.reduce("SUM", distribution.run(lambda: tf.constant(1.0)), axis=None)
 
 

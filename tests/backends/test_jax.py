@@ -78,7 +78,9 @@ def on_both_backends(tmp_path_factory):
         made[key] = model
         model.save(folder / f"{key}.keras")
         np.save(folder / f"{key}.x.npy", images)
-        outputs[key] = np.asarray(model(images, training=False))
+        output = model(images, training=False)
+        assert "jax" in type(output).__module__, key  # computed by JAX, not by TensorFlow
+        outputs[key] = np.asarray(output)
         names.append(key)
 
     for name, model in {**models(), "tiny": tiny()}.items():
@@ -86,13 +88,12 @@ def on_both_backends(tmp_path_factory):
         images = rng.uniform(0, 255, (4, size, size, 3)).astype("float32")
         randomize_batchnorm(model)  # statistics fitted to 4 images amplify float rounding (1% on Large)
         keep(f"{name}-float", model, images)
-        if name in ("small", "tiny"):
+        if name == "tiny":  # (Small's QAT on JAX: test_jax_cli)
             qat = quantize_model(model, representative_dataset=images)
-            if name == "tiny":  # QAT trains on JAX: the ranges move with the batch
-                before = [float(w) for w in qat.non_trainable_weights if w.shape == ()]
-                qat.compile(keras.optimizers.SGD(1e-3), "mse")
-                qat.train_on_batch(images, np.asarray(qat(images)) * 0.9)
-                assert before != [float(w) for w in qat.non_trainable_weights if w.shape == ()]
+            before = [float(w) for w in qat.non_trainable_weights if w.shape == ()]
+            qat.compile(keras.optimizers.SGD(1e-3), "mse")
+            qat.train_on_batch(images, np.asarray(qat(images)) * 0.9)  # QAT trains on JAX: the ranges move
+            assert before != [float(w) for w in qat.non_trainable_weights if w.shape == ()]
             keep(f"{name}-qat", qat, images)
     (folder / "names.json").write_text(json.dumps(names))
     env = {**os.environ, "KERAS_BACKEND": "tensorflow", "TF_CPP_MIN_LOG_LEVEL": "3"}
@@ -100,17 +101,6 @@ def on_both_backends(tmp_path_factory):
                             text=True, timeout=600)  # fmt: skip
     assert result.returncode == 0, result.stderr[-3000:]
     return folder, outputs, json.loads((folder / "found.json").read_text()), made
-
-
-def test_jax_outputs_are_jax_arrays_and_fit_runs():
-    from keras_mbv3.applications import MobileNetV3Small
-
-    model = MobileNetV3Small(input_shape=(SIZE, SIZE, 3), weights=None, classes=3)
-    x = np.random.default_rng(1).uniform(0, 255, (4, SIZE, SIZE, 3)).astype("float32")
-    assert "jax" in type(model(x)).__module__
-    model.compile("adam", "sparse_categorical_crossentropy")
-    history = model.fit(x, np.arange(4) % 3, epochs=2, batch_size=4, verbose=0)
-    assert np.isfinite(history.history["loss"]).all()
 
 
 def test_float_models_saved_on_jax_give_the_same_outputs_on_tensorflow(on_both_backends):
@@ -126,7 +116,7 @@ def test_qat_models_made_and_trained_on_jax_load_on_tensorflow_and_export_as_one
     """(Their outputs on the two backends are not yet identical: Small's fake-quantized logits differed by up to
     5 int8 steps, measured; the issue's bar is identical, still open.)"""
     folder, outputs, found, _ = on_both_backends
-    for key in ("small-qat", "tiny-qat"):
+    for key in ("tiny-qat",):
         assert found[key] == 1, key
         assert np.load(folder / f"{key}.tf.npy").shape == outputs[key].shape
 

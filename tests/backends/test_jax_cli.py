@@ -1,4 +1,4 @@
-"""Issue 22: ``mbv3`` on JAX, and one run folder that goes from TensorFlow to JAX and back.
+"""Issue 22: ``mbv3`` on JAX (QAT over 2 processes), and one run folder that goes from TensorFlow to JAX and back.
 
 The JAX line of ``make test`` (``KERAS_BACKEND=jax``); the TensorFlow steps run as a user runs
 them, in a process of their own (one process has one backend). The ``.keras`` files are the bridge.
@@ -26,18 +26,31 @@ def on_tensorflow(*args):
                           env=env, timeout=900)  # fmt: skip
 
 
+def on_two_jax_processes(*args):
+    """``mbv3 ARGS --strategy data-parallel`` as processes 0 and 1 of one run on loopback."""
+    from test_data_parallel import free_port
+
+    cluster = ["--strategy", "data-parallel", "--num-processes", "2", "--coordinator", f"localhost:{free_port()}"]
+    pair = [subprocess.Popen([sys.executable, "-m", "keras_mbv3", *map(str, args), *cluster, "--process-id", str(i)],
+                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for i in (0, 1)]  # fmt: skip
+    outputs = [process.communicate(timeout=900) for process in pair]
+    return [subprocess.CompletedProcess(args, p.returncode, out, err) for p, (out, err) in zip(pair, outputs)]
+
+
 def backend_recorded(out):
     return json.load(open(out / "settings.json"))["backend"]
 
 
 @pytest.fixture(scope="module")
 def run_across_backends(tmp_path_factory):
-    """Float training on TensorFlow, QAT on JAX, export + eval + bench on TensorFlow, PTQ export and eval on JAX."""
+    """Float training on TensorFlow, QAT on JAX (2 processes, data-parallel), export + eval + bench on TensorFlow,
+    PTQ export and eval on JAX."""
     out = tmp_path_factory.mktemp("across") / "run"
     steps = {}
     steps["train on tensorflow"] = on_tensorflow("train", *SMALL, "--epochs", "1", "--out", out)
     steps["recorded after train"] = backend_recorded(out)
-    steps["qat on jax"] = call_cli_captured("qat", "--qat-epochs", "1", "--out", out)
+    steps["qat on jax, process 0"], steps["qat on jax, process 1"] = on_two_jax_processes("qat", "--qat-epochs", "1",
+                                                                                          "--out", out)  # fmt: skip
     steps["recorded after qat"] = backend_recorded(out)
     steps["recipe on tensorflow"] = on_tensorflow("recipe", "--out", out)
     steps["ptq export on jax"] = call_cli_captured("export", "--ptq", "--out", out)
@@ -51,6 +64,8 @@ def test_each_step_ran_where_it_was_started_and_settings_name_the_backend(run_ac
         if not isinstance(result, str):
             assert result.returncode == 0, (name, result.stderr[-3000:])
     assert steps["recorded after train"] == "tensorflow" and steps["recorded after qat"] == "jax"
+    assert "strategy: data-parallel, 2 replica(s)" in steps["qat on jax, process 1"].stdout
+    assert not list(out.glob("*backup*"))  # the chief removed its backup once qat.keras was saved
 
 
 def test_jax_made_qat_model_exports_on_tensorflow_as_one_int8_partition_that_learned(run_across_backends):
