@@ -1,0 +1,126 @@
+"""Train step times on TensorFlow and on JAX, in one run: keras.applications' MobileNetV3Small, ours, ours QAT.
+
+MobileNetV3Small at 224x224, batch 32, ``train_on_batch`` on random images, the
+compile settings of the recipe (Keras' default ``jit_compile``: XLA on both).
+One worker process per backend (one process has one backend), each pinned to
+the same single core; both compile first, then the workers alternate for
+``--rounds`` rounds, and in each a worker times its three models' steps
+interleaved. Prints the medians and the ratios, and writes
+``benchmarks/results/train_speed.md``.
+
+Targets (issue 22): ours on JAX within 1.1x of keras.applications' on JAX;
+QAT at most 1.1x float on each backend.
+
+    python benchmarks/train_speed.py [--rounds 3] [--steps 3] [--size 224] [--batch 32]
+"""
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+MODELS = ("keras.applications", "ours", "ours QAT")
+
+
+def worker(steps, batch, size):
+    """Compile the three models, print READY, then time ``steps`` steps of each per line read; print the times."""
+    import time
+
+    import numpy as np
+
+    from keras_mbv3 import keras
+    from keras_mbv3.applications import MobileNetV3Small
+    from keras_mbv3.quantization import quantize_model
+
+    rng = np.random.default_rng(0)
+    x = rng.uniform(0, 255, (batch, size, size, 3)).astype("float32")
+    y = keras.utils.to_categorical(rng.integers(0, 1000, batch), 1000)
+    ours = MobileNetV3Small(weights=None, input_shape=(size, size, 3))
+    models = {
+        "keras.applications": keras.applications.MobileNetV3Small(weights=None, input_shape=(size, size, 3)),
+        "ours": ours,
+        "ours QAT": quantize_model(ours, representative_dataset=x[:8]),
+    }
+    for model in models.values():
+        model.compile(keras.optimizers.Adam(1e-5), "categorical_crossentropy")
+        model.train_on_batch(x, y)  # compile
+        model.train_on_batch(x, y)
+    print("READY", flush=True)
+    for _ in sys.stdin:
+        times = {name: [] for name in models}
+        for _ in range(steps):
+            for name, model in models.items():
+                start = time.perf_counter()
+                model.train_on_batch(x, y)
+                times[name].append(time.perf_counter() - start)
+        print("RESULT " + json.dumps(times), flush=True)
+
+
+def start_worker(backend, steps, batch, size):
+    env = {**os.environ, "KERAS_BACKEND": backend, "TF_USE_LEGACY_KERAS": "0", "TF_CPP_MIN_LOG_LEVEL": "3",
+           "XLA_FLAGS": "--xla_cpu_multi_thread_eigen=false"}  # fmt: skip
+    command = [sys.executable, os.path.abspath(__file__), "--worker", "--steps", str(steps), "--batch", str(batch),
+               "--size", str(size)]  # fmt: skip
+    process = subprocess.Popen(command, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, env=env,
+                               preexec_fn=lambda: os.sched_setaffinity(0, {0}))  # fmt: skip
+    for line in process.stdout:
+        if line.startswith("READY"):
+            return process
+    raise RuntimeError(f"the {backend} worker ended before it was ready (exit code {process.wait()})")
+
+
+def one_round(process):
+    process.stdin.write("go\n")
+    process.stdin.flush()
+    for line in process.stdout:
+        if line.startswith("RESULT "):
+            return json.loads(line[len("RESULT "):])
+    raise RuntimeError(f"a worker ended (exit code {process.wait()})")
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--steps", type=int, default=3)
+    parser.add_argument("--batch", type=int, default=32)
+    parser.add_argument("--size", type=int, default=224)
+    parser.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.worker:
+        return worker(args.steps, args.batch, args.size)
+    workers = {}
+    for backend in ("tensorflow", "jax"):  # one after the other: compilation is timed by nobody
+        print(f"compiling on {backend} ...", flush=True)
+        workers[backend] = start_worker(backend, args.steps, args.batch, args.size)
+    samples = {backend: {name: [] for name in MODELS} for backend in workers}
+    for round_ in range(args.rounds):
+        for backend, process in workers.items():
+            times = one_round(process)
+            for name in MODELS:
+                samples[backend][name] += times[name]
+            print(f"round {round_ + 1}/{args.rounds} {backend}: " + ", ".join(
+                f"{name} {statistics.median(times[name]):.3f} s" for name in MODELS), flush=True)  # fmt: skip
+    for process in workers.values():
+        process.stdin.close()
+        process.wait()
+    sys.path.insert(0, HERE)
+    from common import markdown_table, write_result
+
+    medians = {b: {name: statistics.median(s[name]) for name in MODELS} for b, s in samples.items()}
+    rows = [[backend, *(f"{m[name]:.3f}" for name in MODELS), f"{m['ours'] / m['keras.applications']:.2f}",
+             f"{m['ours QAT'] / m['ours']:.2f}"] for backend, m in medians.items()]  # fmt: skip
+    rows.append(["jax / tensorflow", *(f"{medians['jax'][n] / medians['tensorflow'][n]:.2f}x" for n in MODELS), "", ""])
+    header = ["backend", *(f"{name} step (s)" for name in MODELS), "ours / keras.applications", "QAT / float"]
+    body = markdown_table(header, rows)
+    body += (f"\n\nMobileNetV3Small {args.size}x{args.size}, batch {args.batch}, train_on_batch, one core "
+             f"(sched_setaffinity, one XLA thread), medians of {args.rounds} x {args.steps} steps, backends "
+             "alternating, models interleaved.")  # fmt: skip
+    print(body)
+    print("written to", write_result("train_speed.md", "Train step time on TensorFlow and JAX", body))
+
+
+if __name__ == "__main__":
+    main()
