@@ -41,6 +41,7 @@ def test_error_in_a_new_process_has_no_traceback(tmp_path):
     (["train", "--num-processes", "2"], ["`--coordinator`", "None"]),
     (["train", "--num-processes", "2", "--coordinator", "localhost:1"], ["`--num-processes`", "data-parallel"]),
     (["train", "--process-id", "1"], ["`--process-id`", "0 to --num-processes - 1"]),
+    (["recipe", "--num-processes", "2", "--coordinator", "localhost:1"], ["`--num-processes`", "mbv3 qat"]),
     (["train", "--weights", "/no/such/weights.h5"], ["`--weights`", "/no/such/weights.h5", "imagenet"]),
     (["train", "--data", "/no/such/folder"], ["`--data`", "/no/such/folder", "folder"]),
     (["train", "--data", "tfds:no_such_set_here"], ["`--data`", "tfds:no_such_set_here"]),

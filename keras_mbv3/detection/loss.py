@@ -80,8 +80,9 @@ class SSDClassLoss(_PerMatchLoss):
         # (batch, N); not sparse_softmax_cross_entropy_with_logits, whose shape Assert XLA warns about
         cross_entropy = -ops.sum(ops.one_hot(labels, ops.shape(logits)[-1]) * ops.log_softmax(logits), -1)
         num_positive = ops.sum(ops.cast(positive, "float32"), -1, keepdims=True)
-        # The rank of each negative by descending cross-entropy (positives last, ties by index: argsort is
-        # stable on every backend); the first neg_pos_ratio * positives are the hard negatives.
+        # The rank of each negative by descending cross-entropy (positives last; ties by index on JAX, whose
+        # argsort is stable, and on TensorFlow, whose sort keeps equal values in order though Keras does not
+        # ask it to); the first neg_pos_ratio * positives are the hard negatives.
         negative_loss = ops.where(positive, -1.0, ops.stop_gradient(cross_entropy))
         order = ops.argsort(-negative_loss, axis=-1)
         rank = ops.cast(ops.argsort(order, axis=-1), "float32")

@@ -50,7 +50,7 @@ def non_max_suppression(boxes, scores, iou_threshold, score_threshold, max_per_c
         heads[label] = scores[queues[-1][0], label] if queues[-1].size else -np.inf
     kept_per_class = np.zeros(scores.shape[1], np.int64)
     rows, labels = [], []
-    while len(rows) < max_detections and heads.max() > -np.inf:
+    while len(rows) < max_detections and heads.size and heads.max() > -np.inf:
         label = int(np.argmax(heads))
         queue = queues[label]
         rows.append(queue[0])

@@ -42,15 +42,17 @@ def export_in_tensorflow(model, arguments):
         model.save(os.path.join(folder, "model.keras"))
         with open(os.path.join(folder, "arguments.pkl"), "wb") as file:
             pickle.dump(arguments, file)
-        env = {**os.environ, "KERAS_BACKEND": "tensorflow", "TF_USE_LEGACY_KERAS": "0"}
+        # the conversion needs no accelerator (the caller's backend may hold it); the worker imports what we import
+        env = {**os.environ, "KERAS_BACKEND": "tensorflow", "TF_USE_LEGACY_KERAS": "0", "CUDA_VISIBLE_DEVICES": "-1",
+               "PYTHONPATH": os.pathsep.join(p for p in sys.path if p)}  # fmt: skip
         done = subprocess.run([sys.executable, "-m", __name__, folder], env=env, capture_output=True, text=True,
                               timeout=WORKER_TIMEOUT_S)  # fmt: skip
-        result_file = os.path.join(folder, "result.pkl")
-        if not os.path.exists(result_file):
-            raise RuntimeError(f"the TensorFlow export worker failed (exit code {done.returncode}):\n"
-                               f"{done.stderr[-4000:]}")  # fmt: skip
-        with open(result_file, "rb") as file:
-            result = pickle.load(file)
+        try:
+            with open(os.path.join(folder, "result.pkl"), "rb") as file:
+                result = pickle.load(file)
+        except (OSError, pickle.UnpicklingError, EOFError) as error:
+            raise RuntimeError(f"the TensorFlow export worker failed (exit code {done.returncode}, {error}):\n"
+                               f"{done.stderr[-4000:]}") from None  # fmt: skip
     for category, message in result["warnings"]:
         warnings.warn(message, category, stacklevel=3)
     if "error" in result:
@@ -74,11 +76,26 @@ def _work(folder):
         try:
             result["content"] = export_tflite(keras.models.load_model(os.path.join(folder, "model.keras")),
                                               **arguments)  # fmt: skip
-        except Exception as error:  # raised again in the caller, with its class
-            result["error"] = error
-    result["warnings"] = [(w.category, str(w.message)) for w in caught]
-    with open(os.path.join(folder, "result.pkl"), "wb") as file:
+        except Exception as error:  # raised again in the caller, with its class when it survives a pickle
+            result["error"] = _portable_error(error)
+    own = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))  # ours only, as a TensorFlow process shows
+    result["warnings"] = list(dict.fromkeys((w.category, str(w.message)) for w in caught
+                                            if os.path.abspath(w.filename).startswith(own)))  # fmt: skip
+    partial = os.path.join(folder, "result.pkl.partial")
+    with open(partial, "wb") as file:
         pickle.dump(result, file)
+    os.replace(partial, os.path.join(folder, "result.pkl"))
+
+
+def _portable_error(error):
+    """``error`` if it pickles and unpickles as itself, else a RuntimeError with its class, message and traceback."""
+    try:
+        pickle.loads(pickle.dumps(error))
+        return error
+    except Exception:
+        import traceback
+
+        return RuntimeError(f"{type(error).__name__}: {error}\n{''.join(traceback.format_exception(error))}")
 
 
 if __name__ == "__main__":

@@ -132,6 +132,7 @@ def _files(args):
 
 
 def execute(args):
+    from keras_mbv3 import checks
     from keras_mbv3.recipes import recipe, training
 
     if args.command == "predict":
@@ -142,7 +143,11 @@ def execute(args):
         return results
     distribution = None
     if hasattr(args, "strategy"):
-        cluster = training.cluster_of(args.coordinator, args.num_processes, args.process_id)
+        cluster = training.cluster_of(args.coordinator, args.num_processes, args.process_id,
+                                      environment=args.strategy == "data-parallel")  # fmt: skip
+        if args.command == "recipe" and cluster[1] > 1:  # export, eval and bench run in one process, untied
+            checks.fail("--num-processes", cluster[1], "1 for recipe; over several processes run `mbv3 train` and "
+                        "`mbv3 qat` on each, then `mbv3 export`, `eval` and `bench` on one")  # fmt: skip
         distribution = training.strategy(args.strategy, args.cpu_devices, cluster)
         print(f"strategy: {args.strategy}, {distribution.num_replicas_in_sync} replica(s)")
     if args.command == "recipe":

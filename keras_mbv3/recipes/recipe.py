@@ -194,7 +194,7 @@ class Run:
             finish(model)
         training.check_same_weights(self.distribution, model)
         training.save(model, path, self.chief)
-        training.release(self.distribution, self.out, log_name, log_dir, self.chief)  # a kill before: resumes
+        training.release(self.distribution, self.out, log_name, log_dir, self.chief)  # a kill before: trains again
         self.log(f"[{name}] wrote {path}" if self.chief else f"[{name}] done (the chief wrote {path})")
         self._timed(name, start)
 
@@ -424,7 +424,7 @@ def run(out, *, log=print, distribution=None, threads=1, **settings):
     folder = Run(out, log=log, distribution=distribution, **settings)
     folder.train()
     folder.qat()
-    if not folder.chief:  # the chief alone exports, evaluates and reports
+    if not folder.chief:  # tf_keras' multi-worker: the chief alone exports, evaluates and reports
         return None
     folder.export()
     metrics = folder.evaluate()

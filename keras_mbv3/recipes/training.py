@@ -88,13 +88,29 @@ def backend_name():
     return keras.backend.backend() if IS_KERAS_3 else "tensorflow"
 
 
-def cluster_of(coordinator=None, num_processes=None, process_id=None):
-    """``(coordinator, num_processes, process_id)`` from the flags, else keras.distribution's environment variables."""
-    env = os.environ
+def _from_environment(flag, value, variable, default):
+    """The flag's value, else the environment variable's (an integer, named in the error if it is not one)."""
+    if value is not None:
+        return value
+    text = os.environ.get(variable)
+    if text is None:
+        return default
+    try:
+        return int(text)
+    except ValueError:
+        checks.fail(variable, text, f"an integer (it stands for {flag})")
+
+
+def cluster_of(coordinator=None, num_processes=None, process_id=None, environment=True):
+    """``(coordinator, num_processes, process_id)`` from the flags, else (``environment``) keras.distribution's
+    environment variables, which only ``--strategy data-parallel`` reads."""
+    env = os.environ if environment else {}
     coordinator = coordinator or env.get("KERAS_DISTRIBUTION_JOB_ADDRESSES")
-    num_processes = checks.positive_int("--num-processes", int(num_processes or env.get(
-        "KERAS_DISTRIBUTION_NUM_PROCESSES", 1)))  # fmt: skip
-    process_id = int(process_id if process_id is not None else env.get("KERAS_DISTRIBUTION_PROCESS_ID", 0))
+    if environment:
+        num_processes = _from_environment("--num-processes", num_processes, "KERAS_DISTRIBUTION_NUM_PROCESSES", 1)
+        process_id = _from_environment("--process-id", process_id, "KERAS_DISTRIBUTION_PROCESS_ID", 0)
+    num_processes = checks.positive_int("--num-processes", 1 if num_processes is None else num_processes)
+    process_id = 0 if process_id is None else process_id
     if not 0 <= process_id < num_processes:
         checks.fail("--process-id", process_id, f"0 to --num-processes - 1 ({num_processes - 1})")
     if num_processes > 1 and not coordinator:

@@ -265,3 +265,20 @@ def test_uint8_io_adds_only_the_boundary_quantize_ops_and_gives_the_int8_io_scor
     detail = interpreter(uint8_io).get_input_details()[0]
     assert detail["dtype"] == np.uint8
     np.testing.assert_allclose(predict(interpreter(uint8_io), images), predict(interpreter(int8_io), images), atol=0.02)
+
+
+def test_the_export_workers_errors_that_do_not_unpickle_come_back_as_runtime_errors_naming_their_class():
+    """(The worker exports for JAX and PyTorch processes; an error class whose constructor needs more than its
+    message would otherwise fail in the caller's unpickling instead of saying what happened.)"""
+    from keras_mbv3.quantization.tensorflow_worker import _portable_error
+
+    class NeedsTwo(Exception):
+        def __init__(self, what, where):
+            super().__init__(f"{what} at {where}")
+
+    assert isinstance(_portable_error(ValueError("plain")), ValueError)
+    try:
+        raise NeedsTwo("overflow", "layer 3")
+    except NeedsTwo as error:
+        portable = _portable_error(error)
+    assert isinstance(portable, RuntimeError) and "NeedsTwo: overflow at layer 3" in str(portable)
