@@ -5,6 +5,7 @@ import csv
 import io
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -22,10 +23,17 @@ legacy_only = pytest.mark.skipif(IS_KERAS_3, reason="the tf_keras line's own CLI
 USER_ENV = dict(os.environ)
 
 
-def run_cli(*args, timeout=600):
-    """``mbv3 ARGS`` in a new process, as a user runs it."""
+def run_cli(*args, timeout=600, env=None):
+    """``mbv3 ARGS`` in a new process, as a user runs it (``env``: variables set for it)."""
     return subprocess.run([sys.executable, "-m", "keras_mbv3", *map(str, args)], capture_output=True, text=True,
-                          timeout=timeout, env=USER_ENV)  # fmt: skip
+                          timeout=timeout, env={**USER_ENV, **(env or {})})  # fmt: skip
+
+
+def free_port():
+    """A TCP port of localhost that nothing listens on (for a coordinator)."""
+    with socket.socket() as probe:
+        probe.bind(("localhost", 0))
+        return probe.getsockname()[1]
 
 
 def _exit_code(args):

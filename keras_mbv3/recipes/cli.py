@@ -153,7 +153,7 @@ def execute(args):
     if args.command == "recipe":
         report = recipe.run(args.out, distribution=distribution, threads=args.threads, **_settings(args))
         if report is None:
-            print("trained; process 0 exports, evaluates and reports")
+            print("trained; the chief exports, evaluates and reports")
             return None
         print(open(os.path.join(args.out, "report.md")).read())
         print(f"report: {os.path.join(args.out, 'report.json')}, report.md and report.png")

@@ -240,7 +240,7 @@ class RestoreOnly(keras.callbacks.BackupAndRestore):
 
 def fit(model, data, epochs, work_dir, log_name, chief=True, callbacks=()):
     """``model.fit`` with a progress bar, a per-epoch CSV log, ``BackupAndRestore`` in ``work_dir`` and ``callbacks``;
-    returns the log folder. ``release`` deletes the backup once the result is saved.
+    returns the log folder. The backup goes when ``fit`` ends (Keras deletes it); ``release`` removes what is left.
 
     All workers of a multi-worker run share ``work_dir`` (a shared file system):
     Keras writes the other workers' checkpoints to temporary sub-folders, and
@@ -261,7 +261,7 @@ def fit(model, data, epochs, work_dir, log_name, chief=True, callbacks=()):
 
 
 def release(distribution, work_dir, log_name, log_dir, chief=True):
-    """Delete what ``fit`` kept for a resume, once the step's result is saved (a kill before that resumes)."""
+    """Delete what ``fit`` left (a backup folder, the other workers' logs), once the step's result is saved."""
     # Every worker past its last checkpoint write before the chief deletes the folder that holds them all
     # (a chief that went first removed a slower worker's workertemp_1/ under it: NotFoundError).
     barrier(distribution)

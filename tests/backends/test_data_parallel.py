@@ -5,13 +5,13 @@ computation); a small model of our layers keeps each compilation to seconds.
 """
 
 import os
-import socket
 import subprocess
 import sys
 
 import numpy as np
 import pytest
 
+from cli_helpers import free_port
 from keras_mbv3.backend import IS_KERAS_3, keras
 
 pytestmark = pytest.mark.skipif(not IS_KERAS_3 or keras.backend.backend() != "jax",
@@ -52,12 +52,6 @@ for name, trained in (("float", model), ("qat", qat)):
     np.save(f"{folder}/{name}-{num_processes}-{process_id}.npy",
             np.concatenate([np.ravel(np.asarray(w, "float32")) for w in trained.weights]))
 """
-
-
-def free_port():
-    with socket.socket() as probe:
-        probe.bind(("localhost", 0))
-        return probe.getsockname()[1]
 
 
 @pytest.fixture(scope="module")

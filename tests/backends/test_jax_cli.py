@@ -5,13 +5,12 @@ them, in a process of their own (one process has one backend). The ``.keras`` fi
 """
 
 import json
-import os
 import subprocess
 import sys
 
 import pytest
 
-from cli_helpers import assert_one_line_error, call_cli_captured
+from cli_helpers import assert_one_line_error, call_cli_captured, free_port, run_cli
 from keras_mbv3.backend import IS_KERAS_3, keras
 
 pytestmark = pytest.mark.skipif(not IS_KERAS_3 or keras.backend.backend() != "jax",
@@ -21,15 +20,11 @@ SMALL = ("--data", "digits", "--model", "small", "--image-size", "32")
 
 
 def on_tensorflow(*args):
-    env = {**os.environ, "KERAS_BACKEND": "tensorflow", "TF_USE_LEGACY_KERAS": "0"}
-    return subprocess.run([sys.executable, "-m", "keras_mbv3", *map(str, args)], capture_output=True, text=True,
-                          env=env, timeout=900)  # fmt: skip
+    return run_cli(*args, timeout=900, env={"KERAS_BACKEND": "tensorflow", "TF_USE_LEGACY_KERAS": "0"})
 
 
 def on_two_jax_processes(*args):
     """``mbv3 ARGS --strategy data-parallel`` as processes 0 and 1 of one run on loopback."""
-    from test_data_parallel import free_port
-
     cluster = ["--strategy", "data-parallel", "--num-processes", "2", "--coordinator", f"localhost:{free_port()}"]
     pair = [subprocess.Popen([sys.executable, "-m", "keras_mbv3", *map(str, args), *cluster, "--process-id", str(i)],
                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for i in (0, 1)]  # fmt: skip
