@@ -11,13 +11,58 @@ timed on LiteRT with XNNPACK, as ``mbv3 bench`` times whole models.
 
 import dataclasses
 import json
+import math
 import os
+import statistics
 
 import numpy as np
 
 from keras_mbv3 import graph
 from keras_mbv3.backend import keras
 from keras_mbv3.files import write_atomically
+
+
+CONFIDENCE = 0.95  # of the measurements' intervals
+MAX_ROUNDS = 400  # of a measurement that has not reached its precision (Small at 96 px: 400 x 3 x 10 x 0.2 ms)
+
+
+@dataclasses.dataclass(frozen=True)
+class Measurement:
+    """A whole model's int8 latency: ``ms``, the half-width ``half_ms`` of its 95% interval, the ``rounds`` timed,
+    and ``vs_before``: its median ratio to the model it was cut from, timed in the same rounds (None if none)."""
+
+    ms: float
+    half_ms: float = 0.0
+    rounds: int = 0
+    vs_before: float = None
+
+
+def median_interval(values, confidence=CONFIDENCE):
+    """``(low, high)``: a distribution-free interval of the median of ``values``, the order statistics
+    ``x_(k), x_(n+1-k)`` of the largest ``k`` whose binomial coverage is at least ``confidence`` (15 values:
+    the 4th and the 12th, 96.5%); ``(-inf, inf)`` when ``values`` are too few for any (5 or fewer at 95%)."""
+    ordered, n = sorted(values), len(values)
+    k, tail = 0, 0.0  # tail: P(Binomial(n, 1/2) <= k), the chance that the median lies below x_(k+1)
+    while n:
+        tail += math.comb(n, k) / 2**n
+        if 1 - 2 * tail < confidence:
+            break
+        k += 1
+    return (ordered[k - 1], ordered[n - k]) if k else (-math.inf, math.inf)
+
+
+def _precise(values_of, precision):
+    """``until(samples)`` of ``interleaved_samples``: the median's interval of ``values_of(samples)`` is within
+    ``precision`` of the median (relative half-width); None (no extra rounds) without a precision."""
+    if precision is None:
+        return None
+
+    def until(samples):
+        values = values_of(samples)
+        low, high = median_interval(values)
+        return (high - low) / 2 <= precision * statistics.median(values)
+
+    return until
 
 
 @dataclasses.dataclass(frozen=True)
@@ -119,15 +164,6 @@ def measure_units(unit_list, activations, threads=1, rounds=7):
     return interleaved_latency_ms(contents, rounds=rounds, num_threads=threads)
 
 
-def measure_models(models, images, threads=1, rounds=15):
-    """``{name: ms}``: whole models (``{name: model}``) in the units' int8 form, calibrated on ``images``,
-    timed interleaved."""
-    from keras_mbv3.quantization.litert import interleaved_latency_ms
-
-    contents = {name: _int8(model, images) for name, model in models.items()}
-    return interleaved_latency_ms(contents, rounds=rounds, num_threads=threads)
-
-
 class LatencyTable:
     """Unit latencies measured at ``threads`` LiteRT threads, calibrated on ``images`` (a few training images),
     kept in ``path`` (JSON, rewritten after each measurement) so that a resumed search measures nothing twice.
@@ -137,8 +173,8 @@ class LatencyTable:
     0.252 against 0.290 ms whole. ``calibrate`` on the starting model scales every
     estimate by measured / sum. That scale drifts as a model narrows: Small at
     96x96 adapted to 0.68x of the start by the table measured 0.63x whole, side by
-    side (table error +7.5%). So ``calibrate(model, start)`` re-anchors the scale on
-    each chosen model, measured side by side with the start (interleaved): its
+    side (table error +7.5%). So the search re-anchors the scale (``anchor``) on
+    each chosen model, measured side by side with the start (``measure``): its
     estimate becomes the start's latency times the measured ratio, and the next
     proposals are estimated from there (chosen models within 4.4% of it, the
     same search). ``start_ms``, measured once, stays the reference. (Whole-model medians of one file moved by
@@ -149,6 +185,7 @@ class LatencyTable:
         self.images, self.path, self.threads = images, path, threads
         self.entries, self.scale, self.start_ms = {}, 1.0, None
         self._start_file = None  # the start's int8 .tflite, converted once per process
+        self._last = None  # (model, its int8 .tflite): the last model measured
         if path and os.path.exists(path):
             with open(path) as f:
                 saved = json.load(f)
@@ -171,18 +208,52 @@ class LatencyTable:
         without building that model): its units' sum, calibrated."""
         return float(sum(self.unit_latencies(model, changes)) * self.scale)
 
-    def calibrate(self, model, start=None, rounds=15):
-        """Scale the estimates so that ``model``'s is its latency: measured whole when ``start`` is None (``model``
-        is the start; its latency becomes ``start_ms``), else ``start_ms`` times ``model``'s latency relative to
-        ``start``'s, the two measured side by side. Returns ``(that latency, sum of units ms)``."""
-        if start is None:
-            self.start_ms = measure_models({"model": model}, self.images, self.threads, rounds)["model"]
-            return self.anchor(model, self.start_ms)
+    def calibrate(self, model, precision=None, rounds=15):
+        """Measure the start ``model`` whole (``measure``'s rounds, alone), make its latency ``start_ms``, the
+        reference of every later measurement, and anchor the estimates on it. Returns its ``Measurement``."""
+        from keras_mbv3.quantization.litert import interleaved_samples
+
+        self._start_file = _int8(model, self.images)
+        until = _precise(lambda samples: samples["start"], precision)
+        samples = interleaved_samples({"start": self._start_file}, rounds, num_threads=self.threads, until=until,
+                                      max_rounds=MAX_ROUNDS)["start"]  # fmt: skip
+        low, high = median_interval(samples)
+        self.start_ms = statistics.median(samples)
+        self.anchor(model, self.start_ms)
+        return Measurement(self.start_ms, (high - low) / 2, len(samples))
+
+    def measure(self, model, start, before=None, precision=None, rounds=15):
+        """``model``'s ``Measurement``: ``start_ms`` times its median ratio to ``start``, the two (and ``before``,
+        the model it was cut from, if not the start) timed side by side in each round. After ``rounds``, rounds
+        go on until the ratio's interval is within ``precision`` (relative, e.g. a quarter of the search's
+        step) or ``MAX_ROUNDS``. The estimates are not re-anchored (``anchor`` does that, for a model kept).
+
+        A ratio per round, not two medians: the models of one round share that
+        round's machine state, so the ratio's spread is the noise that matters.
+        """
+        from keras_mbv3.quantization.litert import interleaved_samples
+
         if self.start_ms is None:
             raise ValueError("Invalid `start`: the table was not calibrated on the start yet (call "
                              "`calibrate(start)` first)")  # fmt: skip
-        measured = self.beside_start(model, start, rounds)
-        return self.anchor(model, self.start_ms * measured["model"] / measured["start"])
+        self._start_file = self._start_file or _int8(start, self.images)
+        contents = {"start": self._start_file, "model": self._converted(model)}
+        if before is not None and before is not start:
+            contents["before"] = self._converted(before)
+        ratios = lambda samples, of="start": [m / s for m, s in zip(samples["model"], samples[of])]  # noqa: E731
+        samples = interleaved_samples(contents, rounds, num_threads=self.threads, until=_precise(ratios, precision),
+                                      max_rounds=MAX_ROUNDS)  # fmt: skip
+        low, high = median_interval(ratios(samples))
+        vs_before = statistics.median(ratios(samples, "before" if "before" in contents else "start"))
+        return Measurement(self.start_ms * statistics.median(ratios(samples)), self.start_ms * (high - low) / 2,
+                           len(samples["model"]), vs_before if before is not None else None)  # fmt: skip
+
+    def _converted(self, model):
+        """``model``'s int8 file; the last one converted is kept (the model kept by one iteration is the model
+        before the next iteration's cuts)."""
+        if self._last is None or self._last[0] is not model:
+            self._last = (model, _int8(model, self.images))
+        return self._last[1]
 
     def beside_start(self, model, start, rounds=15):
         """``{"start": ms, "model": ms}``: ``model`` and ``start`` whole, in int8, timed side by side (interleaved;

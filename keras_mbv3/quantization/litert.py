@@ -107,6 +107,14 @@ def interleaved_latency_ms(models, rounds=15, runs=10, warmup=5, num_threads=1, 
     Returns:
         ``{name: median milliseconds per invocation}``.
     """
+    samples = interleaved_samples(models, rounds, runs, warmup, num_threads, progress)
+    return {name: statistics.median(values) for name, values in samples.items()}
+
+
+def interleaved_samples(models, rounds=15, runs=10, warmup=5, num_threads=1, progress=None, until=None,
+                        max_rounds=None):  # fmt: skip
+    """``{name: [ms per invocation, one per round]}`` of ``interleaved_latency_ms``'s rounds; after ``rounds``,
+    rounds go on one at a time until ``until(samples)`` is true or ``max_rounds`` were run."""
     runners = {}
     for name, content in models.items():
         runner = interpreter(content, num_threads)
@@ -116,12 +124,14 @@ def interleaved_latency_ms(models, rounds=15, runs=10, warmup=5, num_threads=1, 
             runner.invoke()
         runners[name] = runner
     samples = {name: [] for name in models}
-    for _ in range(rounds):
+    done = 0
+    while done < rounds or (until is not None and done < (max_rounds or rounds) and not until(samples)):
         for name, runner in runners.items():
             start = time.perf_counter()
             for _ in range(runs):
                 runner.invoke()
             samples[name].append((time.perf_counter() - start) * 1000 / runs)
+        done += 1
         if progress:
             progress()
-    return {name: statistics.median(values) for name, values in samples.items()}
+    return samples

@@ -43,6 +43,13 @@ class Options:
     proposal_steps: int = ADAPT_DEFAULTS["proposal_steps"]
     finetune_epochs: int = ADAPT_DEFAULTS["finetune_epochs"]
     threads: int = ADAPT_DEFAULTS["threads"]
+    max_iterations: int = ADAPT_DEFAULTS["max_iterations"]
+    time_budget: float = ADAPT_DEFAULTS["time_budget"]  # minutes
+    max_accuracy_drop: float = ADAPT_DEFAULTS["max_accuracy_drop"]
+
+    def limits(self):
+        return search.Limits(self.max_iterations, None if self.time_budget is None else 60.0 * self.time_budget,
+                             self.max_accuracy_drop)  # fmt: skip
 
     def check(self):
         if (self.target_ratio is None) == (self.target_ms is None):
@@ -54,7 +61,15 @@ class Options:
         checks.in_range("--step-fraction", self.step_fraction, 0, 0.5, True, False)
         for name in ("proposal_steps", "finetune_epochs", "threads"):
             checks.positive_int("--" + name.replace("_", "-"), getattr(self, name))
+        if self.max_iterations is not None:
+            checks.positive_int("--max-iterations", self.max_iterations)
+        if self.time_budget is not None:
+            checks.positive_number("--time-budget", self.time_budget)
+        checks.in_range("--max-accuracy-drop", self.max_accuracy_drop, 0, 1, False, False)
         return self
+
+
+LIMITS = ("max_iterations", "time_budget", "max_accuracy_drop")  # a killed search may resume with other limits
 
 
 def adapt(run, rate, options):
@@ -87,15 +102,19 @@ class _Adaptation:
     def run(self):
         start, run, state, table = time.time(), self.recipe, self.state, self.table
         original = keras.models.load_model(run.paths["float"], compile=False)
+        options, precision = self.options, self.options.step_fraction / 4  # intervals within a quarter of the step
         if not state["calibrated"] or table.start_ms is None:  # (a table file of an older version: no start_ms)
-            table.calibrate(original)
+            state["start_half_ms"] = table.calibrate(original, precision).half_ms
             state["calibrated"] = True
             self._write_state()
         start_ms = table.start_ms  # measured once: the reference of --target-ratio, on a resume too
-        options = self.options
         target = options.target_ms if options.target_ms is not None else options.target_ratio * start_ms
-        run.log(f"[adapt] start {start_ms:.4f} ms (int8, {options.threads} thread(s)), target {target:.4f} ms; "
-                f"proposals scored on {self.held} training images held out of their fine-tuning")  # fmt: skip
+        limits = [f"--max-iterations {options.max_iterations}"] if options.max_iterations else []
+        limits += [f"--time-budget {options.time_budget:g} min"] if options.time_budget else []
+        run.log(f"[adapt] start {start_ms:.4f} +/- {state.get('start_half_ms', 0.0):.4f} ms (int8, {options.threads} "
+                f"thread(s), 95% interval), target {target:.4f} ms, stops there"
+                + (f" or at {' or '.join(limits)}" if limits else "")
+                + f"; proposals scored on {self.held} training images held out of their fine-tuning")  # fmt: skip
         resume = self._resume()
         if resume is None:  # the scale of the start (a search killed in its first iteration may have moved it)
             table.anchor(original, start_ms)
@@ -103,8 +122,9 @@ class _Adaptation:
             table.anchor(resume[0], resume[1][-1].latency_ms)
         if state["start_score"] is None and start_ms > target:
             state["start_score"] = search.baseline_score(original, self.tune, self.score)
+            state["setup_s"] = round(time.time() - start, 1)
             self._write_state()
-        adapted, iterations = search.search(
+        result = search.search(
             original,
             target,
             table.latency,
@@ -113,17 +133,24 @@ class _Adaptation:
             resume=resume,
             save=self.save,
             start_score=state["start_score"],
-            calibrate=lambda model: table.calibrate(model, start=original),
+            measure=lambda candidate, before: table.measure(candidate, original, before, precision),
+            anchor=table.anchor,
+            start_half_ms=state.get("start_half_ms", 0.0),
+            limits=options.limits(),
+            load=self._load,
+            elapsed_s=state.get("setup_s", 0.0),
             step_fraction=options.step_fraction,
             latency_at=self.latency_at,
             log=run.log,
         )
+        adapted = result.model if result.kept is not None else widths.rebuild(original, {})  # a copy to fine-tune
         self._finetune(adapted)
-        report = self._report(original, adapted, iterations, start_ms, target)
+        report = self._report(original, adapted, result, start_ms, target)
         report["seconds"] = round(time.time() - start, 1)
         write_atomically(json.dumps(report, indent=2).encode(), run.path("adapt.json"), overwrite=True)
         report_lib.write_adapt(report, run.out)
         training.save(adapted, run.paths["adapted"])  # last: once it exists, the step is done
+        _remove_models(self.folder, keep=[self.state["model"]])
         run.log(f"[adapt] wrote {run.paths['adapted']}")
         run.log(f"[adapt] {adapted_summary(report)}; report: {run.path('adapt.json')}, adapt.md and adapt.png")
         return report
@@ -152,16 +179,21 @@ class _Adaptation:
         return float(result["accuracy"]), -float(result["loss"])
 
     def save(self, model, iterations):
-        """The model first, then the state that names it: a search killed between the two resumes before it."""
-        self.state["model"] = f"current_{len(iterations)}.keras"
+        """The model first, then the state that names it: a search killed between the two resumes before it.
+        Each iteration's model is kept until the end: a search stopped short keeps the best of them."""
+        self.state["model"] = _model_file(len(iterations) - 1)
         training.save(model, os.path.join(self.folder, self.state["model"]))
         self.state["iterations"] = [dataclasses.asdict(i) for i in iterations]
         self._write_state()
-        _remove_other_models(self.folder, self.state["model"])
+
+    def _load(self, index):
+        """Iteration ``index``'s model (0-based), saved by ``save``."""
+        return keras.models.load_model(os.path.join(self.folder, _model_file(index)), compile=False)
 
     def _resume(self):
         """``(model, iterations)`` of the last finished iteration, or None."""
-        _remove_other_models(self.folder, self.state["model"])  # those a killed search left
+        kept = [_model_file(i) for i in range(len(self.state["iterations"]))]
+        _remove_models(self.folder, keep=kept)  # those a killed search left after its last finished iteration
         if not self.state["iterations"]:
             return None
         self.recipe.log(f"[adapt] resuming after iteration {len(self.state['iterations'])}")
@@ -177,16 +209,21 @@ class _Adaptation:
         adapted.fit(data.train, validation_data=data.val, epochs=self.options.finetune_epochs, verbose=2)
         precise_batchnorm(adapted, data.train)
 
-    def _report(self, original, adapted, iterations, start_ms, target):
+    def _report(self, original, adapted, result, start_ms, target):
         data = self.recipe.data
         adapted_accuracy = float(adapted.evaluate(data.val, verbose=0, return_dict=True)["accuracy"])  # as fitted
         beside = self.table.beside_start(adapted, original)  # the start's int8 file converted once, by the table
         measured = {"start": beside["start"], "adapted": beside["model"]}
+        iterations = result.iterations
         report = {
             "options": dataclasses.asdict(self.options),
             "target_ms": target,
             "holdout_images": self.held,
-            "start": {"table_ms": start_ms, "measured_ms": measured["start"], "widths": widths.widths(original),
+            "stopped_by": result.stopped_by,
+            "stop": search.STOPS[result.stopped_by],
+            "kept_iteration": None if result.kept is None else result.kept + 1,
+            "start": {"table_ms": start_ms, "half_ms": self.state.get("start_half_ms", 0.0),
+                      "measured_ms": measured["start"], "widths": widths.widths(original),
                       "holdout_score": self.state["start_score"],
                       "val_accuracy": _val_accuracy(original, data, self.settings)},
             "adapted": {"table_ms": self.table.latency(adapted), "measured_ms": measured["adapted"],
@@ -225,9 +262,14 @@ def refuse_other_options(out, options):
                               f"{AGAIN}, or leave the flags as they were")  # fmt: skip
 
 
-def _remove_other_models(folder, kept):
+def _model_file(index):
+    """The file of iteration ``index``'s model (0-based) in ``adapt/``."""
+    return f"current_{index + 1}.keras"
+
+
+def _remove_models(folder, keep):
     for name in os.listdir(folder):
-        if name.startswith("current_") and name.endswith(".keras") and name != kept:
+        if name.startswith("current_") and name.endswith(".keras") and name not in keep:
             os.remove(os.path.join(folder, name))
 
 
@@ -256,7 +298,8 @@ def _read_state(folder, options, source_sha256):
         raise FileExistsError(f"{folder!r} holds a search that started from another float.keras ({started}; now "
                               f"{source_sha256[:12]}...: trained again since); delete the folder to adapt the new "
                               "one")  # fmt: skip
-    clash = _clashes(state["options"], options)
+    clash = _clashes({k: v for k, v in state["options"].items() if k not in LIMITS}, options)
+    state["options"] = dataclasses.asdict(options)  # the limits as given now
     if clash:
         raise FileExistsError(f"{folder!r} holds a search with other options ({', '.join(clash)}); leave the flags "
                               "as they were to resume it, or delete the folder to start again.")  # fmt: skip

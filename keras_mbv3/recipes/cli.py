@@ -96,6 +96,15 @@ def _add_flags(command, groups):
                              help="epochs that fine-tune the adapted model (default: %(default)s)")  # fmt: skip
         command.add_argument("--threads", type=int, default=defaults.threads,
                              help="LiteRT threads of the latency measurements (default: %(default)s)")  # fmt: skip
+        command.add_argument("--max-iterations", type=int, default=defaults.max_iterations,
+                             help="stop the search after N iterations (default: none)")  # fmt: skip
+        command.add_argument("--time-budget", type=float, default=defaults.time_budget, metavar="MIN",
+                             help="stop the search before an iteration that would end after MIN minutes (the "
+                             "calibration and the start's score count; the final fine-tune comes after; default: "
+                             "none)")  # fmt: skip
+        command.add_argument("--max-accuracy-drop", type=float, default=defaults.max_accuracy_drop,
+                             help="a search stopped short keeps its fastest model whose holdout accuracy is at most "
+                             "this much under the start's (a fraction; default: %(default)s)")  # fmt: skip
     if "export" in groups:
         command.add_argument("--overwrite", action="store_true",
                              help="export again over the run's float.tflite and int8.tflite")  # fmt: skip
@@ -174,7 +183,9 @@ def execute(args):
         run.qat()
     elif args.command == "adapt":
         run.adapt(target_ratio=args.target_ratio, target_ms=args.target_ms, step_fraction=args.step_fraction,
-                  proposal_steps=args.proposal_steps, finetune_epochs=args.finetune_epochs, threads=args.threads)
+                  proposal_steps=args.proposal_steps, finetune_epochs=args.finetune_epochs, threads=args.threads,
+                  max_iterations=args.max_iterations, time_budget=args.time_budget,
+                  max_accuracy_drop=args.max_accuracy_drop)
     elif args.command == "export":
         run.export(overwrite=args.overwrite, ptq=args.ptq)
     elif args.command == "import":

@@ -115,8 +115,10 @@ def write_adapt(report, out):
 def adapt_markdown(report):
     start, adapted = report["start"], report["adapted"]
     rows = [f"| {i['index'] + 1} | {i['cut']} | {i['width_before']} -> {i['width_after']} | "
-            f"{_ms(i.get('estimated_ms'))} | {i['latency_ms']:.4f} | {i['score']:.2%} |"
+            f"{_ms(i.get('estimated_ms'))} | {i['latency_ms']:.4f} | {i.get('half_ms', 0.0):.4f} | "
+            f"{_error(i)} | {i['score']:.2%} | {_minutes(i.get('elapsed_s'))} |"
             for i in report["iterations"]]  # fmt: skip
+    kept = report.get("kept_iteration")
     widths = [f"| {space} | {start['widths'][space]} | {adapted['widths'][space]} |" for space in start["widths"]]
     return (
         f"# mbv3 adapt: NetAdapt to {report['target_ms']:.4f} ms\n\n"
@@ -129,9 +131,14 @@ def adapt_markdown(report):
         f"Validation accuracy (float): start {start['val_accuracy']:.2%}, adapted {adapted['val_accuracy']:.2%} "
         f"(after {report['options']['finetune_epochs']} fine-tuning epoch(s)).\n\n"
         f"Proposals were scored on {report['holdout_images']} training images held out of their fine-tuning.\n\n"
-        "| iteration | cut | width | estimated (ms) | measured (ms) | holdout accuracy |\n|---|---|---|---|---|---|\n"
-        + (f"| start | | | | {start['table_ms']:.4f} | {start['holdout_score']:.2%} |\n"
-           if start.get("holdout_score") is not None else "")
+        + (f"The search stopped after {len(report['iterations'])} iteration(s): {report['stop']}; the adapted model "
+           + (f"is iteration {kept}'s" if kept else "has the start's widths") + ", fine-tuned.\n\n"
+           if "stop" in report else "")
+        + "![latency and holdout accuracy per iteration](adapt.png)\n\n"
+        "| iteration | cut | width | estimated (ms) | measured (ms) | +/- (95%) | table error | holdout accuracy "
+        "| time |\n|---|---|---|---|---|---|---|---|---|\n"
+        + (f"| start | | | | {start['table_ms']:.4f} | {start.get('half_ms', 0.0):.4f} | | "
+           f"{start['holdout_score']:.2%} | |\n" if start.get("holdout_score") is not None else "")
         + "\n".join(rows)
         + "\n\n| width | start | adapted |\n|---|---|---|\n"
         + "\n".join(widths)
@@ -141,6 +148,15 @@ def adapt_markdown(report):
 
 def _ms(value):
     return "" if value is None else f"{value:.4f}"
+
+
+def _error(iteration):
+    estimated = iteration.get("estimated_ms")
+    return "" if estimated is None else f"{estimated / iteration['latency_ms'] - 1:+.1%}"
+
+
+def _minutes(seconds):
+    return "" if seconds is None else f"{seconds / 60:.1f} min"
 
 
 def adapt_plot(report):
@@ -155,8 +171,9 @@ def adapt_plot(report):
     iterations = report["iterations"]
     steps = [0] + [i["index"] + 1 for i in iterations]
     figure, (left, right) = pyplot.subplots(1, 2, figsize=(10, 3.8))
-    left.plot(steps, [report["start"]["table_ms"]] + [i["latency_ms"] for i in iterations], marker="o",
-              label="measured (side by side with the start)")  # fmt: skip
+    left.errorbar(steps, [report["start"]["table_ms"]] + [i["latency_ms"] for i in iterations],
+                  yerr=[report["start"].get("half_ms", 0.0)] + [i.get("half_ms", 0.0) for i in iterations],
+                  marker="o", capsize=3, label="measured, 95% interval (side by side with the start)")  # fmt: skip
     estimated = [(i["index"] + 1, i["estimated_ms"]) for i in iterations if i.get("estimated_ms") is not None]
     if estimated:
         left.plot(*zip(*estimated), marker="x", linestyle="none", label="table estimate when chosen")

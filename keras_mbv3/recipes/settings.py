@@ -30,7 +30,8 @@ TASK_DEFAULTS = {  # the settings whose default depends on --task
     "detection": {"data": "digits-det", "image_size": 96},  # 32 px would leave SSDLite maps of 2x2 and 1x1
 }
 # mbv3 adapt's options (its own flags, kept in the run's adapt/search.json rather than settings.json)
-ADAPT_DEFAULTS = {"step_fraction": 0.02, "proposal_steps": 100, "finetune_epochs": 5, "threads": 1}
+ADAPT_DEFAULTS = {"step_fraction": 0.05, "proposal_steps": 20, "finetune_epochs": 3, "threads": 1,
+                  "max_iterations": None, "time_budget": None, "max_accuracy_drop": 0.01}
 EMBEDDED = {task: defaults["data"] for task, defaults in TASK_DEFAULTS.items()}  # each task's embedded data set
 
 

@@ -5,6 +5,7 @@ import sys
 
 import pytest
 
+from keras_mbv3.adapt import search
 from keras_mbv3.recipes import adapt_step
 
 from cli_helpers import assert_one_line_error, call_cli, keras_3_only, kill_when_logged, three_class_folder
@@ -69,3 +70,21 @@ def test_a_search_of_another_float_model_or_an_adapted_model_of_unknown_options_
         adapt_step._read_state(str(tmp_path), adapt_step.Options(target_ratio=0.8), "a" * 64)
     with pytest.raises(FileExistsError, match="without its adapt.json"):
         adapt_step.refuse_other_options(str(tmp_path), options)
+
+
+def test_a_killed_search_resumes_with_other_limits_but_not_other_search_options(tmp_path):
+    first = adapt_step.Options(0.7, step_fraction=0.1, time_budget=10.0)
+    adapt_step._write_state(str(tmp_path), adapt_step._read_state(str(tmp_path), first, "a" * 64))
+    longer = adapt_step.Options(0.7, step_fraction=0.1, time_budget=30.0, max_iterations=9, max_accuracy_drop=0.05)
+    assert adapt_step._read_state(str(tmp_path), longer, "a" * 64)["options"]["time_budget"] == 30.0
+    with pytest.raises(FileExistsError, match="--step-fraction: 0.1 there, 0.05 now"):
+        adapt_step._read_state(str(tmp_path), adapt_step.Options(0.7, step_fraction=0.05), "a" * 64)
+    assert longer.limits() == search.Limits(9, 1800.0, 0.05)
+
+
+@pytest.mark.parametrize("option, value, flag", [("max_iterations", 0, "--max-iterations"),
+                                                 ("time_budget", -5.0, "--time-budget"),
+                                                 ("max_accuracy_drop", 1.5, "--max-accuracy-drop")])  # fmt: skip
+def test_bad_limits_name_their_flags(option, value, flag):
+    with pytest.raises(ValueError, match=f"`{flag}`: received {flag}={value!r}"):
+        adapt_step.Options(target_ratio=0.7, **{option: value}).check()

@@ -1,5 +1,7 @@
 """NetAdapt's latency table: units, caching in the run folder, calibration (LiteRT int8 at 1 thread, tiny units)."""
 
+import math
+
 import numpy as np
 import pytest
 
@@ -64,26 +66,46 @@ def test_the_table_measures_each_unit_shape_once_and_keeps_it_in_its_file(tmp_pa
 def test_calibration_scales_the_sum_to_the_whole_models_measurement(tmp_path):
     model = tiny()
     table = latency.LatencyTable(IMAGES, str(tmp_path / "table.json"))
-    measured, total = table.calibrate(model)
-    assert measured > 0 and total > 0
-    assert table.latency(model) == pytest.approx(measured)
-    assert latency.LatencyTable(IMAGES, str(tmp_path / "table.json")).scale == pytest.approx(measured / total)
+    measured = table.calibrate(model)
+    assert measured.ms > 0 and measured.rounds == 15 and 0 < measured.half_ms < measured.ms
+    assert table.latency(model) == pytest.approx(measured.ms) and table.start_ms == measured.ms
+    total = sum(table.unit_latencies(model))
+    assert latency.LatencyTable(IMAGES, str(tmp_path / "table.json")).scale == pytest.approx(measured.ms / total)
 
 
-def test_recalibration_on_a_cut_model_anchors_its_estimate_to_the_start_times_the_measured_ratio(tmp_path):
+def test_a_cut_model_is_measured_beside_the_start_and_the_model_before_to_a_quarter_of_the_step(tmp_path):
+    """The hard case of issue 25: a model of a few microseconds, whose single figures move by more than a 5%
+    step. Rounds go on until the ratio's 95% interval is within 1.25% (a quarter of the step)."""
     model = tiny()
     space = [s for s, v in widths.cuttable(model).items() if widths.describe(v) == "expanded_conv_1 expansion"][0]
-    cut = widths.rebuild(model, {space: 16})
+    before = widths.rebuild(model, {space: 48})
+    cut = widths.rebuild(before, {space: 16})
     table = latency.LatencyTable(IMAGES, str(tmp_path / "table.json"))
     with pytest.raises(ValueError, match="`start`"):
-        table.calibrate(cut, start=model)
-    start_ms, _ = table.calibrate(model)
-    cut_ms, cut_total = table.calibrate(cut, start=model)
-    assert table.latency(cut) == pytest.approx(cut_ms) and 0.2 * start_ms < cut_ms < 1.2 * start_ms
+        table.measure(cut, model)
+    start = table.calibrate(model)
+    measured = table.measure(cut, model, before, precision=0.0125)
+    assert measured.rounds >= 15 and measured.half_ms <= 0.0125 * measured.ms  # reached, under the cap of rounds
+    assert 0.2 * start.ms < measured.ms < 1.2 * start.ms and measured.vs_before < 1  # 16 of 48 expansion channels
+    table.anchor(cut, measured.ms)
+    assert table.latency(cut) == pytest.approx(measured.ms)
     saved = latency.LatencyTable(IMAGES, str(tmp_path / "table.json"))
-    assert saved.start_ms == pytest.approx(start_ms) and saved.scale == pytest.approx(cut_ms / cut_total)
-    saved.anchor(model, start_ms)  # a resume restores a scale without measuring
-    assert saved.latency(model) == pytest.approx(start_ms) and saved.start_ms == pytest.approx(start_ms)
+    assert saved.start_ms == pytest.approx(start.ms) and saved.latency(cut) == pytest.approx(measured.ms)
+    saved.anchor(model, start.ms)  # a resume restores a scale without measuring
+    assert saved.latency(model) == pytest.approx(start.ms) and saved.start_ms == pytest.approx(start.ms)
+    quick = table.measure(cut, model, model)  # no precision: the first rounds only; cut from the start
+    assert quick.rounds == 15 and quick.vs_before == pytest.approx(quick.ms / start.ms)
+    assert table.measure(cut, model, rounds=7).vs_before is None  # nothing it was cut from
+
+
+def test_the_median_interval_is_the_binomial_order_statistics_and_covers_the_median_95_percent_of_the_time():
+    assert latency.median_interval(range(1, 16)) == (4, 12)  # 96.5%; the 5th and 11th would be 88%
+    assert latency.median_interval([3, 1, 2, 5, 4]) == (-math.inf, math.inf)  # 5 values: at most 94%
+    assert latency.median_interval(range(6)) == (0, 5)  # 6 values: min and max, 97%
+    rng = np.random.default_rng(0)
+    draws = rng.lognormal(0.0, 0.3, (4000, 15))  # skewed, as latencies are; the median is exp(0) = 1
+    covered = np.mean([low <= 1.0 <= high for low, high in map(latency.median_interval, draws)])
+    assert 0.95 <= covered <= 0.98  # 0.965 in theory; 4,000 draws put it within +/- 0.006
 
 
 def test_a_model_that_is_not_a_chain_is_refused():

@@ -1,5 +1,7 @@
 """NetAdapt's search loop, with MAdds standing in for the latency table (deterministic, no timing)."""
 
+import dataclasses
+
 import pytest
 
 from keras_mbv3.adapt import search, widths
@@ -33,10 +35,12 @@ def test_each_iteration_saves_the_step_and_keeps_the_best_score_per_latency_save
 
     start_ms = madds_ms(model)
     log = []
-    adapted, iterations = search.search(model, 0.9 * start_ms, madds_ms, tuned.append, score, step_fraction=0.04,
-                                        log=log.append)  # fmt: skip
+    result = search.search(model, 0.9 * start_ms, madds_ms, tuned.append, score, step_fraction=0.04, log=log.append)
+    adapted, iterations = result.model, result.iterations
     assert madds_ms(adapted) <= 0.9 * start_ms < madds_ms(model)
-    assert len(iterations) == len(log) >= 2 and "iteration 1:" in log[0] and "ms (target" in log[0]
+    assert result.stopped_by == "target" and result.kept == len(iterations) - 1
+    assert len(iterations) == len(log) - 1 >= 2 and "iteration 1:" in log[0] and "target" in log[0]
+    assert log[-1].startswith(f"[adapt] stopped after {len(iterations)} iteration(s): the measured latency reached")
     previous = start_ms
     for iteration in iterations:
         assert previous - iteration.latency_ms >= min(0.04 * previous, previous - 0.9 * start_ms) - 1e-9  # the step
@@ -58,8 +62,8 @@ def test_the_start_is_scored_after_the_proposals_fine_tune_and_equal_scores_keep
 
     tuned = []
     start_ms = madds_ms(model)
-    _, iterations = search.search(model, 0.97 * start_ms, madds_ms, tuned.append, score, step_fraction=0.02,
-                                  log=lambda line: None)  # fmt: skip
+    iterations = search.search(model, 0.97 * start_ms, madds_ms, tuned.append, score, step_fraction=0.02,
+                               log=lambda line: None).iterations  # fmt: skip
     assert scored[0] is tuned[0] and scored[0] is not model  # the start's score is that of a fine-tuned copy
     found = widths.cuttable(model)
     savings = []
@@ -73,8 +77,8 @@ def test_the_start_is_scored_after_the_proposals_fine_tune_and_equal_scores_keep
     def score_and_tie_break(candidate):  # equal scores; the tie-break prefers the slower model
         return 0.5, madds_ms(candidate)
 
-    _, iterations = search.search(model, 0.97 * start_ms, madds_ms, lambda m: None, score_and_tie_break,
-                                  step_fraction=0.02, log=lambda line: None)  # fmt: skip
+    iterations = search.search(model, 0.97 * start_ms, madds_ms, lambda m: None, score_and_tie_break,
+                               step_fraction=0.02, log=lambda line: None).iterations  # fmt: skip
     assert start_ms - iterations[0].latency_ms == pytest.approx(min(savings)) and iterations[0].score == 0.5
 
 
@@ -99,17 +103,26 @@ def test_a_stopped_search_resumes_from_its_last_iteration():
         return sum(widths.widths(candidate).values()) / 1e3
 
     options = dict(step_fraction=0.02, log=lambda line: None)
-    full, full_iterations = search.search(model, target, madds_ms, lambda m: None, channels_kept,
-                                          save=lambda m, i: saved.append((m, list(i))), **options)  # fmt: skip
-    assert len(saved) == len(full_iterations) >= 2
-    resumed, iterations = search.search(model, target, madds_ms, lambda m: None, channels_kept, resume=saved[0],
-                                        **options)  # fmt: skip
-    assert iterations == full_iterations and widths.widths(resumed) == widths.widths(full)
+    full = search.search(model, target, madds_ms, lambda m: None, channels_kept,
+                         save=lambda m, i: saved.append((m, list(i))), **options)  # fmt: skip
+    assert len(saved) == len(full.iterations) >= 2
+    resumed = search.search(model, target, madds_ms, lambda m: None, channels_kept, resume=saved[0], **options)
+    without_time = lambda iterations: [dataclasses.replace(i, elapsed_s=None, seconds=None) for i in iterations]  # noqa: E731
+    assert without_time(resumed.iterations) == without_time(full.iterations)
+    assert widths.widths(resumed.model) == widths.widths(full.model)
 
 
-def test_a_target_no_cut_can_reach_is_a_clear_error():
+def test_a_target_no_cut_can_reach_ends_where_the_widths_end_and_a_model_with_nothing_to_cut_is_a_clear_error():
+    lines = []
+    result = search.search(start_model(), 1e-6, madds_ms, lambda m: None, lambda m: 0.5, step_fraction=0.5,
+                           log=lines.append)  # fmt: skip
+    assert result.stopped_by == "no-cut" and len(result.iterations) >= 3 and "the step is halved to" in "".join(lines)
+    assert result.kept == len(result.iterations) - 1  # the fastest; no score lost
+    scored = search.search(start_model(), 1e-6, madds_ms, lambda m: None, madds_ms, step_fraction=0.5,
+                           log=lines.append)  # fmt: skip
+    assert scored.kept is None and "keeps the start's widths (no iteration within" in lines[-1]  # MAdds as score
     with pytest.raises(RuntimeError, match="above the target"):
-        search.search(start_model(), 1e-6, madds_ms, lambda m: None, madds_ms, step_fraction=0.5, log=lambda line: None)
+        search.search(start_model(), 1e-6, madds_ms, lambda m: None, madds_ms, divisor=128, log=lambda line: None)
 
 
 @pytest.mark.parametrize("arguments, name", [(dict(target_ms=0), "target_ms"), (dict(step_fraction=1.5),
@@ -130,3 +143,167 @@ def test_the_smallest_cut_skips_a_width_that_would_join_a_residual():
     current = madds_ms(model)
     assert search.smallest_cut(model, space, search.built_latency(madds_ms), current - 1e-9, 8, current) == 8
     assert search.smallest_cut(model, space, search.built_latency(madds_ms), current, 8, current) != 16
+
+
+class FakeClock:
+    """Seconds that pass only when a proposal is fine-tuned: ``tick`` each."""
+
+    def __init__(self, tick):
+        self.now, self.tick = 0.0, tick
+
+    def __call__(self):
+        return self.now
+
+    def finetune(self, model):
+        self.now += self.tick
+
+
+def noisy_measure(seed, spread):
+    """``measure(candidate, before)``: MAdds with a relative noise of up to ``spread`` per reading, as a busy CPU
+    gives, each reading of the two models drawn anew."""
+    import numpy as np
+
+    rng = np.random.default_rng(seed)
+
+    def measure(candidate, before):
+        ms, before_ms = (madds_ms(m) * (1 + rng.uniform(-spread, spread)) for m in (candidate, before))
+        return search.Measurement(ms, spread * ms / 2, 15, ms / before_ms)
+
+    return measure
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_a_noisy_table_and_noisy_measurements_end_and_never_keep_a_cut_measured_slower(seed):
+    """The table under-estimates each saving by half and measurements move by up to 6%, on steps of 2%: the
+    search still ends (each kept cut narrows a width), and each kept cut was measured faster than its start."""
+    model = start_model()
+    start_ms = madds_ms(model)
+    table = lambda m: 0.5 * madds_ms(m) + 0.5 * start_ms  # noqa: E731  (half of each saving)
+    measure, lines = noisy_measure(seed, 0.06), []
+    result = search.search(model, 0.8 * start_ms, table, lambda m: None, lambda m: 0.5, step_fraction=0.02,
+                           measure=measure, log=lines.append)  # fmt: skip
+    assert result.stopped_by in search.STOPS and lines[-1].startswith("[adapt] stopped after")
+    kept = [line for line in lines if "refused" not in line][:-1]
+    assert len(kept) == len(result.iterations) and all(i.rejected >= 0 for i in result.iterations)
+    sizes = [sum(widths.widths(model).values())]
+    for iteration in result.iterations:
+        sizes.append(sizes[-1] - (iteration.width_before - iteration.width_after))
+    assert all(a > b for a, b in zip(sizes, sizes[1:]))  # each kept cut narrowed the model: no loop
+    refused = [line for line in lines if "refused" in line]
+    assert sum(i.rejected for i in result.iterations) <= len(refused)
+    assert all("slower than the model before it" in line for line in refused)
+
+
+def test_a_cut_measured_slower_than_the_model_before_is_refused_and_the_next_best_is_measured():
+    model = start_model()
+    start_ms, measured = madds_ms(model), []
+
+    def measure(candidate, before):  # the best-ranked cut of the first iteration measures 3% slower
+        measured.append(candidate)
+        slower = len(measured) == 1
+        return search.Measurement(madds_ms(candidate), 0.0, 15, 1.03 if slower else 0.97)
+
+    lines = []
+    result = search.search(model, 0.97 * start_ms, madds_ms, lambda m: None, lambda m: 0.5, step_fraction=0.02,
+                           measure=measure, log=lines.append)  # fmt: skip
+    first = result.iterations[0]
+    assert first.rejected == 1 and "3.0% slower than the model before it: refused" in lines[0]
+    assert widths.widths(result.model) != widths.widths(measured[0]) or len(result.iterations) > 1
+
+
+def test_all_cuts_measured_slower_stop_the_search_at_the_model_before():
+    model = start_model()
+    start_ms = madds_ms(model)
+
+    def measure(candidate, before):
+        faster = madds_ms(candidate) > 0.96 * start_ms  # the first iteration's cuts only
+        return search.Measurement(madds_ms(candidate), 0.0, 15, 0.98 if faster else 1.01)
+
+    result = search.search(model, 0.5 * start_ms, madds_ms, lambda m: None, lambda m: 0.5, step_fraction=0.03,
+                           measure=measure, log=lambda line: None)  # fmt: skip
+    assert result.stopped_by == "no-faster-cut" and len(result.iterations) == 1 and result.kept == 0
+    assert madds_ms(result.model) == pytest.approx(result.iterations[0].latency_ms)
+
+
+def test_a_measurement_whose_interval_reaches_the_target_stops_the_search():
+    model = start_model()
+    target = 0.9 * madds_ms(model)
+
+    def measured(half):  # every cut measures 2% above the target, with an interval of +/- half x the target
+        return lambda candidate, before: search.Measurement(max(madds_ms(candidate), 1.02 * target), half * target,
+                                                            15, 0.9)  # fmt: skip
+
+    result = search.search(model, target, madds_ms, lambda m: None, lambda m: 0.5, step_fraction=0.02,
+                           measure=measured(0.03), log=lambda line: None)  # fmt: skip
+    assert result.stopped_by == "target" and len(result.iterations) == 1
+    assert result.iterations[0].latency_ms == pytest.approx(1.02 * target)
+    narrow = search.search(model, target, madds_ms, lambda m: None, lambda m: 0.5, step_fraction=0.02,
+                           measure=measured(0.01), log=lambda line: None)  # fmt: skip
+    assert narrow.stopped_by == "no-cut" and len(narrow.iterations) > 1  # never measured within the target
+    start_ms = madds_ms(model)
+    start_within = search.search(model, 0.97 * start_ms, madds_ms, lambda m: None, lambda m: 0.5,
+                                 start_half_ms=0.04 * start_ms, log=lambda line: None)  # fmt: skip
+    assert start_within.stopped_by == "target" and start_within.iterations == [] and start_within.kept is None
+
+
+def test_the_time_budget_stops_before_an_iteration_that_would_overrun_and_keeps_the_best_within_the_accuracy_rule():
+    """Fine-tuning a proposal takes 10 fake seconds. The holdout score falls by 1.5 points per iteration after the
+    second; with a 2-point rule the search keeps the fastest model within it, not the last."""
+    model = start_model()
+    start_ms = madds_ms(model)
+    clock, lines = FakeClock(10.0), []
+    count = lambda m: sum(widths.widths(m).values())  # noqa: E731
+    start_count = count(model)
+
+    def score(candidate):  # the start and cuts of up to 16 channels: 0.9; then 1.5 points per 8 channels more
+        return 0.9 - 0.015 * max(0, (start_count - count(candidate)) // 8 - 2)
+
+    # the start's score 10 s; iterations of 6, 5, 5 and 4 proposals end at 70, 120, 170 and 210 s; the 5th
+    # (about 47 s, as the last three) would end after 230 s
+    limits = search.Limits(time_budget_s=230.0, max_accuracy_drop=0.02)
+    result = search.search(model, 0.3 * start_ms, madds_ms, clock.finetune, score, step_fraction=0.02, clock=clock,
+                           limits=limits, log=lines.append)  # fmt: skip
+    assert result.stopped_by == "time-budget" and [i.proposals for i in result.iterations] == [6, 5, 5, 4]
+    assert [i.elapsed_s for i in result.iterations] == [70.0, 120.0, 170.0, 210.0]
+    assert [round(i.score, 3) for i in result.iterations] == [0.9, 0.9, 0.885, 0.87]  # the 4th is 3 points under
+    assert result.kept == 2 and madds_ms(result.model) == pytest.approx(result.iterations[2].latency_ms)
+    assert "spent, about" in lines[0] and " left (" in lines[0]
+    assert "--time-budget" in lines[-1] and f"keeps iteration {result.kept + 1}:" in lines[-1]
+
+
+def test_max_iterations_stops_the_search_and_a_resume_may_raise_it():
+    model = start_model()
+    start_ms = madds_ms(model)
+    saved, models = [], {}
+
+    def save(m, iterations):
+        saved.append(list(iterations))
+        models[len(iterations) - 1] = m
+
+    options = dict(step_fraction=0.02, log=lambda line: None)
+    first = search.search(model, 0.3 * start_ms, madds_ms, lambda m: None, lambda m: 0.5, save=save,
+                          limits=search.Limits(max_iterations=2), **options)  # fmt: skip
+    assert first.stopped_by == "max-iterations" and len(first.iterations) == 2 and first.kept == 1
+    more = search.search(model, 0.3 * start_ms, madds_ms, lambda m: None, lambda m: 0.5, load=models.get,
+                         resume=(first.model, first.iterations), limits=search.Limits(max_iterations=4),
+                         **options)  # fmt: skip
+    assert more.stopped_by == "max-iterations" and more.iterations[:2] == first.iterations and len(more.iterations) == 4
+
+
+def test_the_progress_line_estimates_the_time_left_from_the_step_and_the_iterations_time():
+    iteration = search.Iteration(1, "block expansion", "s", 64, 56, 0.9, 0.95, 5, 0.92, 0.004, 0, 120.0, 60.0, 40)
+    first = dataclasses.replace(iteration, index=0, seconds=60.0, elapsed_s=60.0)
+    line = search.progress_line(iteration, 0.7, 0.05, [first, iteration], search.Limits())
+    assert search.iterations_left(0.9 - 0.004, 0.7, 0.05) == 5  # 0.896 * 0.95^5 = 0.693
+    assert "iteration 2: block expansion 64 -> 56; measured 0.9000 +/- 0.0040 ms, target 0.7000 (1.29x)" in line
+    assert "table 0.9200 (+2.2%)" in line and "2.0 min spent, about 5.0 min left (5 iteration(s))" in line
+    budgeted = search.progress_line(iteration, 0.7, 0.05, [first, iteration], search.Limits(time_budget_s=300))
+    assert "about 3.0 min left" in budgeted
+
+
+@pytest.mark.parametrize("limits, name", [(search.Limits(max_iterations=0), "max_iterations"),
+                                          (search.Limits(time_budget_s=-1.0), "time_budget_s"),
+                                          (search.Limits(max_accuracy_drop=2.0), "max_accuracy_drop")])  # fmt: skip
+def test_bad_limits_name_themselves(limits, name):
+    with pytest.raises(ValueError, match=name):
+        limits.check()
