@@ -185,7 +185,7 @@ class LatencyTable:
         self.images, self.path, self.threads = images, path, threads
         self.entries, self.scale, self.start_ms = {}, 1.0, None
         self._start_file = None  # the start's int8 .tflite, converted once per process
-        self._last = None  # (model, its int8 .tflite): the last model measured
+        self._last = []  # [(model, its int8 .tflite)]: the last two converted
         if path and os.path.exists(path):
             with open(path) as f:
                 saved = json.load(f)
@@ -225,8 +225,8 @@ class LatencyTable:
     def measure(self, model, start, before=None, precision=None, rounds=15):
         """``model``'s ``Measurement``: ``start_ms`` times its median ratio to ``start``, the two (and ``before``,
         the model it was cut from, if not the start) timed side by side in each round. After ``rounds``, rounds
-        go on until the ratio's interval is within ``precision`` (relative, e.g. a quarter of the search's
-        step) or ``MAX_ROUNDS``. The estimates are not re-anchored (``anchor`` does that, for a model kept).
+        go on until the half-width of the ratio's interval is within ``precision`` of it (e.g. a quarter of the
+        search's step) or ``MAX_ROUNDS``. The estimates are not re-anchored (``anchor`` does that, for a model kept).
 
         A ratio per round, not two medians: the models of one round share that
         round's machine state, so the ratio's spread is the noise that matters.
@@ -237,9 +237,10 @@ class LatencyTable:
             raise ValueError("Invalid `start`: the table was not calibrated on the start yet (call "
                              "`calibrate(start)` first)")  # fmt: skip
         self._start_file = self._start_file or _int8(start, self.images)
-        contents = {"start": self._start_file, "model": self._converted(model)}
+        contents = {"start": self._start_file}
         if before is not None and before is not start:
             contents["before"] = self._converted(before)
+        contents["model"] = self._converted(model)
         ratios = lambda samples, of="start": [m / s for m, s in zip(samples["model"], samples[of])]  # noqa: E731
         samples = interleaved_samples(contents, rounds, num_threads=self.threads, until=_precise(ratios, precision),
                                       max_rounds=MAX_ROUNDS)  # fmt: skip
@@ -249,11 +250,15 @@ class LatencyTable:
                            len(samples["model"]), vs_before if before is not None else None)  # fmt: skip
 
     def _converted(self, model):
-        """``model``'s int8 file; the last one converted is kept (the model kept by one iteration is the model
-        before the next iteration's cuts)."""
-        if self._last is None or self._last[0] is not model:
-            self._last = (model, _int8(model, self.images))
-        return self._last[1]
+        """``model``'s int8 file; the last two converted are kept (the model before the cuts, and the cut kept,
+        which is the model before the next iteration's cuts)."""
+        for index, (kept, content) in enumerate(self._last):
+            if kept is model:
+                self._last.append(self._last.pop(index))  # the most recently used last
+                return content
+        content = _int8(model, self.images)
+        self._last = [*self._last[-1:], (model, content)]
+        return content
 
     def beside_start(self, model, start, rounds=15):
         """``{"start": ms, "model": ms}``: ``model`` and ``start`` whole, in int8, timed side by side (interleaved;

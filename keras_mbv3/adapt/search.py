@@ -11,7 +11,7 @@ that lose no accuracy, the most accurate, then the one of best tie-break (the
 recipe's: lower holdout loss), then the one that saves more.
 
 The kept proposal is measured whole, beside the model it was cut from, until
-its interval is within a quarter of the step: at 0.17 ms a 5% step is 8.5
+its interval is within +/- a quarter of the step: at 0.17 ms a 5% step is 8.5
 microseconds, about the spread of single figures, and a search that trusted
 them (issue 25) chose models measured 0.1714, 0.1730 and 0.1795 ms in a row
 and believed it had reached 0.1713. A cut measured slower than its model is
@@ -48,13 +48,13 @@ class Iteration:
     rejected: int = 0  # better-ranked cuts measured slower than the model before them, refused
     elapsed_s: float = None  # the search's time at the iteration's end (its resumes included)
     seconds: float = None  # the iteration's own time
-    rounds: int = None  # the measurement's rounds (until its interval was within a quarter of the step, or a cap)
+    rounds: int = None  # the measurement's rounds (until its interval was within +/- a quarter step, or a cap)
 
 
 STOPS = {
     "target": "the measured latency reached the target (within its interval)",
     "max-iterations": "--max-iterations",
-    "time-budget": "--time-budget (the next iteration would not end within it)",
+    "time-budget": "--time-budget (the next iteration would not end within it, or it ran out during one)",
     "no-cut": "no width could be cut to save an eighth of the step",
     "no-faster-cut": "every cut was measured slower than the model before it",
 }
@@ -180,7 +180,8 @@ def search(model, target_ms, latency, finetune, score, *, latency_at=None, step_
             resumed search must be anchored on its model as it was before it is called.
         start_half_ms: the half-width of the start's measured interval (``latency(model)`` is its median).
         limits: ``Limits``: the iterations and time allowed, and the accuracy rule of a search stopped short.
-        load: ``load(index) -> model`` of an iteration saved before a resume (``Limits`` may keep one).
+        load: ``load(index) -> model or None`` of an iteration saved before a resume (``Limits`` may keep one;
+            None: the last iteration is kept instead).
         elapsed_s: the time spent before the search (calibration, the start's score): the budget counts it.
         clock: seconds, for the budget (``time.monotonic``).
         log: called with one line per iteration, and once when the search stops.
@@ -194,7 +195,7 @@ def search(model, target_ms, latency, finetune, score, *, latency_at=None, step_
                                                                 / latency(before)))  # fmt: skip
     start, iterations, models = model, [], {}
     current_ms, current_half = latency(model), start_half_ms
-    if resume is not None:
+    if resume is not None and resume[1]:
         model, iterations = resume[0], list(resume[1])
         current_ms, current_half = iterations[-1].latency_ms, iterations[-1].half_ms
         elapsed_s = iterations[-1].elapsed_s or 0.0
@@ -202,8 +203,8 @@ def search(model, target_ms, latency, finetune, score, *, latency_at=None, step_
     current_score = iterations[-1].score if iterations else start_score
     if current_score is None and current_ms - current_half > target_ms:
         current_score = start_score = baseline_score(model, finetune, score)
-    if start_score is None and iterations:
-        start_score = iterations[0].score  # (a caller that resumes without it)
+    if start_score is None and iterations:  # (a caller that resumes without it: the accuracy rule needs it)
+        start_score = baseline_score(start, finetune, score)
     stopped_by = None
     while stopped_by is None:
         stopped_by = _limit_reached(current_ms - current_half, target_ms, iterations, limits, clock() - began)
@@ -216,9 +217,10 @@ def search(model, target_ms, latency, finetune, score, *, latency_at=None, step_
         cuts = _cuts(model, latency_at, current_ms, needed, divisor, found, cuttable, log)
         if not cuts:
             if not iterations:
+                least = needed / MIN_STEP_DIVISOR
                 raise RuntimeError(f"NetAdapt stopped at {current_ms:.4f} ms, above the target {target_ms:.4f} ms: "
-                                   f"no width can be cut by {divisor} channels or more and save "
-                                   f"{needed / MIN_STEP_DIVISOR:.4f} ms ({needed / MIN_STEP_DIVISOR / current_ms:.1%})")  # fmt: skip
+                                   f"no width can be cut by {divisor} channels or more and save {least:.4f} ms "
+                                   f"({least / current_ms:.1%})")  # fmt: skip
             stopped_by = "no-cut"
             break
         proposals = []
@@ -266,10 +268,13 @@ def search(model, target_ms, latency, finetune, score, *, latency_at=None, step_
             save(model, iterations)
         log(progress_line(iteration, target_ms, step_fraction, iterations, limits))
     kept = _kept(stopped_by, iterations, start_score, limits)
-    result = Result(start, iterations, stopped_by, kept)
-    if kept is not None:
-        result = dataclasses.replace(result, model=model if kept == len(iterations) - 1 else
-                                     models[kept] if kept in models else load(kept))  # fmt: skip
+    chosen = start if kept is None else model if kept == len(iterations) - 1 else models.get(kept)
+    if chosen is None:
+        chosen = load(kept) if load else None
+    if chosen is None:  # an iteration before a resume, its model not kept (a search of an older version)
+        log(f"[adapt] iteration {kept + 1}'s model is not kept: the last iteration's instead")
+        kept, chosen = len(iterations) - 1, model
+    result = Result(chosen, iterations, stopped_by, kept)
     log(stop_line(result, target_ms, start_score, limits))
     return result
 
@@ -314,7 +319,8 @@ def _kept(stopped_by, iterations, start_score, limits):
     """The iteration kept: the last at the target; else the fastest within the accuracy rule (None: the start)."""
     if stopped_by == "target" or not iterations:
         return len(iterations) - 1 if iterations else None
-    allowed = [i for i in iterations if start_score is None or i.score >= start_score - limits.max_accuracy_drop]
+    floor = -math.inf if start_score is None else start_score - limits.max_accuracy_drop - 1e-9  # float32 scores
+    allowed = [i for i in iterations if i.score >= floor]
     return min(allowed, key=lambda i: i.latency_ms).index if allowed else None
 
 

@@ -114,7 +114,7 @@ def interleaved_latency_ms(models, rounds=15, runs=10, warmup=5, num_threads=1, 
 def interleaved_samples(models, rounds=15, runs=10, warmup=5, num_threads=1, progress=None, until=None,
                         max_rounds=None):  # fmt: skip
     """``{name: [ms per invocation, one per round]}`` of ``interleaved_latency_ms``'s rounds; after ``rounds``,
-    rounds go on one at a time until ``until(samples)`` is true or ``max_rounds`` were run."""
+    rounds go on one at a time until ``until(samples)`` is true or ``max_rounds`` were run (None: no more)."""
     runners = {}
     for name, content in models.items():
         runner = interpreter(content, num_threads)

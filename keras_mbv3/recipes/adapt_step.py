@@ -2,12 +2,14 @@
 
 The run folder's ``adapt/`` keeps the search: ``latency_table.json`` (the int8
 unit latencies, the start's measured latency, and the scale re-anchored on the
-last chosen model), ``search.json`` (the options,
-the starting model's SHA-256, its score and the finished iterations) and
-``current_N.keras`` (the model after iteration N, named in ``search.json``), so
-that a killed search resumes from its last finished iteration. Proposals are
-fine-tuned on the training split less a holdout of training images, and scored
-on that holdout (the validation split stays unseen). At the target, the model is
+last chosen model), ``search.json`` (the options, the starting model's SHA-256,
+its score and interval, the finished iterations and, once decided, why the
+search stopped and the iteration it kept) and ``current_N.keras`` (the model
+after iteration N; all are kept until the end, when a search stopped short may
+keep an earlier one), so that a killed search resumes from its last finished
+iteration, and a kill in the final fine-tune does not search again. Proposals
+are fine-tuned on the training split less a holdout of training images, and
+scored on that holdout (the validation split stays unseen). The kept model is
 fine-tuned on the whole training split for ``finetune_epochs``, its BN
 statistics recomputed; ``adapt.json``, ``adapt.md`` and ``adapt.png`` report the
 iterations and the widths, and ``adapted.keras`` is written last.
@@ -102,7 +104,7 @@ class _Adaptation:
     def run(self):
         start, run, state, table = time.time(), self.recipe, self.state, self.table
         original = keras.models.load_model(run.paths["float"], compile=False)
-        options, precision = self.options, self.options.step_fraction / 4  # intervals within a quarter of the step
+        options, precision = self.options, self.options.step_fraction / 4  # intervals within +/- a quarter of the step
         if not state["calibrated"] or table.start_ms is None:  # (a table file of an older version: no start_ms)
             state["start_half_ms"] = table.calibrate(original, precision).half_ms
             state["calibrated"] = True
@@ -124,7 +126,7 @@ class _Adaptation:
             state["start_score"] = search.baseline_score(original, self.tune, self.score)
             state["setup_s"] = round(time.time() - start, 1)
             self._write_state()
-        result = search.search(
+        result = self._stopped(original, resume) or search.search(
             original,
             target,
             table.latency,
@@ -143,6 +145,11 @@ class _Adaptation:
             latency_at=self.latency_at,
             log=run.log,
         )
+        stopped = {"by": result.stopped_by, "kept": result.kept, "iterations": len(result.iterations),
+                   "limits": self._limits()}  # fmt: skip
+        if state.get("stopped") != stopped:  # a kill in the final fine-tune resumes there, not in the search
+            state["stopped"] = stopped
+            self._write_state()
         adapted = result.model if result.kept is not None else widths.rebuild(original, {})  # a copy to fine-tune
         self._finetune(adapted)
         report = self._report(original, adapted, result, start_ms, target)
@@ -150,7 +157,8 @@ class _Adaptation:
         write_atomically(json.dumps(report, indent=2).encode(), run.path("adapt.json"), overwrite=True)
         report_lib.write_adapt(report, run.out)
         training.save(adapted, run.paths["adapted"])  # last: once it exists, the step is done
-        _remove_models(self.folder, keep=[self.state["model"]])
+        kept = [] if result.kept is None else [_model_file(result.kept)]
+        _remove_models(self.folder, keep=[self.state["model"], *kept])
         run.log(f"[adapt] wrote {run.paths['adapted']}")
         run.log(f"[adapt] {adapted_summary(report)}; report: {run.path('adapt.json')}, adapt.md and adapt.png")
         return report
@@ -187,8 +195,25 @@ class _Adaptation:
         self._write_state()
 
     def _load(self, index):
-        """Iteration ``index``'s model (0-based), saved by ``save``."""
-        return keras.models.load_model(os.path.join(self.folder, _model_file(index)), compile=False)
+        """Iteration ``index``'s model (0-based), saved by ``save``; None if not kept (an older version's)."""
+        path = os.path.join(self.folder, _model_file(index))
+        return keras.models.load_model(path, compile=False) if os.path.exists(path) else None
+
+    def _limits(self):
+        return {name: getattr(self.options, name) for name in LIMITS}
+
+    def _stopped(self, original, resume):
+        """The ``search.Result`` of a search that stopped under the same limits (killed in the final fine-tune,
+        or its adapted.keras deleted), or None."""
+        stopped, iterations = self.state.get("stopped"), [] if resume is None else resume[1]
+        if not stopped or stopped["limits"] != self._limits() or stopped["iterations"] != len(iterations):
+            return None
+        kept = stopped["kept"]
+        model = original if kept is None else resume[0] if kept == len(iterations) - 1 else self._load(kept)
+        if model is None:
+            return None
+        self.recipe.log(f"[adapt] the search stopped before: {search.STOPS[stopped['by']]}")
+        return search.Result(model, iterations, stopped["by"], kept)
 
     def _resume(self):
         """``(model, iterations)`` of the last finished iteration, or None."""

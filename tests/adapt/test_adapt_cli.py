@@ -88,3 +88,27 @@ def test_a_killed_search_resumes_with_other_limits_but_not_other_search_options(
 def test_bad_limits_name_their_flags(option, value, flag):
     with pytest.raises(ValueError, match=f"`{flag}`: received {flag}={value!r}"):
         adapt_step.Options(target_ratio=0.7, **{option: value}).check()
+
+
+def test_a_search_that_stopped_is_not_searched_again_under_the_same_limits(tmp_path):
+    """A kill in the final fine-tune (or a deleted adapted.keras) resumes with the search's decision: its stop and
+    the iteration it kept, loaded from adapt/; other limits search again."""
+    from keras_mbv3.backend import keras
+
+    adaptation, lines = object.__new__(adapt_step._Adaptation), []
+    adaptation.options, adaptation.folder = adapt_step.Options(0.7, time_budget=10.0), str(tmp_path)
+    adaptation.recipe = type("Run", (), {"log": staticmethod(lines.append)})
+    iterations = [search.Iteration(i, "block expansion", "s", 64, 56 - 8 * i, 0.9, 0.95, 5) for i in range(3)]
+    adaptation.state = {"stopped": {"by": "time-budget", "kept": 1, "iterations": 3, "limits": adaptation._limits()}}
+    inputs = keras.Input((4,))
+    keras.Model(inputs, keras.layers.Dense(2, name="kept")(inputs)).save(str(tmp_path / "current_2.keras"))
+    result = adaptation._stopped("the start", ("the last", iterations))
+    assert result.stopped_by == "time-budget" and result.kept == 1 and result.model.layers[-1].name == "kept"
+    assert lines == ["[adapt] the search stopped before: " + search.STOPS["time-budget"]]
+    adaptation.state["stopped"]["kept"] = 2
+    assert adaptation._stopped("the start", ("the last", iterations)).model == "the last"
+    adaptation.state["stopped"]["kept"] = 0  # its file is gone: search again
+    assert adaptation._stopped("the start", ("the last", iterations)) is None
+    adaptation.state["stopped"]["kept"] = 1
+    adaptation.options = adapt_step.Options(0.7, time_budget=20.0)
+    assert adaptation._stopped("the start", ("the last", iterations)) is None

@@ -107,8 +107,8 @@ def test_a_stopped_search_resumes_from_its_last_iteration():
                          save=lambda m, i: saved.append((m, list(i))), **options)  # fmt: skip
     assert len(saved) == len(full.iterations) >= 2
     resumed = search.search(model, target, madds_ms, lambda m: None, channels_kept, resume=saved[0], **options)
-    without_time = lambda iterations: [dataclasses.replace(i, elapsed_s=None, seconds=None) for i in iterations]  # noqa: E731
-    assert without_time(resumed.iterations) == without_time(full.iterations)
+    untimed = lambda iterations: [dataclasses.replace(i, elapsed_s=None, seconds=None) for i in iterations]  # noqa: E731
+    assert untimed(resumed.iterations) == untimed(full.iterations)
     assert widths.widths(resumed.model) == widths.widths(full.model)
 
 
