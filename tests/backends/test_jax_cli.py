@@ -8,7 +8,9 @@ import json
 import subprocess
 import sys
 
+import numpy as np
 import pytest
+from PIL import Image
 
 from cli_helpers import assert_one_line_error, call_cli_captured, free_port, run_cli
 from keras_mbv3.backend import IS_KERAS_3, keras
@@ -50,6 +52,10 @@ def run_across_backends(tmp_path_factory):
     steps["recipe on tensorflow"] = on_tensorflow("recipe", "--out", out)
     steps["ptq export on jax"] = call_cli_captured("export", "--ptq", "--out", out)
     steps["eval on jax"] = call_cli_captured("eval", "--out", out, out / "int8_ptq.tflite")
+    steps["bench on jax"] = call_cli_captured("bench", "--out", out)
+    photo = out.parent / "photo.png"
+    Image.fromarray(np.random.default_rng(0).integers(0, 256, (40, 48, 3), dtype=np.uint8)).save(photo)
+    steps["predict on jax"] = call_cli_captured("predict", "--file", out / "int8.tflite", photo, "--json")
     return out, steps
 
 
@@ -82,6 +88,19 @@ def test_post_training_int8_exported_from_jax_through_the_worker_is_one_partitio
     assert found["partitions"] == 1 and not found["float_ops"]
     evaluated = json.load(open(out / "eval.json"))[str(out / "int8_ptq.tflite")]
     assert evaluated["accuracy"] > 0.5  # calibrated on the data, from a model trained on TensorFlow
+
+
+def test_bench_and_predict_run_in_a_jax_process(run_across_backends):
+    """LiteRT needs no TensorFlow backend: bench and predict of the run's files in the JAX process."""
+    out, steps = run_across_backends
+    assert f"[bench] wrote {out / 'bench.json'}" in steps["bench on jax"].stdout  # over the recipe's, on TensorFlow
+    models = json.load(open(out / "bench.json"))["models"]
+    assert set(models) == {"float", "int8", "int8_ptq"} and all(m["latency_ms"] > 0 for m in models.values())
+    printed = steps["predict on jax"].stdout
+    (found,) = json.loads(printed[printed.index("[") :])
+    scores = [t["score"] for t in found["top"]]
+    assert len(scores) == 5 and scores == sorted(scores, reverse=True) and all(0 <= x <= 1 for x in scores)
+    assert [t["name"] for t in found["top"]] == [str(t["class"]) for t in found["top"]]  # the digits' names
 
 
 def test_tf_distribute_strategies_on_jax_are_refused_in_one_line(tmp_path):
