@@ -50,6 +50,10 @@ class Iteration:
     seconds: float = None  # the iteration's own time
     rounds: int = None  # the measurement's rounds (until its interval was within +/- a quarter step, or a cap)
 
+    def table_error(self):
+        """The table's estimate when chosen against the measurement (estimate / measured - 1), or None."""
+        return None if self.estimated_ms is None else self.estimated_ms / self.latency_ms - 1
+
 
 STOPS = {
     "target": "the measured latency reached the target (within its interval)",
@@ -286,16 +290,17 @@ def _cuts(model, latency_at, current_ms, needed, divisor, found, cuttable, log):
     """``{space: width}``: the smallest cut of each width that saves ``needed`` ms (``smallest_cut``, from the
     table: nothing is fine-tuned yet). When no width can save that much (Small at 96 px: cutting any one
     expansion to 8 channels saved less than 10%), the step is halved, down to ``needed / MIN_STEP_DIVISOR``."""
-    step = needed
-    while True:
+    for halvings in range(int(math.log2(MIN_STEP_DIVISOR)) + 1):
+        step = needed / 2**halvings
+        if halvings:
+            log(f"[adapt] no width can be cut to save {2 * step / current_ms:.1%}: the step is halved to "
+                f"{step / current_ms:.1%} for this iteration")  # fmt: skip
         cuts = {space: smallest_cut(model, space, latency_at, current_ms - step, divisor, current_ms, found, cuttable)
                 for space in cuttable}  # fmt: skip
         cuts = {space: width for space, width in cuts.items() if width is not None}
-        if cuts or step <= needed / MIN_STEP_DIVISOR * 1.0001:
+        if cuts:
             return cuts
-        step /= 2
-        log(f"[adapt] no width can be cut to save {2 * step / current_ms:.1%}: the step is halved to "
-            f"{step / current_ms:.1%} for this iteration")  # fmt: skip
+    return {}
 
 
 def _limit_reached(low_ms, target_ms, iterations, limits, elapsed):
@@ -335,7 +340,7 @@ def progress_line(iteration, target_ms, step_fraction, iterations, limits):
     """One line a person can read: the iteration, its cut, the measurement against the target, the table's
     estimate and its error, the holdout score, the time spent and an estimate of the time left."""
     error = "" if iteration.estimated_ms is None else f", table {iteration.estimated_ms:.4f} " \
-                                                         f"({iteration.estimated_ms / iteration.latency_ms - 1:+.1%})"
+                                                         f"({iteration.table_error():+.1%})"
     line = (f"[adapt] iteration {iteration.index + 1}: {iteration.cut} {iteration.width_before} -> "
             f"{iteration.width_after}; measured {iteration.latency_ms:.4f} +/- {iteration.half_ms:.4f} ms, target "
             f"{target_ms:.4f} ({iteration.latency_ms / target_ms:.2f}x){error}; holdout {iteration.score:.2%}, "

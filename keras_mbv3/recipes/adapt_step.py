@@ -257,7 +257,7 @@ class _Adaptation:
         }  # fmt: skip
         report["measured_ratio"] = measured["adapted"] / measured["start"]  # side by side, after the search
         # the table's estimate of each chosen model against its measurement (relative to the start, side by side)
-        errors = [i.estimated_ms / i.latency_ms - 1 for i in iterations if i.estimated_ms is not None]
+        errors = [i.table_error() for i in iterations if i.estimated_ms is not None]
         report["table_errors"] = errors
         report["table_error"] = max(errors, key=abs) if errors else 0.0
         return report
