@@ -20,12 +20,12 @@ def unsupported_layer(layer, allowed, detail=""):
     fail("model", f"layer {layer.name!r} ({type(layer).__name__}){detail}", allowed, UnsupportedLayerError)
 
 
-def _is_int(value):
+def is_int(value):
     return isinstance(value, numbers.Integral) and not isinstance(value, bool)
 
 
 def positive_int(name, value):
-    if not _is_int(value):
+    if not is_int(value):
         fail(name, value, "a positive integer", TypeError)
     if value < 1:
         fail(name, value, "a positive integer")

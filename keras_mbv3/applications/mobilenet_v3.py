@@ -10,7 +10,7 @@ import os
 import warnings
 
 from keras_mbv3 import checks
-from keras_mbv3.applications import specs, weights as weight_files
+from keras_mbv3.applications import sizes, specs, weights as weight_files
 from keras_mbv3.backend import keras
 from keras_mbv3.layers import InvertedResidual, make_divisible
 from keras_mbv3.layers.activations import activation_layer
@@ -18,6 +18,7 @@ from keras_mbv3.layers.inverted_residual import BN_EPSILON, BN_MOMENTUM
 
 OUTPUT_STRIDES = (8, 16, 32)
 POOLINGS = (None, "avg", "max")
+INPUT_SIZE = sizes.CLASSIFICATION
 
 
 def _conv_bn_act(x, filters, strides, activation, name, bn_momentum):
@@ -69,14 +70,9 @@ def _input(input_shape, input_tensor):
         input_shape = tuple(input_tensor.shape[1:])
     if input_shape is None:
         input_shape = (None, None, 3)
-    input_shape = tuple(input_shape)
-    if len(input_shape) != 3:
-        checks.fail("input_shape", input_shape, "(height, width, channels), channels last")
+    input_shape = INPUT_SIZE.check_shape("input_shape", input_shape)
     if input_tensor is not None and tuple(input_tensor.shape[1:]) != input_shape:
         checks.fail("input_shape", input_shape, f"the shape of input_tensor, {tuple(input_tensor.shape[1:])}")
-    rows, cols = input_shape[:2]
-    if (rows is not None and rows < 32) or (cols is not None and cols < 32):
-        checks.fail("input_shape", input_shape, "height and width of at least 32")
     if input_tensor is None:
         image = keras.Input(shape=input_shape)
         return image, image

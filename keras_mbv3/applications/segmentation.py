@@ -3,13 +3,14 @@
 import os
 
 from keras_mbv3 import checks
-from keras_mbv3.applications import mobilenet_v3, weights as weight_files
+from keras_mbv3.applications import mobilenet_v3, sizes, weights as weight_files
 from keras_mbv3.applications.features import feature_info
 from keras_mbv3.backend import keras
 from keras_mbv3.graph import layer_outputs
 from keras_mbv3.layers import LRASPP
 
 LOW_LEVEL, HIGH_LEVEL = "P3", "P5"
+INPUT_SIZE = sizes.SEGMENTATION
 
 
 def _lraspp_model(backbone_fn, name, num_classes, input_shape, alpha, minimalistic, weights,
@@ -23,9 +24,7 @@ def _lraspp_model(backbone_fn, name, num_classes, input_shape, alpha, minimalist
     if weights is not None and not (isinstance(weights, (str, os.PathLike)) and os.path.isfile(weights)):
         checks.fail("weights", weights, "None or the path of an existing weights file of this model")
     if input_shape is not None:
-        for size in tuple(input_shape)[:2]:
-            if size is not None and size % 16:
-                checks.fail("input_shape", tuple(input_shape), "height and width that are multiples of 16")
+        INPUT_SIZE.check_shape("input_shape", input_shape)
     backbone = backbone_fn(
         input_shape=input_shape, alpha=alpha, minimalistic=minimalistic, include_top=False,
         weights=backbone_weights, include_preprocessing=include_preprocessing,

@@ -1,10 +1,13 @@
 """SSDLite object detection on MobileNetV3 (Section 6.2 of the paper), as torchvision builds it."""
 
+import functools
+
 from keras_mbv3 import checks
-from keras_mbv3.applications import mobilenet_v3
+from keras_mbv3.applications import mobilenet_v3, sizes
 from keras_mbv3.applications.features import feature_tensors
 from keras_mbv3.backend import keras
 from keras_mbv3.detection.anchors import anchors_per_location, default_anchors
+from keras_mbv3.detection.postprocess import decode_detections
 from keras_mbv3.layers.ssdlite import SSDLiteExtraBlock, SSDLiteHead
 
 EXTRA_FILTERS = (512, 256, 256, 128)
@@ -14,6 +17,9 @@ OUTPUT_NAMES = ("box_encodings", "class_logits")
 # XNNPACK (ai-edge-litert 2.3.0) takes a CONCATENATION of at most 5 inputs, float or int8: the six
 # maps' rows are joined as [map 0, concat(maps 1-5)] (a 6-input concat left both concats out of XNNPACK).
 MAX_CONCAT_INPUTS = 5
+INPUT_SIZE = sizes.DETECTION
+# The evaluation's and the post-process's defaults, as torchvision's SSDLite with COCO's 100 detections per image
+SCORE_THRESHOLD, IOU_THRESHOLD, MAX_DETECTIONS = 0.01, 0.55, 100
 
 
 def feature_sizes(image_size):
@@ -28,8 +34,19 @@ def feature_sizes(image_size):
     return sizes
 
 
+@functools.lru_cache(maxsize=None)
+def size_anchors(image_size):
+    """The default anchors ``(N, 4)`` (ycenter, xcenter, height, width, normalized) of an ``(H, W)`` input.
+
+    Cached and shared, so read-only.
+    """
+    found = default_anchors(feature_sizes(tuple(image_size)), aspect_ratios=ASPECT_RATIOS)
+    found.setflags(write=False)
+    return found
+
+
 def anchors(model):
-    """The default anchors ``(N, 4)`` (ycenter, xcenter, height, width, normalized) of an SSDLite model.
+    """The default anchors ``(N, 4)`` of an SSDLite model (``size_anchors`` of its input size).
 
     Read from the model's input size, so it works on the built model, its flattened
     and QAT forms and a reloaded file alike.
@@ -37,7 +54,32 @@ def anchors(model):
     size = tuple(model.inputs[0].shape[1:3])
     if None in size:
         checks.fail("model", model.name, "a model with a static input height and width")
-    return default_anchors(feature_sizes(size), aspect_ratios=ASPECT_RATIOS)
+    return size_anchors(size)
+
+
+def postprocess(image_size, score_threshold=SCORE_THRESHOLD, iou_threshold=IOU_THRESHOLD,
+                max_detections=MAX_DETECTIONS):  # fmt: skip
+    """The TFLite post-process (``quantization.DetectionPostProcess``) of an SSDLite input of ``(H, W)``.
+
+    The defaults are the evaluation's (torchvision's SSDLite, COCO's 100 detections per image),
+    so that a ``.tflite`` file's mAP is the Keras model's.
+    """
+    from keras_mbv3.quantization import DetectionPostProcess  # TensorFlow's op: needed at export only
+
+    return DetectionPostProcess(size_anchors(tuple(image_size)), score_threshold=score_threshold,
+                                iou_threshold=iou_threshold, max_detections=max_detections,
+                                detections_per_class=max_detections)  # fmt: skip
+
+
+def decode(box_encodings, class_logits, image_size, score_threshold=SCORE_THRESHOLD, max_detections=MAX_DETECTIONS):
+    """``{boxes, classes, scores, count}`` of an SSDLite model's outputs for an ``(H, W)`` input.
+
+    ``keras_mbv3.detection.decode_detections`` (decode + per-class NMS, numpy) with the
+    anchors and the IoU threshold of ``postprocess``.
+    """
+    return decode_detections(box_encodings, class_logits, size_anchors(tuple(image_size)),
+                             score_threshold=score_threshold, iou_threshold=IOU_THRESHOLD,
+                             max_detections=max_detections)  # fmt: skip
 
 
 def _ssdlite_model(backbone_fn, name, num_classes, input_shape, backbone_weights, bn_momentum, **backbone_options):
@@ -45,11 +87,7 @@ def _ssdlite_model(backbone_fn, name, num_classes, input_shape, backbone_weights
     if num_classes < 2:
         checks.fail("num_classes", num_classes, "an integer >= 2 (class 0 is the background)")
     checks.momentum("bn_momentum", bn_momentum, allow_none=True)
-    shape = tuple(input_shape) if isinstance(input_shape, (list, tuple)) else input_shape
-    if not isinstance(shape, tuple) or len(shape) != 3 or any(
-            not isinstance(s, int) or s < 32 or s % 32 for s in shape[:2]):  # fmt: skip
-        checks.fail("input_shape", input_shape, "(height, width, 3) with height and width multiples of 32 (static: "
-                    "the anchors depend on them)")  # fmt: skip
+    shape = INPUT_SIZE.check_shape("input_shape", input_shape)
     momentum = {} if bn_momentum is None else {"bn_momentum": bn_momentum}
     backbone = backbone_fn(input_shape=shape, include_top=False, weights=backbone_weights, **backbone_options,
                            **momentum)  # fmt: skip

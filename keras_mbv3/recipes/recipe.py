@@ -58,9 +58,7 @@ def check_settings(settings):
     checks.one_of("--model", s["model"], tuple(training.MODELS))
     if not isinstance(s["alpha"], numbers.Real) or not 0 < s["alpha"] <= 4:
         checks.fail("--alpha", s["alpha"], "a number in (0, 4], e.g. 0.75 or 1.0")
-    if checks.positive_int("--image-size", s["image_size"]) < 32:
-        checks.fail("--image-size", s["image_size"], "an integer of at least 32")
-    tasks.get(s["task"]).check_image_size(s["image_size"])
+    tasks.get(s["task"]).INPUT_SIZE.check_side("--image-size", s["image_size"])  # the task's application's rule
     for name in ("batch_size", "epochs", "qat_epochs"):
         checks.positive_int(flag(name), s[name])
 

@@ -14,7 +14,7 @@ A task module provides what the recipe does differently per task:
   ``TITLE``, ``CURVE`` (the report's training curve);
 - ``Evaluator(classes, image_shape)`` with ``update(outputs, targets)`` and ``result()`` -> ``{METRIC: value}``;
 - ``predict(path, image, output, names, options)`` (one image's result of ``mbv3 predict``) and ``describe(result)``;
-- ``check_image_size(image_size)``, ``export_options(image_shape)`` (more ``export_tflite`` arguments) and ``metadata_labels(labels)``;
+- ``INPUT_SIZE``: its application's ``applications.sizes.SizeRule`` (``--image-size`` is checked against it), ``export_options(image_shape)`` (more ``export_tflite`` arguments) and ``metadata_labels(labels)``;
 - ``MEDIAPIPE``: the MediaPipe Tasks class, method, result and option of the report's snippet.
 
 Modules are imported when first asked for, so that ``mbv3 --help`` stays light; the

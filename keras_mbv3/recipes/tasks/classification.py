@@ -4,10 +4,10 @@ import numpy as np
 import tensorflow as tf
 
 from keras_mbv3 import checks
-from keras_mbv3.applications import MobileNetV3Large, MobileNetV3Small
+from keras_mbv3.applications import MobileNetV3Large, MobileNetV3Small, mobilenet_v3
 from keras_mbv3.backend import keras
 from keras_mbv3.recipes import data as data_lib
-from keras_mbv3.recipes.tasks.plain import check_image_size, export_options, metadata_labels  # noqa: F401 (hooks)
+from keras_mbv3.recipes.tasks.plain import export_options, metadata_labels  # noqa: F401 (hooks)
 
 METRIC = "accuracy"
 MODEL_KIND = "classifier"
@@ -15,6 +15,7 @@ CURVE = "accuracy"  # the training curve of the report
 TITLE = ""  # after "MobileNetV3Small" in the metadata's model name
 OUTPUT_RANKS = ((1,),)  # (classes,)
 CONSTRUCTORS = {"small": MobileNetV3Small, "large": MobileNetV3Large}
+INPUT_SIZE = mobilenet_v3.INPUT_SIZE
 NEEDS_OVERLAYS = False  # mbv3 predict writes an overlay PNG per image
 MEDIAPIPE = ("ImageClassifier", "classify", "result.classifications[0].categories", "max_results=3")
 

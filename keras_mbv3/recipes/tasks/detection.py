@@ -1,16 +1,14 @@
 """``--task detection``: SSDLite on MobileNetV3, COCO mAP (pycocotools)."""
 
 import contextlib
-import functools
 import io
 
 import numpy as np
 import tensorflow as tf
 
 from keras_mbv3 import checks
-from keras_mbv3.applications.ssdlite import SSDLiteMobileNetV3Large, SSDLiteMobileNetV3Small, feature_sizes
-from keras_mbv3.applications.ssdlite import ASPECT_RATIOS
-from keras_mbv3.detection import SSDBoxLoss, SSDClassLoss, decode_detections, default_anchors, match
+from keras_mbv3.applications import ssdlite
+from keras_mbv3.detection import SSDBoxLoss, SSDClassLoss, match
 from keras_mbv3.recipes import data as data_lib
 from keras_mbv3.recipes import detection_data
 
@@ -21,12 +19,11 @@ CURVE = "loss"  # the training curve of the report
 # Keras: box encodings (A, 4) and class logits (A, classes); .tflite with the post-process: boxes (N, 4),
 # classes (N,), scores (N,) and count ()
 OUTPUT_RANKS = ((2, 2), (2, 1, 1, 0))
-CONSTRUCTORS = {"small": SSDLiteMobileNetV3Small, "large": SSDLiteMobileNetV3Large}
+CONSTRUCTORS = {"small": ssdlite.SSDLiteMobileNetV3Small, "large": ssdlite.SSDLiteMobileNetV3Large}
 NEEDS_OVERLAYS = True  # mbv3 predict draws the boxes on each image
 MEDIAPIPE = ("ObjectDetector", "detect", "[(d.categories[0].category_name, d.bounding_box) for d in result.detections]",
              "max_results=10")  # fmt: skip
-# Evaluation as torchvision's SSDLite, with 100 detections per image (COCO's maxDets)
-SCORE_THRESHOLD, IOU_THRESHOLD, MAX_DETECTIONS = 0.01, 0.55, 100
+INPUT_SIZE = ssdlite.INPUT_SIZE
 SHOW_THRESHOLD = 0.3  # mbv3 predict's boxes
 
 
@@ -53,12 +50,9 @@ def augment(image, truth, seed):
     return image, moved
 
 
-@functools.lru_cache(maxsize=None)
 def anchors(image_size):
-    """The SSDLite anchors of an ``(H, W)`` input (read-only: the cache shares them)."""
-    found = default_anchors(feature_sizes(image_size), aspect_ratios=ASPECT_RATIOS)
-    found.setflags(write=False)
-    return found
+    """The SSDLite anchors of an ``(H, W)`` input (read-only, shared)."""
+    return ssdlite.size_anchors(tuple(image_size))
 
 
 def target(truth, classes, image_shape):
@@ -69,11 +63,6 @@ def target(truth, classes, image_shape):
 
 def truth(label, classes):
     return label
-
-
-def check_image_size(image_size):
-    if image_size % 32:
-        checks.fail("--image-size", image_size, "a multiple of 32 for --task detection (SSDLite's stride)")
 
 
 def build_model(size, minimalistic, classes, input_shape, alpha, bn_momentum, weights):
@@ -97,11 +86,7 @@ def metrics():
 
 def export_options(image_shape):
     """The post-process of the run's ``.tflite`` files, with the evaluation's thresholds (their mAP is the report's)."""
-    from keras_mbv3.quantization import DetectionPostProcess
-
-    return {"postprocess": DetectionPostProcess(anchors(tuple(image_shape[:2])), score_threshold=SCORE_THRESHOLD,
-                                                iou_threshold=IOU_THRESHOLD, max_detections=MAX_DETECTIONS,
-                                                detections_per_class=MAX_DETECTIONS)}  # fmt: skip
+    return {"postprocess": ssdlite.postprocess(image_shape[:2])}
 
 
 def metadata_labels(labels):
@@ -120,7 +105,8 @@ def describe_model(output_shapes):
     return f"{MODEL_KIND} with the TFLite post-process"
 
 
-def detections(outputs, image_shape, score_threshold=SCORE_THRESHOLD, max_detections=MAX_DETECTIONS):
+def detections(outputs, image_shape, score_threshold=ssdlite.SCORE_THRESHOLD,
+               max_detections=ssdlite.MAX_DETECTIONS):  # fmt: skip
     """``{boxes, classes, scores, count}`` (numpy, batched) of a model's outputs in either form.
 
     Keras outputs (box encodings, class logits) are decoded with per-class NMS
@@ -129,8 +115,8 @@ def detections(outputs, image_shape, score_threshold=SCORE_THRESHOLD, max_detect
     if len(outputs) == 4:
         boxes, classes, scores, count = outputs
         return {"boxes": boxes, "classes": classes.astype(int), "scores": scores, "count": count.astype(int)}
-    found = decode_detections(outputs[0], outputs[1], anchors(tuple(image_shape[:2])), score_threshold=score_threshold,
-                              iou_threshold=IOU_THRESHOLD, max_detections=max_detections)  # fmt: skip
+    found = ssdlite.decode(outputs[0], outputs[1], image_shape[:2], score_threshold=score_threshold,
+                           max_detections=max_detections)
     return {name: np.asarray(value) for name, value in found.items()}
 
 

@@ -1,10 +1,6 @@
 """The hooks of tasks whose ``.tflite`` files need nothing beyond the network (classification, segmentation)."""
 
 
-def check_image_size(image_size):
-    """Any size the recipe takes (at least 32)."""
-
-
 def export_options(image_shape):
     """More ``export_tflite`` arguments for the run's ``.tflite`` files: none."""
     return {}

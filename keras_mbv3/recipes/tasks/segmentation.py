@@ -6,11 +6,11 @@ import numpy as np
 import tensorflow as tf
 
 from keras_mbv3 import checks
-from keras_mbv3.applications import LRASPPMobileNetV3Large, LRASPPMobileNetV3Small
+from keras_mbv3.applications import LRASPPMobileNetV3Large, LRASPPMobileNetV3Small, segmentation
 from keras_mbv3.backend import keras
 from keras_mbv3.files import write_atomically
 from keras_mbv3.recipes import data as data_lib
-from keras_mbv3.recipes.tasks.plain import check_image_size, export_options, metadata_labels  # noqa: F401 (hooks)
+from keras_mbv3.recipes.tasks.plain import export_options, metadata_labels  # noqa: F401 (hooks)
 
 METRIC = "miou"
 MODEL_KIND = "segmentation model"
@@ -18,6 +18,7 @@ CURVE = "accuracy"  # the training curve of the report
 TITLE = " LR-ASPP"
 OUTPUT_RANKS = ((3,),)  # (H, W, classes)
 CONSTRUCTORS = {"small": LRASPPMobileNetV3Small, "large": LRASPPMobileNetV3Large}
+INPUT_SIZE = segmentation.INPUT_SIZE
 NEEDS_OVERLAYS = True  # mbv3 predict writes an overlay PNG per image
 MEDIAPIPE = ("ImageSegmenter", "segment", "result.category_mask.numpy_view()", "output_category_mask=True")
 
