@@ -14,7 +14,8 @@ from keras_mbv3.applications import sizes, specs, weights as weight_files
 from keras_mbv3.backend import keras
 from keras_mbv3.layers import InvertedResidual, make_divisible
 from keras_mbv3.layers.activations import activation_layer
-from keras_mbv3.layers.inverted_residual import BN_EPSILON, BN_MOMENTUM
+from keras_mbv3.layers.conv_bn import conv_bn_act
+from keras_mbv3.layers.inverted_residual import BN_MOMENTUM
 
 OUTPUT_STRIDES = (8, 16, 32)
 POOLINGS = (None, "avg", "max")
@@ -22,10 +23,11 @@ INPUT_SIZE = sizes.CLASSIFICATION
 
 
 def _conv_bn_act(x, filters, strides, activation, name, bn_momentum):
-    x = keras.layers.Conv2D(filters, 1 if strides == 1 else 3, strides=strides, padding="same",
-                            use_bias=False, name=name)(x)  # fmt: skip
-    x = keras.layers.BatchNormalization(epsilon=BN_EPSILON, momentum=bn_momentum, name=f"{name}_bn")(x)
-    return activation_layer(activation, name=f"{name}_{activation}")(x)
+    conv = keras.layers.Conv2D(filters, 1 if strides == 1 else 3, strides=strides, padding="same",
+                               use_bias=False, name=name)  # fmt: skip
+    for layer in conv_bn_act(conv, activation, bn_momentum):
+        x = layer(x)
+    return x
 
 
 def _check_arguments(weights, include_top, classes, alpha, minimalistic, pooling, dropout_rate,

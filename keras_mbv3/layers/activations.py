@@ -61,10 +61,12 @@ class HardSwish(keras.layers.Layer):
 
 
 def activation_layer(kind, name, dtype=None):
-    """A new layer for ``kind``: one of ``ACTIVATIONS + GATES``."""
-    checks.one_of("activation", kind, ACTIVATIONS + GATES)
+    """A new layer for ``kind``: one of ``ACTIVATIONS + GATES`` or ``"relu6"``."""
+    checks.one_of("activation", kind, ACTIVATIONS + GATES + ("relu6",))
     if kind == "relu":
         return keras.layers.ReLU(name=name, dtype=dtype)
+    if kind == "relu6":  # SSDLite's heads and extra blocks
+        return keras.layers.ReLU(6.0, name=name, dtype=dtype)
     if kind == "hard_swish":
         return HardSwish(name=name, dtype=dtype)
     if kind == "hard_sigmoid":

@@ -2,11 +2,11 @@
 
 from keras_mbv3 import checks
 from keras_mbv3.backend import keras, register
-from keras_mbv3.layers.activations import ACTIVATIONS, activation_layer
+from keras_mbv3.layers.activations import ACTIVATIONS
 from keras_mbv3.layers.composite import CompositeLayer
+from keras_mbv3.layers.conv_bn import conv_bn_act
 from keras_mbv3.layers.squeeze_excite import SqueezeExcite
 
-BN_EPSILON = 1e-3
 BN_MOMENTUM = 0.999
 
 
@@ -92,11 +92,6 @@ class InvertedResidual(CompositeLayer):
             checks.fail("dilation_rate", dilation_rate, "1 when strides=2 (dilate with strides=1)")
         self.bn_momentum = checks.momentum("bn_momentum", bn_momentum)
 
-    def _bn(self, suffix):
-        return keras.layers.BatchNormalization(
-            epsilon=BN_EPSILON, momentum=self.bn_momentum, **self._part(suffix)
-        )
-
     def build(self, input_shape):
         in_channels = input_shape[-1]
         if in_channels is None:
@@ -104,16 +99,13 @@ class InvertedResidual(CompositeLayer):
         layers = keras.layers
         self.expand = self.expand_bn = self.expand_act = None
         if self.expanded_filters is not None:
-            self.expand = layers.Conv2D(
-                self.expanded_filters, 1, padding="same", use_bias=False, **self._part("expand")
-            )
-            self.expand_bn = self._bn("expand_bn")
-            self.expand_act = activation_layer(self.activation, **self._part(f"expand_{self.activation}"))
+            expand = layers.Conv2D(self.expanded_filters, 1, padding="same", use_bias=False, **self._part("expand"))
+            self.expand, self.expand_bn, self.expand_act = conv_bn_act(expand, self.activation, self.bn_momentum)
         self.depthwise_pad = None
         if self.strides == 2:
             padding = correct_pad(tuple(input_shape[1:3]), self.kernel_size)
             self.depthwise_pad = layers.ZeroPadding2D(padding, **self._part("depthwise_pad"))
-        self.depthwise = layers.DepthwiseConv2D(
+        depthwise = layers.DepthwiseConv2D(
             self.kernel_size,
             strides=self.strides,
             padding="valid" if self.strides == 2 else "same",
@@ -121,13 +113,13 @@ class InvertedResidual(CompositeLayer):
             use_bias=False,
             **self._part("depthwise"),
         )
-        self.depthwise_bn = self._bn("depthwise_bn")
-        self.depthwise_act = activation_layer(self.activation, **self._part(f"depthwise_{self.activation}"))
+        self.depthwise, self.depthwise_bn, self.depthwise_act = conv_bn_act(depthwise, self.activation,
+                                                                            self.bn_momentum)  # fmt: skip
         self.squeeze_excite = None
         if self.se_ratio is not None:
             self.squeeze_excite = SqueezeExcite(self.se_ratio, **self._part("squeeze_excite"))
-        self.project = layers.Conv2D(self.filters, 1, padding="same", use_bias=False, **self._part("project"))
-        self.project_bn = self._bn("project_bn")
+        project = layers.Conv2D(self.filters, 1, padding="same", use_bias=False, **self._part("project"))
+        self.project, self.project_bn = conv_bn_act(project, None, self.bn_momentum)
         self.add = None
         if self.strides == 1 and in_channels == self.filters:
             self.add = layers.Add(**self._part("add"))

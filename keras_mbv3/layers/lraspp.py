@@ -3,8 +3,8 @@
 from keras_mbv3 import checks
 from keras_mbv3.backend import IS_KERAS_3, keras, register
 from keras_mbv3.layers.composite import CompositeLayer
+from keras_mbv3.layers.conv_bn import conv_bn_act
 
-BN_EPSILON = 1e-3
 BN_MOMENTUM = 0.99
 
 
@@ -65,11 +65,10 @@ class LRASPP(CompositeLayer):
         low_shape, high_shape = (tuple(s) for s in input_shape)
         factor = _upsample_factor(low_shape, high_shape)
         layers = keras.layers
-        self.cbr_conv = layers.Conv2D(self.filters, 1, use_bias=False, **self._part("cbr_conv"))
-        self.cbr_bn = layers.BatchNormalization(
-            epsilon=BN_EPSILON, momentum=self.bn_momentum, **self._part("cbr_bn")
+        cbr_conv = layers.Conv2D(self.filters, 1, use_bias=False, **self._part("cbr_conv"))
+        self.cbr_conv, self.cbr_bn, self.cbr_relu = conv_bn_act(
+            cbr_conv, "relu", self.bn_momentum, bn_name=f"{self.name}_cbr_bn", activation_name=f"{self.name}_cbr_relu"
         )
-        self.cbr_relu = layers.ReLU(**self._part("cbr_relu"))
         self.scale_pool = layers.GlobalAveragePooling2D(keepdims=True, **self._part("scale_pool"))
         self.scale_conv = layers.Conv2D(self.filters, 1, use_bias=False, **self._part("scale_conv"))
         self.scale_sigmoid = layers.Activation("sigmoid", **self._part("scale_sigmoid"))

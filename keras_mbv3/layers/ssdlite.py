@@ -8,8 +8,8 @@ torchvision's, BN uses epsilon 1e-3 and ReLU6 follows every BN.
 from keras_mbv3 import checks
 from keras_mbv3.backend import keras, register
 from keras_mbv3.layers.composite import CompositeLayer
+from keras_mbv3.layers.conv_bn import conv_bn_act
 
-BN_EPSILON = 1e-3
 BN_MOMENTUM = 0.97  # torchvision's SSDLite: BatchNorm2d momentum 0.03 in the torch convention
 INIT_STDDEV = 0.03
 
@@ -22,8 +22,7 @@ class _SeparableParts(CompositeLayer):
     """Conv + BN + ReLU6 triples named ``{name}_{part}``, ``{name}_{part}_bn``, ``{name}_{part}_relu6``."""
 
     def _conv_bn_relu6(self, part, conv):
-        bn = keras.layers.BatchNormalization(epsilon=BN_EPSILON, momentum=self.bn_momentum, **self._part(f"{part}_bn"))
-        return [conv, bn, keras.layers.ReLU(6.0, **self._part(f"{part}_relu6"))]
+        return conv_bn_act(conv, "relu6", self.bn_momentum)
 
     def _pointwise(self, part, filters):
         conv = keras.layers.Conv2D(filters, 1, use_bias=False, kernel_initializer=_normal(), **self._part(part))
