@@ -9,20 +9,18 @@ expansion it reads) are re-derived by the layers themselves when the model is re
 
 from keras_mbv3.adapt import channels
 from keras_mbv3.backend import keras
-
-# class name -> {sub-layer suffix ("" for the layer itself): the constructor argument that sets its out channels}
-WIDTH_ARGUMENTS = {
-    "Conv2D": {"": "filters"},
-    "InvertedResidual": {"expand": "expanded_filters", "project": "filters"},
-}
+from keras_mbv3.layers import InvertedResidual
 
 
 def _settable(model):
-    """``{leaf layer name: (top-level layer name, argument)}`` of the writers whose width a constructor sets."""
+    """``{leaf layer name: (top-level layer name, argument)}`` of the writers whose width a constructor sets:
+    a plain ``Conv2D``'s ``filters``, and what a block declares (``width_arguments``)."""
     found = {}
     for layer in model.layers:
-        for suffix, argument in WIDTH_ARGUMENTS.get(type(layer).__name__, {}).items():
-            found[f"{layer.name}_{suffix}" if suffix else layer.name] = (layer.name, argument)
+        if type(layer) is keras.layers.Conv2D:  # not its subclasses (tf_keras' DepthwiseConv2D is one)
+            found[layer.name] = (layer.name, "filters")
+        elif isinstance(layer, InvertedResidual):
+            found.update({part.name: (layer.name, argument) for part, argument in layer.width_arguments().items()})
     return found
 
 
@@ -66,9 +64,9 @@ def _plain_stride_1_blocks(model, found):
     """``[(input space, output space)]`` of the stride-1 bnecks without a residual add (their widths differ)."""
     pairs = []
     for layer in model.layers:
-        if type(layer).__name__ == "InvertedResidual" and layer.strides == 1 and layer.add is None:
-            first = f"{layer.name}_expand" if layer.expanded_filters is not None else f"{layer.name}_depthwise"
-            pairs.append((found.of_axes[first][0][2], found.of_axes[f"{layer.name}_project"][0][3]))
+        if isinstance(layer, InvertedResidual) and layer.strides == 1 and layer.add is None:
+            first = layer.expand or layer.depthwise
+            pairs.append((found.of_axes[first.name][0][2], found.of_axes[layer.project.name][0][3]))
     return pairs
 
 

@@ -15,9 +15,11 @@ without dilation) is ``2**k``: for Large, ``P1``..``P5`` are the outputs of
 import dataclasses
 
 from keras_mbv3 import checks
+from keras_mbv3.applications import mobilenet_v3
 from keras_mbv3.backend import keras
 from keras_mbv3.graph import layer_outputs
 from keras_mbv3.layers import InvertedResidual
+from keras_mbv3.layers.activations import ACTIVATIONS
 from keras_mbv3.layers.flatten import flatten_model
 
 LEVELS = ("P1", "P2", "P3", "P4", "P5")
@@ -35,40 +37,51 @@ class FeatureInfo:
 
 
 def _candidates(model):
-    """``(layer name, channels, stride, nominal stride, block)`` along the backbone, in order."""
+    """``(layer name, channels, stride, nominal stride, block, flat name)`` along the backbone, in order.
+
+    ``flat name``: the layer whose output it is in ``flatten_model(model)`` (a block's ``output_part``).
+    """
     stride, dilation = 1, 1
     found = []
     outputs = layer_outputs(model)
+    conv_activations = {f"{conv}_{kind}" for conv in (mobilenet_v3.STEM, mobilenet_v3.LAST_CONV)
+                        for kind in ACTIVATIONS}  # fmt: skip
     for layer in model.layers:
         if isinstance(layer, InvertedResidual):
             stride *= layer.strides
             dilation = layer.dilation_rate
-            found.append((layer.name, layer.filters, stride, stride * dilation, layer))
-        elif layer.name == "conv":
+            found.append((layer.name, layer.filters, stride, stride * dilation, layer, layer.output_part().name))
+        elif layer.name == mobilenet_v3.STEM:
             stride *= layer.strides[0]
-        elif layer.name in ("conv_hard_swish", "conv_relu", "conv_1_hard_swish", "conv_1_relu"):
-            found.append((layer.name, outputs[layer.name].shape[-1], stride, stride * dilation, None))
+        elif layer.name in conv_activations:
+            found.append((layer.name, outputs[layer.name].shape[-1], stride, stride * dilation, None, layer.name))
     if not found:
         checks.fail("model", model.name, "a MobileNetV3 model of keras_mbv3.applications")
     return found
 
 
-def feature_info(model, tap="output"):
-    """``FeatureInfo`` of ``P1``..``P5`` of a ``keras_mbv3.applications`` MobileNetV3."""
+def _taps(model, tap):
+    """``[(FeatureInfo, the name of its layer in flatten_model(model))]`` of ``P1``..``P5``."""
     checks.one_of("tap", tap, TAPS)
     candidates = _candidates(model)
-    info = []
+    found = []
     for k, level in enumerate(LEVELS, start=1):
         at_level = [c for c in candidates if c[3] == 2**k]
         if not at_level:
             checks.fail("model", model.name, f"a MobileNetV3 backbone with a feature map at stride {2**k}")
-        name, channels, stride, _, _ = at_level[-1]
+        name, channels, stride, _, _, flat_name = at_level[-1]
         deeper = [c for c in candidates if c[3] > 2**k and c[4] is not None]
-        if tap == "expansion" and deeper and deeper[0][4].expanded_filters is not None:
+        if tap == "expansion" and deeper and deeper[0][4].expansion_part() is not None:
             block = deeper[0][4]
-            name, channels = f"{block.name}_expand_{block.activation}", block.expanded_filters
-        info.append(FeatureInfo(level, name, channels, stride))
-    return info
+            name = flat_name = block.expansion_part().name
+            channels = block.expanded_filters
+        found.append((FeatureInfo(level, name, channels, stride), flat_name))
+    return found
+
+
+def feature_info(model, tap="output"):
+    """``FeatureInfo`` of ``P1``..``P5`` of a ``keras_mbv3.applications`` MobileNetV3."""
+    return [info for info, _ in _taps(model, tap)]
 
 
 def feature_model(model, levels=LEVELS, tap="output"):
@@ -96,17 +109,10 @@ def feature_tensors(model, levels=LEVELS, tap="output"):
         checks.fail("levels", levels, f"a non-empty sequence of {LEVELS}")
     for level in levels:
         checks.one_of("levels", level, LEVELS)
-    info = {i.level: i for i in feature_info(model, tap)}
-    source = flatten_model(model) if tap == "expansion" else model
-    tensors = layer_outputs(source)
-    return source.input, {level: tensors[_output_layer(tensors, info[level].layer)] for level in levels}
-
-
-def _output_layer(names, name):
-    """The layer among ``names`` whose output is the output of ``name`` (a block flattens into its last part)."""
-    if name in names:
-        return name
-    for suffix in ("_add", "_project_bn"):
-        if name + suffix in names:
-            return name + suffix
-    raise KeyError(name)
+    taps = {info.level: (info.layer, flat_name) for info, flat_name in _taps(model, tap)}
+    if tap == "expansion":
+        source = flatten_model(model)
+        tensors = layer_outputs(source)
+        return source.input, {level: tensors[taps[level][1]] for level in levels}
+    tensors = layer_outputs(model)
+    return model.input, {level: tensors[taps[level][0]] for level in levels}

@@ -20,6 +20,7 @@ from keras_mbv3.layers.inverted_residual import BN_MOMENTUM
 OUTPUT_STRIDES = (8, 16, 32)
 POOLINGS = (None, "avg", "max")
 INPUT_SIZE = sizes.CLASSIFICATION
+STEM, LAST_CONV = "conv", "conv_1"  # keras.applications' names (with "_bn" and "_{activation}")
 
 
 def _conv_bn_act(x, filters, strides, activation, name, bn_momentum):
@@ -106,14 +107,14 @@ def build_mobilenet_v3(
     x = image
     if include_preprocessing:
         x = keras.layers.Rescaling(scale=1.0 / 127.5, offset=-1.0, name="rescaling")(x)
-    x = _conv_bn_act(x, specs.STEM_FILTERS, 2, activation, "conv", bn_momentum)
+    x = _conv_bn_act(x, specs.STEM_FILTERS, 2, activation, STEM, bn_momentum)
     for block in specs.scaled_blocks(network, alpha, output_stride):
         x = InvertedResidual(
             block.filters, kernel_size=block.kernel, strides=block.strides, expanded_filters=block.expanded,
             se_ratio=0.25 if block.se else None, activation=block.activation, dilation_rate=block.dilation,
             bn_momentum=bn_momentum, name=block.name,
         )(x)  # fmt: skip
-    x = _conv_bn_act(x, make_divisible(x.shape[-1] * 6), 1, activation, "conv_1", bn_momentum)
+    x = _conv_bn_act(x, make_divisible(x.shape[-1] * 6), 1, activation, LAST_CONV, bn_momentum)
     if include_top:
         last_point = network.last_point_filters
         if alpha > 1.0:

@@ -8,6 +8,7 @@ tensors records the sub-layers as nodes of the outer functional graph.
 """
 
 import contextlib
+import contextvars
 
 from keras_mbv3.backend import keras
 from keras_mbv3.ops import name_scope
@@ -22,7 +23,7 @@ class CompositeLayer(keras.layers.Layer):
     """A layer whose ``call`` only calls sub-layers created in ``build``."""
 
     def __call__(self, *args, **kwargs):
-        if _FlattenState.active:
+        if _FLATTENING.get():
             # Inside flatten_model: run the sub-layers on the symbolic inputs so
             # that they, not this layer, become nodes of the new graph.
             return self.call(*args)
@@ -46,18 +47,18 @@ class CompositeLayer(keras.layers.Layer):
         return shape
 
 
-class _FlattenState:
-    active = False
+# True inside ``flatten_model`` only. A context variable, not a class attribute: a
+# model built in another thread (or task) meanwhile builds normally.
+_FLATTENING = contextvars.ContextVar("keras_mbv3_flattening", default=False)
 
 
 @contextlib.contextmanager
 def _flattening():
-    previous = _FlattenState.active
-    _FlattenState.active = True
+    token = _FLATTENING.set(True)
     try:
         yield
     finally:
-        _FlattenState.active = previous
+        _FLATTENING.reset(token)
 
 
 def sublayers(layer):

@@ -137,6 +137,22 @@ class InvertedResidual(CompositeLayer):
         )  # fmt: skip
         return [layer for layer in path if layer is not None]
 
+    def output_part(self):
+        """The sub-layer whose output is the block's (``add``, else ``project_bn``): its tap once flattened."""
+        return self.add if self.add is not None else self.project_bn
+
+    def expansion_part(self):
+        """The expand conv's activation (SSDLite's tap), or None without an expand conv."""
+        return self.expand_act
+
+    def width_arguments(self):
+        """``{sub-layer: constructor argument}`` of the convs whose output channels an argument sets
+        (NetAdapt's cuttable widths: ``expanded_filters`` for the expand conv, ``filters`` for the projection)."""
+        found = {self.project: "filters"}
+        if self.expand is not None:
+            found[self.expand] = "expanded_filters"
+        return found
+
     def call(self, inputs):
         x = inputs
         for layer in self._main_path():
