@@ -20,7 +20,7 @@ from keras_mbv3.applications import (
 from keras_mbv3.backend import IS_KERAS_3, keras
 from keras_mbv3.layers import HardSwish, InvertedResidual, SqueezeExcite, make_divisible
 from keras_mbv3.quantization import export_tflite, quantize_model
-from keras_mbv3.recipes import data, recipe
+from keras_mbv3.recipes import recipe, tasks
 
 
 def tiny():
@@ -56,9 +56,9 @@ BAD = [
     (lambda: LRASPPMobileNetV3Small(3, bn_momentum=1.0), ValueError, "bn_momentum", 1.0),
     (lambda: LRASPPMobileNetV3Large(3, bn_momentum=True), TypeError, "bn_momentum", True),
     (lambda: SqueezeExcite(divisor=2.5), TypeError, "divisor", 2.5),
-    (lambda: data.load("digits", task="keypoints"), ValueError, "--task", "keypoints"),
-    (lambda: data.load("digits", task="segmentation"), ValueError, "--data", "digits"),
-    (lambda: data.load("/no/such/folder"), ValueError, "--data", "/no/such/folder"),
+    (lambda: tasks.load("digits", task="keypoints"), ValueError, "--task", "keypoints"),
+    (lambda: tasks.load("digits", task="segmentation"), ValueError, "--data", "digits"),
+    (lambda: tasks.load("/no/such/folder"), ValueError, "--data", "/no/such/folder"),
     (lambda: recipe.Run("runs/x", model="medium"), ValueError, "--model", "medium"),
     (lambda: recipe.Run("runs/x", image_size=16), ValueError, "--image-size", 16),
     (lambda: recipe.Run("runs/x", image_size=64.0), TypeError, "--image-size", 64.0),

@@ -149,10 +149,10 @@ def test_the_recipes_models_run_in_mediapipe_with_names_and_our_predictions(digi
     MediaPipe's ImageClassifier: digit names come out, and its top-1 equals our LiteRT top-1 on every validation image."""
     from keras_mbv3.quantization import read_metadata
     from keras_mbv3.quantization.litert import interpreter, predict
-    from keras_mbv3.recipes import data as data_lib
+    from keras_mbv3.recipes import tasks
 
     out = digits_run[0]
-    images = np.round(np.concatenate([x for x, _ in data_lib.load("digits").val.as_numpy_iterator()]))  # 359
+    images = np.round(np.concatenate([x for x, _ in tasks.load("digits").val.as_numpy_iterator()]))  # 359
     for name in ("float.tflite", "int8.tflite"):
         content = (out / name).read_bytes()
         metadata = read_metadata(content)
@@ -215,9 +215,9 @@ def test_segmentation_run_with_mirrored_strategy_and_steps_that_take_the_folders
     assert_one_line_error(elsewhere, "`--file`", "classifier of 10 classes", "segmentation model of 11 classes")
 
     from keras_mbv3.quantization.litert import interpreter, predict
-    from keras_mbv3.recipes import data as data_lib
+    from keras_mbv3.recipes import tasks
 
-    images = np.round(next(data_lib.load("digits-seg", "segmentation").val.as_numpy_iterator())[0])  # 64 images
+    images = np.round(next(tasks.load("digits-seg", "segmentation").val.as_numpy_iterator())[0])  # 64 images
     for name in ("float.tflite", "int8.tflite"):
         labels, masks = segment(out / name, images)
         assert labels == ("background", *"0123456789")
@@ -277,7 +277,7 @@ def test_bad_data_folders_are_one_clear_line(capsys, tmp_path):
 def test_a_small_folder_trained_for_8_steps_evaluates_at_its_training_mode_accuracy(tmp_path, capsys):
     """Issue 15: 36 training images, 8 epochs of 1 step: 100% in training mode, 33% (chance) in inference mode."""
     from keras_mbv3.backend import keras
-    from keras_mbv3.recipes import data as data_lib
+    from keras_mbv3.recipes import tasks
 
     folder, out = three_class_folder(tmp_path / "set"), tmp_path / "run"
     trained = call_cli(capsys, "train", "--data", folder, "--epochs", "8", "--out", out)
@@ -288,7 +288,7 @@ def test_a_small_folder_trained_for_8_steps_evaluates_at_its_training_mode_accur
     assert json.loads(evaluation.stdout[evaluation.stdout.index("{"):])["float.keras"]["accuracy"] >= 0.75
 
     model = keras.models.load_model(str(out / "float.keras"))
-    images, labels = next(iter(data_lib.load(str(folder), holdout=35).holdout))  # 35 of the 36, unaugmented
+    images, labels = next(iter(tasks.load(str(folder), holdout=35).holdout))  # 35 of the 36, unaugmented
     inference = np.mean(np.argmax(model(images, training=False), -1) == np.argmax(labels, -1))
     training_mode = np.mean(np.argmax(model(images, training=True), -1) == np.argmax(labels, -1))
     assert training_mode >= 0.9 and abs(inference - training_mode) <= 0.05
@@ -472,10 +472,10 @@ def test_mediapipe_object_detector_gives_our_detections_on_the_recipes_files(det
     from mediapipe_client import detect
 
     from keras_mbv3.quantization.litert import interpreter
-    from keras_mbv3.recipes import data as data_lib
+    from keras_mbv3.recipes import tasks
 
     out, _ = detection_run
-    images = np.round(next(data_lib.load(str(out.parent / "coco"), "detection", 64).evaluation.as_numpy_iterator())[0][:8])
+    images = np.round(next(tasks.load(str(out.parent / "coco"), "detection", 64).evaluation.as_numpy_iterator())[0][:8])
     compared = 0
     for name in ("float.tflite", "int8.tflite"):
         runner = interpreter((out / name).read_bytes()).get_signature_runner()
@@ -498,10 +498,10 @@ def test_mediapipe_object_detector_gives_our_detections_on_the_recipes_files(det
 def test_predict_draws_the_detections(capsys, detection_run, tmp_path):
     from PIL import Image
 
-    from keras_mbv3.recipes import data as data_lib
+    from keras_mbv3.recipes import tasks
 
     out, _ = detection_run
-    image = next(data_lib.load(str(out.parent / "coco"), "detection", 64).evaluation.as_numpy_iterator())[0][0]
+    image = next(tasks.load(str(out.parent / "coco"), "detection", 64).evaluation.as_numpy_iterator())[0][0]
     Image.fromarray(image.astype(np.uint8)).save(tmp_path / "canvas.png")
     result = call_cli(capsys, "predict", "--file", out / "int8.tflite", tmp_path / "canvas.png", "--overlays",
                       tmp_path / "drawn", "--json")  # fmt: skip

@@ -26,7 +26,7 @@ from keras_mbv3.adapt import search, widths
 from keras_mbv3.backend import keras
 from keras_mbv3.batchnorm import precise_batchnorm
 from keras_mbv3.files import sha256, write_atomically
-from keras_mbv3.recipes import data as data_lib
+from keras_mbv3.recipes import tasks
 from keras_mbv3.recipes import report as report_lib
 from keras_mbv3.recipes import training
 from keras_mbv3.recipes.settings import ADAPT_DEFAULTS
@@ -95,7 +95,7 @@ class _Adaptation:
         self.state = _read_state(self.folder, options, sha256(run.paths["float"]))
         self.held = min(HOLDOUT_IMAGES, run.data.train_size // 5)
         keras.utils.set_random_seed(s["seed"])  # the tuning batches are drawn alike in a fresh and a resumed search
-        self.tuning = data_lib.load(s["data"], s["task"], s["image_size"], s["batch_size"], s["data_dir"], s["seed"],
+        self.tuning = tasks.load(s["data"], s["task"], s["image_size"], s["batch_size"], s["data_dir"], s["seed"],
                                     holdout=self.held, repeatable=True)  # fmt: skip
         images = run.data.images(CALIBRATION_IMAGES)
         self.table = latency_lib.LatencyTable(images, os.path.join(self.folder, "latency_table.json"),

@@ -2,7 +2,8 @@
 
 Every source becomes a ``Data``: batched, prefetched train and validation
 pipelines of float32 RGB images in [0, 255] (the models rescale them) with
-the targets of the task (``keras_mbv3.recipes.tasks``). Splits, the
+the targets of the task (a ``keras_mbv3.recipes.tasks.Task``, which reads its sources with
+the readers here and calls ``pipelines``). Splits, the
 shuffling and the augmentation are deterministic for a given seed: a rerun of
 a recipe with the same ``--seed`` gives the same figures on the same machine.
 """
@@ -15,7 +16,6 @@ import tensorflow as tf
 
 from keras_mbv3 import checks
 from keras_mbv3.backend import keras
-from keras_mbv3.recipes import tasks
 from keras_mbv3.recipes.settings import EMBEDDED
 
 DIGITS_CLASSES = 10
@@ -56,25 +56,19 @@ class Data:
         return np.stack([x for x, _ in self.train.unbatch().take(limit).as_numpy_iterator()])
 
 
-def load(data, task="classification", image_size=32, batch_size=64, data_dir=None, seed=0, holdout=0,
-         repeatable=False):  # fmt: skip
-    """The data set named by ``data`` (the ``--data`` flag) for ``task``.
+def pipelines(task, data, train, val, labels, image_size=32, batch_size=64, seed=0, holdout=0, repeatable=False):
+    """``Data`` of a task's sources (``tasks.Task.load`` reads them, then calls this).
 
     Args:
-        data: an embedded set (``"digits"``, ``"digits-seg"``), ``"tfds:NAME"``
-            (TensorFlow Datasets, read from ``data_dir``, never downloaded here), or a
-            folder: ``train/`` and ``val/`` with one sub-folder of images per class
-            (classification), or ``images/`` and ``masks/`` (PNG label maps, same
-            file names; segmentation). Which forms a task takes is its ``sources``.
-        task: a ``--task`` name (``keras_mbv3.recipes.tasks``).
+        task: the ``tasks.Task``: its ``augment`` (training), ``target`` and ``truth`` make the pairs.
+        data: the ``--data`` value (the ``Data``'s name and the messages').
+        train, val, labels: the task's ``sources``.
         image_size: side of the square images fed to the model.
         holdout: training images (drawn at random for ``seed``) kept out of ``train`` and given unaugmented as
             ``holdout`` (NetAdapt scores its proposals on them; the validation split stays unseen).
         repeatable: every pass over ``train`` gives the same batches, augmented alike (NetAdapt fine-tunes each
             proposal on the same ones); otherwise each pass shuffles and augments anew.
     """
-    kind = tasks.get(task)
-    train, val, labels = kind.sources(data, image_size, data_dir, seed)
     train_size, val_size, classes = _size(train), _size(val), len(labels)
     held = None
     if holdout:
@@ -82,14 +76,14 @@ def load(data, task="classification", image_size=32, batch_size=64, data_dir=Non
         if holdout >= train_size:
             checks.fail("holdout", holdout, f"fewer than the {train_size} training images of {data!r}")
         train, held = split_off(train, train_size, holdout, seed)
-        held = _pipeline(held.cache(), kind, classes, batch_size, training=False, seed=seed, size=holdout)
+        held = _pipeline(held.cache(), task, classes, batch_size, training=False, seed=seed, size=holdout)
         train_size -= holdout
     return Data(
-        train=_pipeline(train, kind, classes, batch_size, training=True, seed=seed, size=train_size,
+        train=_pipeline(train, task, classes, batch_size, training=True, seed=seed, size=train_size,
                         repeatable=repeatable),
-        val=_pipeline(val, kind, classes, batch_size, training=False, seed=seed, size=val_size),
-        evaluation=val.map(lambda x, y: (x, kind.truth(y, classes))).padded_batch(batch_size).prefetch(tf.data.AUTOTUNE),
-        classes=classes, task=task, train_size=train_size, val_size=val_size, name=data, labels=tuple(labels),
+        val=_pipeline(val, task, classes, batch_size, training=False, seed=seed, size=val_size),
+        evaluation=val.map(lambda x, y: (x, task.truth(y, classes))).padded_batch(batch_size).prefetch(tf.data.AUTOTUNE),
+        classes=classes, task=task.NAME, train_size=train_size, val_size=val_size, name=data, labels=tuple(labels),
         image_shape=(image_size, image_size, 3), holdout=held,
     )  # fmt: skip
 
@@ -123,15 +117,15 @@ def _size(dataset):
     return size if size >= 0 else int(dataset.reduce(0, lambda n, _: n + 1))
 
 
-def _pipeline(dataset, kind, classes, batch_size, training, seed, size, repeatable=False):
+def _pipeline(dataset, task, classes, batch_size, training, seed, size, repeatable=False):
     if training:
         dataset = dataset.shuffle(min(size, 10_000), seed=seed, reshuffle_each_iteration=not repeatable)
         # A stateless crop per image with a seed drawn in order: the same augmentation on
         # every run for a given --seed (a stateful op in a parallel map draws in thread order).
         seeds = tf.data.Dataset.random(seed=seed, rerandomize_each_iteration=not repeatable).batch(2)
-        dataset = tf.data.Dataset.zip(dataset, seeds).map(lambda pair, seed: kind.augment(*pair, seed),
+        dataset = tf.data.Dataset.zip(dataset, seeds).map(lambda pair, seed: task.augment(*pair, seed),
                                                           num_parallel_calls=tf.data.AUTOTUNE)  # fmt: skip
-    dataset = dataset.map(lambda x, y: (x, kind.target(y, classes, x.shape)), num_parallel_calls=tf.data.AUTOTUNE)
+    dataset = dataset.map(lambda x, y: (x, task.target(y, classes, x.shape)), num_parallel_calls=tf.data.AUTOTUNE)
     return dataset.batch(batch_size).prefetch(tf.data.AUTOTUNE)
 
 

@@ -162,7 +162,7 @@ def evaluate(path, data, name=None):
     progress = keras.utils.Progbar(data.val_size, unit_name="image")
     progress_name = name or os.path.basename(path)
     print(f"evaluating {progress_name} on {data.val_size} images")
-    evaluator = tasks.get(data.task).Evaluator(data.classes, data.image_shape)
+    evaluator = tasks.get(data.task).evaluator(data.classes, data.image_shape)
     for images, truth in data.evaluation.as_numpy_iterator():
         evaluator.update(run(images), truth)
         progress.add(len(images))

@@ -26,7 +26,6 @@ from keras_mbv3.quantization import (
 )
 from keras_mbv3.quantization.calibration import CALIBRATION_SAMPLES, REPRESENTATIVE_SAMPLES
 from keras_mbv3.recipes import adapt_step
-from keras_mbv3.recipes import data as data_lib
 from keras_mbv3.recipes import evaluation, report, tasks, training
 from keras_mbv3.recipes.settings import DEFAULTS, EMBEDDED, TASK_DEFAULTS, flag
 
@@ -149,7 +148,7 @@ class Run:
     def data(self):
         if self._data is None:
             s = self.settings
-            self._data = data_lib.load(s["data"], s["task"], s["image_size"], s["batch_size"], s["data_dir"],
+            self._data = tasks.load(s["data"], s["task"], s["image_size"], s["batch_size"], s["data_dir"],
                                        s["seed"])  # fmt: skip
         return self._data
 

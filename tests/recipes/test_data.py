@@ -28,11 +28,11 @@ def class_folder(root, rng, classes=("cat", "dog"), per_class=4):
 
 
 def test_digits_and_digits_segmentation_shapes():
-    digits = data.load("digits", image_size=32, batch_size=16)
+    digits = tasks.load("digits", image_size=32, batch_size=16)
     images, labels = next(iter(digits.val))
     assert images.shape == (16, 32, 32, 3) and labels.shape == (16, 10) and digits.classes == 10
     assert digits.train_size + digits.val_size == 1797
-    seg = data.load("digits-seg", task="segmentation", image_size=48, batch_size=8)
+    seg = tasks.load("digits-seg", task="segmentation", image_size=48, batch_size=8)
     images, masks = next(iter(seg.val))
     assert images.shape == (8, 48, 48, 3) and masks.shape == (8, 48, 48) and masks.dtype == tf.int32
     assert seg.classes == 11 and 0 < int(tf.reduce_max(masks)) <= 10  # background 0, digit d as d + 1
@@ -41,7 +41,7 @@ def test_digits_and_digits_segmentation_shapes():
 @pytest.mark.parametrize("name, task", [("digits", "classification"), ("digits-seg", "segmentation")])
 def test_training_batches_repeat_for_a_seed(name, task):
     def epochs(seed):
-        train = data.load(name, task=task, image_size=32, batch_size=64, seed=seed).train.take(2)
+        train = tasks.load(name, task=task, image_size=32, batch_size=64, seed=seed).train.take(2)
         return [[b.numpy() for batch in train for b in batch] for _ in range(2)]
 
     first, again, other = epochs(0), epochs(0), epochs(1)
@@ -53,8 +53,8 @@ def test_training_batches_repeat_for_a_seed(name, task):
 
 
 def test_a_holdout_leaves_the_training_split_for_the_same_images_whatever_the_global_seed():
-    full = data.load("digits", image_size=16, batch_size=64)
-    split = data.load("digits", image_size=16, batch_size=64, holdout=100)
+    full = tasks.load("digits", image_size=16, batch_size=64)
+    split = tasks.load("digits", image_size=16, batch_size=64, holdout=100)
 
     def labels(dataset):
         return np.concatenate([np.argmax(y, -1) for _, y in dataset])
@@ -70,18 +70,18 @@ def test_a_holdout_leaves_the_training_split_for_the_same_images_whatever_the_gl
     first = images(split.holdout)
     np.testing.assert_array_equal(first, images(split.holdout))  # unaugmented, in the same order on every pass
     tf.random.set_seed(123)
-    np.testing.assert_array_equal(first, images(data.load("digits", image_size=16, holdout=100).holdout))
-    assert not np.array_equal(first, images(data.load("digits", image_size=16, holdout=100, seed=1).holdout))
+    np.testing.assert_array_equal(first, images(tasks.load("digits", image_size=16, holdout=100).holdout))
+    assert not np.array_equal(first, images(tasks.load("digits", image_size=16, holdout=100, seed=1).holdout))
     assert full.holdout is None
     with pytest.raises(ValueError, match="holdout"):
-        data.load("digits", image_size=16, holdout=full.train_size)
+        tasks.load("digits", image_size=16, holdout=full.train_size)
 
 
 def test_a_repeatable_training_split_gives_the_same_augmented_batches_on_every_pass():
-    repeatable = data.load("digits", image_size=16, batch_size=64, holdout=100, repeatable=True).train.take(3)
+    repeatable = tasks.load("digits", image_size=16, batch_size=64, holdout=100, repeatable=True).train.take(3)
     passes = [np.concatenate([x for x, _ in repeatable]) for _ in range(2)]
     np.testing.assert_array_equal(*passes)
-    ordinary = data.load("digits", image_size=16, batch_size=64).train.take(3)
+    ordinary = tasks.load("digits", image_size=16, batch_size=64).train.take(3)
     assert not np.array_equal(*[np.concatenate([x for x, _ in ordinary]) for _ in range(2)])
 
 
@@ -103,7 +103,7 @@ def test_translation_moves_image_and_mask_together():
 
 
 def test_class_folder_converts_every_image_to_rgb(tmp_path, rng):
-    loaded = data.load(str(class_folder(tmp_path / "set", rng)), image_size=32, batch_size=4)
+    loaded = tasks.load(str(class_folder(tmp_path / "set", rng)), image_size=32, batch_size=4)
     assert (loaded.classes, loaded.train_size, loaded.val_size) == (2, 8, 8)
     images, labels = [np.concatenate(parts) for parts in zip(*loaded.val.as_numpy_iterator())]
     assert images.shape == (8, 32, 32, 3)
@@ -118,7 +118,7 @@ def test_segmentation_folder(tmp_path, rng):
     for i in range(10):
         write_image(root / "images" / f"{i}.jpg", rng.integers(0, 255, (40, 40, 3)).astype("uint8"))
         write_image(root / "masks" / f"{i}.png", rng.integers(0, 3, (40, 40)).astype("uint8"))
-    loaded = data.load(str(root), task="segmentation", image_size=32, batch_size=2)
+    loaded = tasks.load(str(root), task="segmentation", image_size=32, batch_size=2)
     assert (loaded.classes, loaded.train_size, loaded.val_size) == (3, 8, 2)
     images, masks = next(iter(loaded.val))
     assert images.shape == (2, 32, 32, 3) and masks.shape == (2, 32, 32)
@@ -145,7 +145,7 @@ def test_tfds_reads_a_locally_built_data_set(tmp_path):
                 yield i, {"image": np.full((12, 12, 1), 200 * (i % 2), np.uint8), "label": i % 2}
 
     TinyShapes(data_dir=str(tmp_path)).download_and_prepare()
-    loaded = data.load("tfds:tiny_shapes", image_size=32, batch_size=4, data_dir=str(tmp_path))
+    loaded = tasks.load("tfds:tiny_shapes", image_size=32, batch_size=4, data_dir=str(tmp_path))
     assert (loaded.classes, loaded.train_size, loaded.val_size) == (2, 12, 4)
     images, labels = next(iter(loaded.val))
     assert images.shape == (4, 32, 32, 3)
@@ -178,14 +178,14 @@ def test_bad_folders_name_the_problem(tmp_path, rng, layout, message):
     elif layout == "mismatch":
         (root / "val" / "dog").rename(root / "val" / "wolf")
     with pytest.raises(ValueError, match=message) as error:
-        data.load(str(root), image_size=32)
+        tasks.load(str(root), image_size=32)
     assert "`--data`" in str(error.value)
 
 
 def test_bad_task_and_tfds_name(tmp_path):
     with pytest.raises(ValueError, match="`--task`"):
-        data.load("digits", task="keypoints")
+        tasks.load("digits", task="keypoints")
     with pytest.raises(ValueError, match="`--data`.*digits-seg"):
-        data.load("digits", task="segmentation")
+        tasks.load("digits", task="segmentation")
     with pytest.raises(ValueError, match="tfds:no_such_set"):
-        data.load("tfds:no_such_set", data_dir=str(tmp_path))
+        tasks.load("tfds:no_such_set", data_dir=str(tmp_path))

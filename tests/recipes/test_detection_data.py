@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
+from keras_mbv3.applications import ssdlite
 from keras_mbv3.recipes import data, detection_data, tasks
 
 
@@ -64,7 +65,7 @@ def coco_folder(root):
 
 def test_coco_folder_numbers_categories_and_normalizes_boxes(tmp_path):
     coco_folder(tmp_path)
-    loaded = data.load(str(tmp_path), "detection", image_size=64, batch_size=2)
+    loaded = tasks.load(str(tmp_path), "detection", image_size=64, batch_size=2)
     assert loaded.labels == ("background", "cat", "dog") and loaded.classes == 3
     assert (loaded.train_size, loaded.val_size) == (2, 2)
     images, truth = next(loaded.evaluation.as_numpy_iterator())
@@ -93,7 +94,7 @@ def test_bad_coco_folders_name_the_problem(tmp_path, problem, message):
         coco["categories"][0]["name"] = "wolf"
         (tmp_path / "val" / "annotations.json").write_text(json.dumps(coco))
     with pytest.raises(ValueError, match=message):
-        data.load(str(tmp_path), "detection", image_size=64)
+        tasks.load(str(tmp_path), "detection", image_size=64)
 
 
 def test_tfds_detection_set(tmp_path):
@@ -121,7 +122,7 @@ def test_tfds_detection_set(tmp_path):
                 yield i, {"image": image, "objects": {"bbox": [box], "label": [i % 2]}}
 
     TinyBoxes(data_dir=str(tmp_path)).download_and_prepare()
-    loaded = data.load("tfds:tiny_boxes", "detection", image_size=32, batch_size=2, data_dir=str(tmp_path))
+    loaded = tasks.load("tfds:tiny_boxes", "detection", image_size=32, batch_size=2, data_dir=str(tmp_path))
     assert loaded.labels == ("background", "ball", "cube") and (loaded.train_size, loaded.val_size) == (6, 2)
     images, truth = next(loaded.evaluation.as_numpy_iterator())
     np.testing.assert_allclose(truth["boxes"][:, 0], [[0.25, 0.125, 0.75, 0.625]] * 2, atol=1e-6)
@@ -176,12 +177,12 @@ def test_horizontal_flip_mirrors_image_and_boxes_for_half_the_seeds():
 
 
 def test_the_task_matches_every_digit_to_anchors():
-    loaded = data.load("digits-det", "detection", image_size=64, batch_size=8, holdout=8)
+    loaded = tasks.load("digits-det", "detection", image_size=64, batch_size=8, holdout=8)
     next(iter(loaded.train))  # cropped (a crop may leave a canvas without digits), never flipped: digits
     images, (boxes_target, class_target) = next(iter(loaded.holdout))  # 8 canvases as they are
     assert detection_data.MIRRORABLE not in next(iter(loaded.evaluation))[1]
     np.testing.assert_array_equal(boxes_target.numpy(), class_target.numpy())
-    anchors = tasks.get("detection").anchors((64, 64))
+    anchors = ssdlite.size_anchors((64, 64))
     assert boxes_target.shape == (8, len(anchors), 5)
     assert np.all((class_target.numpy()[..., 4] > 0).sum(-1) >= 1)  # every canvas has a matched digit
 
@@ -198,7 +199,7 @@ def test_evaluator_gives_1_for_the_truth_and_less_for_shifted_boxes():
 
     results = []
     for shift in (0.0, 0.05, 0.3):
-        evaluator = kind.Evaluator(4, (64, 64, 3))
+        evaluator = kind.evaluator(4, (64, 64, 3))
         evaluator.update(found(shift), truth)
         results.append(evaluator.result())
     assert results[0]["map"] == pytest.approx(1.0) and results[0]["map50"] == pytest.approx(1.0)

@@ -10,99 +10,116 @@ from keras_mbv3 import checks
 from keras_mbv3.applications import ssdlite
 from keras_mbv3.detection import SSDBoxLoss, SSDClassLoss, match
 from keras_mbv3.recipes import data as data_lib
-from keras_mbv3.recipes import detection_data
+from keras_mbv3.recipes import detection_data, overlays
+from keras_mbv3.recipes.tasks.base import Task
 
-METRIC = "map"
-MODEL_KIND = "detection model"
-TITLE = " SSDLite"
-CURVE = "loss"  # the training curve of the report
-# Keras: box encodings (A, 4) and class logits (A, classes); .tflite with the post-process: boxes (N, 4),
-# classes (N,), scores (N,) and count ()
-OUTPUT_RANKS = ((2, 2), (2, 1, 1, 0))
-CONSTRUCTORS = {"small": ssdlite.SSDLiteMobileNetV3Small, "large": ssdlite.SSDLiteMobileNetV3Large}
-NEEDS_OVERLAYS = True  # mbv3 predict draws the boxes on each image
-MEDIAPIPE = ("ObjectDetector", "detect", "[(d.categories[0].category_name, d.bounding_box) for d in result.detections]",
-             "max_results=10")  # fmt: skip
-INPUT_SIZE = ssdlite.INPUT_SIZE
 SHOW_THRESHOLD = 0.3  # mbv3 predict's boxes
 
 
-def sources(data, image_size, data_dir, seed):
-    if data == "digits-det":
-        train, val = detection_data.digits_detection(image_size, seed=seed)
-        labels = ("background", *data_lib.DIGIT_NAMES)
-        return detection_data.from_arrays(*train), detection_data.from_arrays(*val), labels
-    if data.startswith("tfds:"):
-        return detection_data.tfds_detection(data[len("tfds:"):], data_dir, image_size)
-    if data in data_lib.EMBEDDED_SETS:
-        checks.fail("--data", data, "for --task detection: 'digits-det', a COCO-format folder or 'tfds:NAME'")
-    return detection_data.coco_folder(data, image_size)
+class Detection(Task):
+    NAME = "detection"
+    METRIC = "map"
+    MODEL_KIND = "detection model"
+    TITLE = " SSDLite"
+    CURVE = "loss"
+    # Keras: box encodings (A, 4) and class logits (A, classes); .tflite with the post-process: boxes (N, 4),
+    # classes (N,), scores (N,) and count ()
+    OUTPUT_RANKS = ((2, 2), (2, 1, 1, 0))
+    CONSTRUCTORS = {"small": ssdlite.SSDLiteMobileNetV3Small, "large": ssdlite.SSDLiteMobileNetV3Large}
+    INPUT_SIZE = ssdlite.INPUT_SIZE
+    NEEDS_OVERLAYS = True  # mbv3 predict draws the boxes on each image
+    MEDIAPIPE = ("ObjectDetector", "detect",
+                 "[(d.categories[0].category_name, d.bounding_box) for d in result.detections]",
+                 "max_results=10")  # fmt: skip
 
+    # --- data
+    def sources(self, data, image_size, data_dir, seed):
+        if data == "digits-det":
+            train, val = detection_data.digits_detection(image_size, seed=seed)
+            labels = ("background", *data_lib.DIGIT_NAMES)
+            return detection_data.from_arrays(*train), detection_data.from_arrays(*val), labels
+        if data.startswith("tfds:"):
+            return detection_data.tfds_detection(data[len("tfds:"):], data_dir, image_size)
+        if data in data_lib.EMBEDDED_SETS:
+            checks.fail("--data", data, "for --task detection: 'digits-det', a COCO-format folder or 'tfds:NAME'")
+        return detection_data.coco_folder(data, image_size)
 
-def augment(image, truth, seed):
-    """A random crop, and a horizontal flip for sets whose objects may be mirrored (``detection_data.MIRRORABLE``
-    in their truth; not digits)."""
-    crop_seed, flip_seed = tf.unstack(tf.random.experimental.stateless_split(tf.cast(seed, tf.int64), 2))
-    image, moved = detection_data.random_crop(image, truth, crop_seed)
-    if detection_data.MIRRORABLE in truth:
-        image, moved = detection_data.horizontal_flip(image, moved, flip_seed)
-        moved[detection_data.MIRRORABLE] = truth[detection_data.MIRRORABLE]
-    return image, moved
+    def augment(self, image, truth, seed):
+        """A random crop, and a horizontal flip for sets whose objects may be mirrored
+        (``detection_data.MIRRORABLE`` in their truth; not digits)."""
+        crop_seed, flip_seed = tf.unstack(tf.random.experimental.stateless_split(tf.cast(seed, tf.int64), 2))
+        image, moved = detection_data.random_crop(image, truth, crop_seed)
+        if detection_data.MIRRORABLE in truth:
+            image, moved = detection_data.horizontal_flip(image, moved, flip_seed)
+            moved[detection_data.MIRRORABLE] = truth[detection_data.MIRRORABLE]
+        return image, moved
 
+    def target(self, truth, classes, image_shape):
+        """The anchors' targets of ``match``, once per output (both losses read them)."""
+        targets = match(truth["boxes"], truth["labels"], ssdlite.size_anchors(tuple(image_shape[:2])))
+        return targets, targets
 
-def anchors(image_size):
-    """The SSDLite anchors of an ``(H, W)`` input (read-only, shared)."""
-    return ssdlite.size_anchors(tuple(image_size))
+    def truth(self, label, classes):
+        """The boxes and labels as they are (the evaluator matches detections to them)."""
+        return label
 
+    # --- model and evaluation
+    def build_model(self, size, minimalistic, classes, input_shape, alpha, bn_momentum, weights):
+        """SSDLite; ``weights`` (``"imagenet"`` or a weights file) initializes the backbone.
 
-def target(truth, classes, image_shape):
-    """The anchors' targets of ``match``, once per output (both losses read them)."""
-    targets = match(truth["boxes"], truth["labels"], anchors(tuple(image_shape[:2])))
-    return targets, targets
+        With weights the backbone keeps its full tail (torchvision's rule: the
+        reduced tail halves the last stage's widths, which no classifier's weights have).
+        """
+        return self.CONSTRUCTORS[size](classes, input_shape=input_shape, alpha=alpha, minimalistic=minimalistic,
+                                       backbone_weights=weights, reduced_tail=weights is None,
+                                       bn_momentum=bn_momentum)  # fmt: skip
 
+    def loss(self):
+        return [SSDBoxLoss(), SSDClassLoss()]
 
-def truth(label, classes):
-    return label
+    def expected_outputs(self, classes, image_shape):
+        count = len(ssdlite.size_anchors(tuple(image_shape[:2])))
+        return [((count, 4), (count, classes)), ((None, 4), (None,), (None,), ())]
 
+    def evaluator(self, classes, image_shape):
+        return MapEvaluator(classes, image_shape)
 
-def build_model(size, minimalistic, classes, input_shape, alpha, bn_momentum, weights):
-    """SSDLite; ``weights`` (``"imagenet"`` or a weights file) initializes the backbone.
+    def export_options(self, image_shape):
+        """SSDLite's TFLite post-process, with the evaluation's thresholds (the ``.tflite`` files' mAP is the
+        report's)."""
+        return {"postprocess": ssdlite.postprocess(image_shape[:2])}
 
-    With weights the backbone keeps its full tail (torchvision's rule: the
-    reduced tail halves the last stage's widths, which no classifier's weights have).
-    """
-    return CONSTRUCTORS[size](classes, input_shape=input_shape, alpha=alpha, minimalistic=minimalistic,
-                              backbone_weights=weights, reduced_tail=weights is None,
-                              bn_momentum=bn_momentum)  # fmt: skip
+    def metadata_labels(self, labels):
+        """The detected classes' names, as the post-process numbers them (the background left out)."""
+        return labels[1:]
 
+    # --- presentation
+    def describe_model(self, output_shapes):
+        if len(output_shapes) == 2:
+            return f"{self.MODEL_KIND} of {output_shapes[1][-1]} classes"
+        return f"{self.MODEL_KIND} with the TFLite post-process"
 
-def loss():
-    return [SSDBoxLoss(), SSDClassLoss()]
+    def class_names(self, output_shapes):
+        """Names for a file without metadata: the class indices (0-based, the background left out)."""
+        return tuple(str(i) for i in range(output_shapes[1][-1] - 1)) if len(output_shapes) == 2 else ()
 
+    def predict(self, path, image, output, names, options):
+        """``{"image", "overlay", "objects": [{"class", "name", "score", "box"}]}``: the ``options["top_k"]`` best
+        detections of score >= 0.3, boxes ``[ymin, xmin, ymax, xmax]`` in pixels, drawn on the overlay PNG."""
+        found = detections([o[None] for o in output], image.shape, SHOW_THRESHOLD, options["top_k"])
+        count = int(found["count"][0])
+        shown = [i for i in range(count) if found["scores"][0][i] >= SHOW_THRESHOLD][: options["top_k"]]  # best first
+        boxes = found["boxes"][0][shown]
+        height, width = image.shape[:2]
+        objects = [{"class": int(c), "name": names[c] if c < len(names) else str(c), "score": round(float(s), 4),
+                    "box": [round(float(v), 1) for v in b * [height, width, height, width]]}
+                   for b, c, s in zip(boxes, found["classes"][0][shown], found["scores"][0][shown])]  # fmt: skip
+        target = overlays.write(overlays.boxes_png(image, boxes), path, options["overlays"], options["overwrite"])
+        return {"image": path, "overlay": target, "objects": objects}
 
-def metrics():
-    return None
-
-
-def export_options(image_shape):
-    """The post-process of the run's ``.tflite`` files, with the evaluation's thresholds (their mAP is the report's)."""
-    return {"postprocess": ssdlite.postprocess(image_shape[:2])}
-
-
-def metadata_labels(labels):
-    """The detected classes' names, as the post-process numbers them (the background left out)."""
-    return labels[1:]
-
-
-def expected_outputs(classes, image_shape):
-    count = len(anchors(tuple(image_shape[:2])))
-    return [((count, 4), (count, classes)), ((None, 4), (None,), (None,), ())]
-
-
-def describe_model(output_shapes):
-    if len(output_shapes) == 2:
-        return f"{MODEL_KIND} of {output_shapes[1][-1]} classes"
-    return f"{MODEL_KIND} with the TFLite post-process"
+    def describe(self, result):
+        found = ", ".join(f"{o['name']} {o['score']:.2f}" for o in result["objects"]) or "nothing found"
+        return f"{result['image']}: {found} -> {result['overlay']}"
 
 
 def detections(outputs, image_shape, score_threshold=ssdlite.SCORE_THRESHOLD,
@@ -120,7 +137,7 @@ def detections(outputs, image_shape, score_threshold=ssdlite.SCORE_THRESHOLD,
     return {name: np.asarray(value) for name, value in found.items()}
 
 
-class Evaluator:
+class MapEvaluator:
     """COCO mAP@[.5:.95] and mAP@.5 (pycocotools) of the batches given to ``update``."""
 
     def __init__(self, classes, image_shape):
@@ -158,7 +175,7 @@ class Evaluator:
             "categories": [{"id": c} for c in range(1, self.classes)],
         }  # fmt: skip
         if not self.truth or not self.found:  # loadRes fails on no detections
-            return {METRIC: 0.0, "map50": 0.0}
+            return {Detection.METRIC: 0.0, "map50": 0.0}
         with contextlib.redirect_stdout(io.StringIO()):  # pycocotools prints its progress and table
             truth.createIndex()
             rows = np.array([[i, *xywh(box), score, label] for i, box, label, score in self.found], np.float64)
@@ -166,38 +183,4 @@ class Evaluator:
             evaluation.evaluate()
             evaluation.accumulate()
             evaluation.summarize()
-        return {METRIC: float(evaluation.stats[0]), "map50": float(evaluation.stats[1])}
-
-
-def class_names(output_shapes):
-    """Names for a file without metadata: the class indices (0-based, the background left out)."""
-    return tuple(str(i) for i in range(output_shapes[1][-1] - 1)) if len(output_shapes) == 2 else ()
-
-
-def predict(path, image, output, names, options):
-    """``{"image", "overlay", "objects": [{"class", "name", "score", "box"}]}``: the ``options["top_k"]`` best
-    detections of score >= 0.3, boxes ``[ymin, xmin, ymax, xmax]`` in pixels, drawn on the overlay PNG."""
-    import os
-
-    from keras_mbv3.files import write_atomically
-
-    found = detections([o[None] for o in output], image.shape, SHOW_THRESHOLD, options["top_k"])
-    count = int(found["count"][0])
-    shown = [i for i in range(count) if found["scores"][0][i] >= SHOW_THRESHOLD][: options["top_k"]]  # best first
-    boxes = found["boxes"][0][shown]
-    height, width = image.shape[:2]
-    objects = [{"class": int(c), "name": names[c] if c < len(names) else str(c), "score": round(float(s), 4),
-                "box": [round(float(v), 1) for v in b * [height, width, height, width]]}
-               for b, c, s in zip(boxes, found["classes"][0][shown], found["scores"][0][shown])]  # fmt: skip
-    drawn = tf.image.draw_bounding_boxes(image[None] / 255.0, np.clip(boxes[None], 0, 1),
-                                         np.array([[1.0, 0.2, 0.2, 1.0]]))[0]  # fmt: skip
-    target = os.path.join(options["overlays"], os.path.splitext(os.path.basename(path))[0] + ".overlay.png")
-    os.makedirs(options["overlays"], exist_ok=True)
-    png = tf.io.encode_png(tf.cast(tf.round(tf.clip_by_value(drawn, 0, 1) * 255), tf.uint8)).numpy()
-    write_atomically(png, target, options["overwrite"])
-    return {"image": path, "overlay": target, "objects": objects}
-
-
-def describe(result):
-    found = ", ".join(f"{o['name']} {o['score']:.2f}" for o in result["objects"]) or "nothing found"
-    return f"{result['image']}: {found} -> {result['overlay']}"
+        return {Detection.METRIC: float(evaluation.stats[0]), "map50": float(evaluation.stats[1])}

@@ -1,0 +1,94 @@
+"""``Task``: what the recipe does differently per ``--task``, as keras-hub's ``Task`` / ``Preprocessor``.
+
+A subclass states its constants and overrides what differs from these defaults, in
+three parts: data (sources, augmentation, training targets, the evaluator's truth),
+model and evaluation (builder, loss, metrics, output shapes, evaluator, export
+options), and presentation (``mbv3 predict``'s results and overlays, the report's
+curve and MediaPipe snippet). The recipe, evaluation, predict and report code call
+these methods and nothing else of the task.
+"""
+
+from keras_mbv3.recipes import data as data_lib
+
+
+class Task:
+    """Defaults shared by the tasks; subclasses set the constants below."""
+
+    NAME = ""  # the --task value
+    METRIC = ""  # the evaluator's headline value, e.g. "accuracy"
+    MODEL_KIND = ""  # e.g. "classifier", in messages
+    TITLE = ""  # after "MobileNetV3Small" in the metadata's model name, e.g. " SSDLite"
+    CURVE = "accuracy"  # the report's training curve
+    OUTPUT_RANKS = ()  # the ranks of its models' outputs (without the batch axis), one tuple per form
+    CONSTRUCTORS = {}  # --model -> application builder
+    INPUT_SIZE = None  # the builders' applications.sizes.SizeRule: --image-size is checked against it
+    NEEDS_OVERLAYS = False  # mbv3 predict writes an overlay PNG per image
+    MEDIAPIPE = ()  # (MediaPipe Tasks class, method, result expression, option) of the report's snippet
+
+    # --- data -------------------------------------------------------------------------------------------------
+    def sources(self, data, image_size, data_dir, seed):
+        """``(train, val, labels)``: unbatched ``tf.data`` pairs ``(image float32 (H, W, 3) in [0, 255], label)``
+        and the class names in index order, for the ``--data`` value ``data``."""
+        raise NotImplementedError
+
+    def augment(self, image, label, seed):
+        """A training pair augmented for the stateless ``seed`` (a random translation by default)."""
+        return data_lib.translate(image, seed), label
+
+    def target(self, label, classes, image_shape):
+        """The model's training target for ``label`` (the label itself by default)."""
+        return label
+
+    def truth(self, label, classes):
+        """What the evaluator compares the outputs with: the training target by default."""
+        return self.target(label, classes, None)
+
+    def load(self, data, image_size=32, batch_size=64, data_dir=None, seed=0, holdout=0, repeatable=False):
+        """``data_lib.Data`` of the ``--data`` value ``data`` for this task (see ``data_lib.pipelines``)."""
+        train, val, labels = self.sources(data, image_size, data_dir, seed)
+        return data_lib.pipelines(self, data, train, val, labels, image_size, batch_size, seed, holdout, repeatable)
+
+    # --- model and evaluation ---------------------------------------------------------------------------------
+    def build_model(self, size, minimalistic, classes, input_shape, alpha, bn_momentum, weights):
+        """A new model; ``weights`` (``"imagenet"`` or a weights file) initializes the backbone."""
+        raise NotImplementedError
+
+    def loss(self):
+        raise NotImplementedError
+
+    def metrics(self):
+        return None
+
+    def expected_outputs(self, classes, image_shape):
+        """The output shapes of its model files, one tuple of shapes per form (e.g. Keras and ``.tflite``)."""
+        raise NotImplementedError
+
+    def evaluator(self, classes, image_shape):
+        """A new evaluator: ``update(outputs, truth)`` per batch, then ``result()`` -> ``{METRIC: value, ...}``."""
+        raise NotImplementedError
+
+    def export_options(self, image_shape):
+        """More ``export_tflite`` arguments for the run's ``.tflite`` files: none by default."""
+        return {}
+
+    def metadata_labels(self, labels):
+        """The class names written into the exports' metadata: all of them, in index order, by default."""
+        return labels
+
+    # --- presentation -----------------------------------------------------------------------------------------
+    def describe_model(self, output_shapes):
+        """``"classifier of 10 classes"`` for a model of ``output_shapes``."""
+        return f"{self.MODEL_KIND} of {output_shapes[0][-1]} classes"
+
+    def class_names(self, output_shapes):
+        """Names for a file without metadata: the class indices."""
+        return tuple(str(i) for i in range(output_shapes[0][-1]))
+
+    def predict(self, path, image, output, names, options):
+        """One image's result of ``mbv3 predict`` (a JSON-ready dict)."""
+        raise NotImplementedError
+
+    def describe(self, result):
+        """The line ``mbv3 predict`` prints for ``result``."""
+        raise NotImplementedError
+
