@@ -5,7 +5,8 @@ backend, so the export runs in a TensorFlow worker: the model goes over as its
 ``.keras`` file (the bridge between backends: same weights, same outputs), the
 arguments as a pickle, the calibration images as arrays. The worker runs
 ``export_tflite`` on the TensorFlow backend and hands back the bytes, its warnings,
-or its error, which is raised again here with its own class.
+or its error, which is raised again here with its own class. The worker's side is
+``tensorflow_worker_main`` (it imports ``export``, which imports this module).
 
 A ``.keras`` file is the model's whole state, so the worker's export equals the
 one of the same model built on TensorFlow; a QAT model's ranges widened to
@@ -45,7 +46,7 @@ def export_in_tensorflow(model, arguments):
         # the conversion needs no accelerator (the caller's backend may hold it); the worker imports what we import
         env = {**os.environ, "KERAS_BACKEND": "tensorflow", "TF_USE_LEGACY_KERAS": "0", "CUDA_VISIBLE_DEVICES": "-1",
                "PYTHONPATH": os.pathsep.join(p for p in sys.path if p)}  # fmt: skip
-        done = subprocess.run([sys.executable, "-m", __name__, folder], env=env, capture_output=True, text=True,
+        done = subprocess.run([sys.executable, "-m", "keras_mbv3.quantization.tensorflow_worker_main", folder], env=env, capture_output=True, text=True,
                               timeout=WORKER_TIMEOUT_S)  # fmt: skip
         try:
             with open(os.path.join(folder, "result.pkl"), "rb") as file:
@@ -58,45 +59,3 @@ def export_in_tensorflow(model, arguments):
     if "error" in result:
         raise result["error"]
     return result["content"]
-
-
-def _work(folder):
-    """The worker's side: load, export, and leave the bytes or the error in ``result.pkl``."""
-    from keras_mbv3 import keras  # registers the layers for loading
-    from keras_mbv3.quantization.export import export_tflite
-
-    with open(os.path.join(folder, "arguments.pkl"), "rb") as file:
-        arguments = pickle.load(file)
-    if isinstance(arguments["representative_dataset"], list):
-        samples = arguments["representative_dataset"]
-        arguments["representative_dataset"] = lambda: iter(samples)
-    result = {}
-    with warnings.catch_warnings(record=True) as caught:
-        warnings.simplefilter("always")
-        try:
-            result["content"] = export_tflite(keras.models.load_model(os.path.join(folder, "model.keras")),
-                                              **arguments)  # fmt: skip
-        except Exception as error:  # raised again in the caller, with its class when it survives a pickle
-            result["error"] = _portable_error(error)
-    own = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))  # ours only, as a TensorFlow process shows
-    result["warnings"] = list(dict.fromkeys((w.category, str(w.message)) for w in caught
-                                            if os.path.abspath(w.filename).startswith(own)))  # fmt: skip
-    partial = os.path.join(folder, "result.pkl.partial")
-    with open(partial, "wb") as file:
-        pickle.dump(result, file)
-    os.replace(partial, os.path.join(folder, "result.pkl"))
-
-
-def _portable_error(error):
-    """``error`` if it pickles and unpickles as itself, else a RuntimeError with its class, message and traceback."""
-    try:
-        pickle.loads(pickle.dumps(error))
-        return error
-    except Exception:
-        import traceback
-
-        return RuntimeError(f"{type(error).__name__}: {error}\n{''.join(traceback.format_exception(error))}")
-
-
-if __name__ == "__main__":
-    _work(sys.argv[1])

@@ -270,7 +270,7 @@ def test_uint8_io_adds_only_the_boundary_quantize_ops_and_gives_the_int8_io_scor
 def test_the_export_workers_errors_that_do_not_unpickle_come_back_as_runtime_errors_naming_their_class():
     """(The worker exports for JAX and PyTorch processes; an error class whose constructor needs more than its
     message would otherwise fail in the caller's unpickling instead of saying what happened.)"""
-    from keras_mbv3.quantization.tensorflow_worker import _portable_error
+    from keras_mbv3.quantization.tensorflow_worker_main import _portable_error
 
     class NeedsTwo(Exception):
         def __init__(self, what, where):

@@ -1,0 +1,53 @@
+"""The TensorFlow worker's side of ``tensorflow_worker.export_in_tensorflow``: ``python -m`` this module ``FOLDER``.
+
+It loads ``FOLDER/model.keras`` on the TensorFlow backend, runs ``export_tflite`` with
+the pickled arguments, and leaves the bytes, its own warnings, or the error in
+``FOLDER/result.pkl`` (written whole, then renamed).
+"""
+
+import os
+import pickle
+import sys
+import warnings
+
+
+def work(folder):
+    """The worker's side: load, export, and leave the bytes or the error in ``result.pkl``."""
+    from keras_mbv3 import keras  # registers the layers for loading
+    from keras_mbv3.quantization.export import export_tflite
+
+    with open(os.path.join(folder, "arguments.pkl"), "rb") as file:
+        arguments = pickle.load(file)
+    if isinstance(arguments["representative_dataset"], list):
+        samples = arguments["representative_dataset"]
+        arguments["representative_dataset"] = lambda: iter(samples)
+    result = {}
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        try:
+            result["content"] = export_tflite(keras.models.load_model(os.path.join(folder, "model.keras")),
+                                              **arguments)  # fmt: skip
+        except Exception as error:  # raised again in the caller, with its class when it survives a pickle
+            result["error"] = _portable_error(error)
+    own = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))  # ours only, as a TensorFlow process shows
+    result["warnings"] = list(dict.fromkeys((w.category, str(w.message)) for w in caught
+                                            if os.path.abspath(w.filename).startswith(own)))  # fmt: skip
+    partial = os.path.join(folder, "result.pkl.partial")
+    with open(partial, "wb") as file:
+        pickle.dump(result, file)
+    os.replace(partial, os.path.join(folder, "result.pkl"))
+
+
+def _portable_error(error):
+    """``error`` if it pickles and unpickles as itself, else a RuntimeError with its class, message and traceback."""
+    try:
+        pickle.loads(pickle.dumps(error))
+        return error
+    except Exception:
+        import traceback
+
+        return RuntimeError(f"{type(error).__name__}: {error}\n{''.join(traceback.format_exception(error))}")
+
+
+if __name__ == "__main__":
+    work(sys.argv[1])
