@@ -12,7 +12,7 @@ PY_TFMOT := $(VENV_TFMOT)/bin/python
 STAMP_TFMOT := $(VENV_TFMOT)/.installed
 export TF_CPP_MIN_LOG_LEVEL ?= 2
 
-.PHONY: test test-keras3 test-legacy test-jax demo demo-seg demo-det bench clean
+.PHONY: test check test-keras3 test-legacy test-jax demo demo-seg demo-det bench clean
 
 $(STAMP): setup.cfg pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
@@ -32,6 +32,10 @@ $(STAMP_TFMOT): setup.cfg pyproject.toml constraints-tfmot.txt
 test: $(STAMP) $(STAMP_TFMOT)
 	$(MAKE) -j2 --output-sync=target test-keras3 test-legacy
 	$(MAKE) test-jax
+
+# The edit-test loop: the Keras 3 line's tests not marked slow (in-process, small inputs; about 3 minutes).
+check: $(STAMP)
+	TF_USE_LEGACY_KERAS=0 $(PY) -m pytest -q -p no:cacheprovider -m "not slow" --durations=5 tests
 
 test-keras3: $(STAMP)
 	TF_USE_LEGACY_KERAS=0 $(PY) -m pytest -q -p no:cacheprovider --durations=15 tests

@@ -16,6 +16,7 @@ from cli_helpers import (USER_ENV, assert_one_line_error, call_cli, call_cli_cap
 from mediapipe_client import classify, needs_mediapipe, segment
 
 
+pytestmark = pytest.mark.slow  # trains, converts or starts processes: `make test`, not `make check`
 
 
 @pytest.mark.parametrize("command", COMMANDS)

@@ -22,6 +22,7 @@ def blocks(language):
     return [(match["only"], match["code"]) for match in BLOCK.finditer(README) if match["language"] == language]
 
 
+@pytest.mark.slow
 def test_python_blocks_run_in_order_in_a_new_process(tmp_path):
     code = [code for only, code in blocks("python") if only in (None, LINE)]
     assert len(code) >= 6

@@ -11,6 +11,9 @@ from keras_mbv3.recipes import adapt_step
 from cli_helpers import assert_one_line_error, call_cli, keras_3_only, kill_when_logged, three_class_folder
 
 
+pytestmark = pytest.mark.slow  # trains, converts or starts processes: `make test`, not `make check`
+
+
 @keras_3_only  # ~4.5 min; tf_keras runs the library's tests (tests/adapt), its engine's quantization included
 def test_adapt_reaches_its_target_resumes_after_a_kill_and_qat_takes_its_model(capsys, tmp_path):
     """Issue 14 on an image folder: NetAdapt killed after its first iteration resumes there; the adapted model is

@@ -63,6 +63,7 @@ def test_the_table_measures_each_unit_shape_once_and_keeps_it_in_its_file(tmp_pa
     assert latency.LatencyTable(IMAGES, str(path), threads=2).entries == {}  # measured at another thread count
 
 
+@pytest.mark.slow
 def test_calibration_scales_the_sum_to_the_whole_models_measurement(tmp_path):
     model = tiny()
     table = latency.LatencyTable(IMAGES, str(tmp_path / "table.json"))
@@ -73,6 +74,7 @@ def test_calibration_scales_the_sum_to_the_whole_models_measurement(tmp_path):
     assert latency.LatencyTable(IMAGES, str(tmp_path / "table.json")).scale == pytest.approx(measured.ms / total)
 
 
+@pytest.mark.slow
 def test_a_cut_model_is_measured_beside_the_start_and_the_model_before_to_a_quarter_of_the_step(tmp_path):
     """The hard case of issue 25: a model of a few microseconds, whose single figures move by more than a 5%
     step. Rounds go on until the ratio's 95% interval is within 1.25% (a quarter of the step)."""

@@ -56,6 +56,7 @@ def test_large_first_block_shares_the_stem_width():
 
 @pytest.mark.parametrize("cut", ["expanded_conv_4 expansion", "expanded_conv_3..5 output", "conv output",
                                  "conv_1 output", "conv_2 output"])  # fmt: skip
+@pytest.mark.slow
 def test_cutting_silenced_channels_keeps_the_outputs(cut, rng):
     model = small()
     setters = widths.cuttable(model)
@@ -116,6 +117,7 @@ def test_a_cut_that_would_join_a_residual_is_known_and_refused():
         widths.rebuild(model, {chain: 40})
 
 
+@pytest.mark.slow
 def test_a_cut_model_saves_loads_flattens_and_quantizes_to_one_int8_partition(tmp_path, rng):
     """The adapted model is an ordinary functional model of our layers, on either Keras line and its engine."""
     from keras_mbv3.layers.flatten import flatten_model

@@ -55,6 +55,7 @@ def test_cli_without_network_is_one_line_and_writes_nothing(origin, tmp_path, ca
     assert not (tmp_path / "run").exists()
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("include_top", [True, False])
 def test_imagenet_weights_through_download(origin, monkeypatch, include_top, rng):
     reference = random_reference("MobileNetV3Small", input_shape=(224, 224, 3), include_top=include_top)

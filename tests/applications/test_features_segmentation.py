@@ -15,6 +15,7 @@ from keras_mbv3.backend import keras
 from conftest import NO_XLA
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("output_stride", [32, 16, 8])
 @pytest.mark.parametrize("channels", [1, 4])
 def test_feature_shapes(output_stride, channels):
@@ -89,6 +90,7 @@ def test_lraspp_large_head_on_backbone():
     assert head.low_classifier.kernel.shape[-2] == 40 and head.cbr_conv.kernel.shape[-2] == 960
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("fn", [LRASPPMobileNetV3Large, LRASPPMobileNetV3Small])
 def test_lraspp_output_shapes(fn, rng):
     model = fn(4, input_shape=(64, 64, 3))
@@ -98,6 +100,7 @@ def test_lraspp_output_shapes(fn, rng):
     assert tuple(low_res.output_shape) == (None, 8, 8, 4)
 
 
+@pytest.mark.slow
 def test_lraspp_trains(rng):
     model = LRASPPMobileNetV3Small(4, input_shape=(64, 64, 3))
     x = rng.uniform(0, 255, (2, 64, 64, 3)).astype("float32")
@@ -106,6 +109,7 @@ def test_lraspp_trains(rng):
     assert np.isfinite(loss)
 
 
+@pytest.mark.slow
 def test_lraspp_save_load(tmp_path, rng):
     model = LRASPPMobileNetV3Small(3, input_shape=(64, 64, 3))
     path = str(tmp_path / "seg.weights.h5")

@@ -19,6 +19,7 @@ CONFIGS = [
 ]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name, alpha, minimalistic, include_top", CONFIGS)
 def test_parameter_count_equals_keras_applications(name, alpha, minimalistic, include_top):
     kwargs = dict(weights=None, alpha=alpha, minimalistic=minimalistic, include_top=include_top)
@@ -28,6 +29,7 @@ def test_parameter_count_equals_keras_applications(name, alpha, minimalistic, in
     keras.backend.clear_session()
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", OURS)
 def test_classes_and_pooling_parameter_counts(name):
     for kwargs in (dict(classes=10), dict(include_top=False, pooling="avg"), dict(include_top=False, pooling="max")):
@@ -50,6 +52,7 @@ def test_weight_table_equals_keras_applications():
     ("MobileNetV3Small", dict(include_top=False, alpha=0.75)),
     ("MobileNetV3Small", dict(include_top=True, minimalistic=True)),
 ])  # fmt: skip
+@pytest.mark.slow
 def test_official_h5_layout_gives_keras_applications_outputs(name, kwargs, tmp_path, rng):
     reference = random_reference(name, input_shape=(224, 224, 3), **kwargs)
     path = str(tmp_path / "official.h5")
@@ -59,6 +62,7 @@ def test_official_h5_layout_gives_keras_applications_outputs(name, kwargs, tmp_p
     assert relative_error(ours.predict(x, verbose=0), reference.predict(x, verbose=0)) < 1e-5
 
 
+@pytest.mark.slow
 def test_own_saved_weights_load(tmp_path, rng):
     reference = random_reference("MobileNetV3Small", input_shape=(96, 96, 3))
     official = str(tmp_path / "official.h5")

@@ -82,6 +82,7 @@ def test_head_rows_are_y_then_x_then_anchor(rng):
                 np.testing.assert_allclose(rows[0, (y * 3 + col) * 2 + a], conv[0, y, col, a * 3:(a + 1) * 3], rtol=1e-6)
 
 
+@pytest.mark.slow
 def test_save_load_and_flatten_give_the_same_outputs(tmp_path, rng):
     model = SSDLiteMobileNetV3Small(3, input_shape=(64, 64, 3), bn_momentum=0.9)
     randomize_batchnorm(model)

@@ -126,6 +126,7 @@ MOMENTUM_MODELS = {
 }
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("make", MOMENTUM_MODELS.values(), ids=MOMENTUM_MODELS.keys())
 def test_bn_momentum_survives_save_and_load(make, tmp_path):
     """Issue 11: the momentum is a constructor argument, so a reloaded model has it in every BN (stem and blocks)."""
@@ -161,6 +162,7 @@ def test_mixed_precision(mixed_precision, rng):
     np.testing.assert_allclose(half.astype("float32"), full, rtol=0.05, atol=0.05 * np.abs(full).max())
 
 
+@pytest.mark.slow
 def test_trains_one_step(rng):
     model = every_layer_model()
     model.compile("adam", keras.losses.SparseCategoricalCrossentropy(from_logits=True), **NO_XLA)
@@ -172,6 +174,7 @@ def test_trains_one_step(rng):
     assert any(not np.array_equal(a, b) for a, b in zip(before, model.get_weights()))
 
 
+@pytest.mark.slow
 def test_a_saved_model_loads_in_a_new_process_after_only_importing_keras_from_the_package(tmp_path):
     """No custom_objects, no import of keras_mbv3.layers: importing any module of the package registers the layers."""
     import subprocess

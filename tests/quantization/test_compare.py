@@ -10,6 +10,8 @@ from keras_mbv3.quantization.litert import graph_report, interpreter, predict
 
 from conftest import fit_batchnorm_statistics
 
+pytestmark = pytest.mark.slow  # converts whole models: `make test`, not `make check`
+
 
 @pytest.fixture(scope="module")
 def small():

@@ -10,6 +10,9 @@ from keras_mbv3.quantization import DetectionPostProcess, export_tflite, quantiz
 from keras_mbv3.quantization.litert import graph_report, interpreter, predict_outputs
 from keras_mbv3.quantization.postprocess import CUSTOM_OP, OUTPUT_NAMES
 
+pytestmark = pytest.mark.slow  # converts whole models: `make test`, not `make check`
+
+
 SIZE = 64
 
 

@@ -55,6 +55,7 @@ def test_post_training_int8_io_types(model, images, io_type, dtype):
     assert np.abs(predict(runner, images) - expected).mean() < 0.1 * np.abs(expected).max()
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("quantization", ["float32", "int8"])
 def test_strip_names_keeps_graph_outputs_and_io_names(model, images, quantization):
     calibration = images if quantization == "int8" else None
@@ -139,6 +140,7 @@ print("done", flush=True)
 """
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(not IS_KERAS_3, reason="a subprocess test; once is enough (the Keras 3 line)")
 @pytest.mark.parametrize("kill_at", ["converting", "writing", None])  # None: let it finish
 def test_export_killed_at_any_moment_leaves_the_whole_file_or_none(tmp_path, kill_at):

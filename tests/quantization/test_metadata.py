@@ -149,6 +149,7 @@ def detectors(tmp_path_factory):
     from keras_mbv3.batchnorm import precise_batchnorm
 
     images = np.random.default_rng(1).integers(0, 256, (8, 64, 64, 3)).astype("float32")
+    keras.utils.set_random_seed(1)  # the same random model whichever tests ran before
     model = SSDLiteMobileNetV3Small(4, input_shape=(64, 64, 3), bn_momentum=0.9)
     precise_batchnorm(model, images)
     qat = quantize_model(model, representative_dataset=images)
@@ -164,6 +165,7 @@ def detectors(tmp_path_factory):
     return paths, images
 
 
+@pytest.mark.slow
 def test_detection_metadata_reads_back(detectors):
     paths, _ = detectors
     for name, normalized in (("float", True), ("int8", True), ("uint8", False)):
@@ -244,6 +246,7 @@ def litert_detections(path, images):
     return found
 
 
+@pytest.mark.slow
 @needs_mediapipe
 @pytest.mark.parametrize("name", ["float", "int8", "uint8"])
 def test_mediapipe_object_detector_gives_our_detections_with_our_names(detectors, name):

@@ -15,6 +15,10 @@ from keras_mbv3.quantization.litert import graph_report, interpreter, predict
 
 from conftest import NO_XLA, fit_batchnorm_statistics, randomize_batchnorm
 
+
+pytestmark = pytest.mark.slow  # trains, converts or starts processes: `make test`, not `make check`
+
+
 def user_model(size=32):
     """Our layers mixed with standard Keras layers, as a user would."""
     inputs = keras.Input((size, size, 3))

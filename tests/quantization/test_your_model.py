@@ -14,6 +14,10 @@ from keras_mbv3.quantization.litert import graph_report, interpreter, predict
 
 from conftest import randomize_batchnorm
 
+
+pytestmark = pytest.mark.slow  # trains, converts or starts processes: `make test`, not `make check`
+
+
 SIZE = 32
 apps = keras.applications
 

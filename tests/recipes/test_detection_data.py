@@ -176,6 +176,7 @@ def test_horizontal_flip_mirrors_image_and_boxes_for_half_the_seeds():
     assert 3 <= flipped <= 13
 
 
+@pytest.mark.slow
 def test_the_task_matches_every_digit_to_anchors():
     loaded = tasks.load("digits-det", "detection", image_size=64, batch_size=8, holdout=8)
     next(iter(loaded.train))  # cropped (a crop may leave a canvas without digits), never flipped: digits

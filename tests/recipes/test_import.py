@@ -15,6 +15,9 @@ from cli_helpers import assert_one_line_error, call_cli, call_cli_captured, kera
 from conftest import randomize_batchnorm
 
 
+pytestmark = pytest.mark.slow  # trains, converts or starts processes: `make test`, not `make check`
+
+
 def user_model(classes=10, size=32):
     """What a user brings: keras.applications' MobileNetV3Small with a head of their own (digits: 10 classes)."""
     base = keras.applications.MobileNetV3Small(input_shape=(size, size, 3), weights=None, include_top=False,
