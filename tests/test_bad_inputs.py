@@ -62,9 +62,9 @@ BAD = [
     (lambda: recipe.Run("runs/x", model="medium"), ValueError, "--model", "medium"),
     (lambda: recipe.Run("runs/x", image_size=16), ValueError, "--image-size", 16),
     (lambda: recipe.Run("runs/x", image_size=64.0), TypeError, "--image-size", 64.0),
-    # the application's rule, before any data loads: LR-ASPP joins stride-8 and stride-16 maps
-    (lambda: recipe.Run("runs/x", task="segmentation", image_size=40), ValueError, "--image-size", 40),
-    (lambda: recipe.Run("runs/x", task="detection", image_size=80), ValueError, "--image-size", 80),
+    # the application's rule, at train before any data loads: LR-ASPP joins stride-8 and stride-16 maps
+    (lambda: recipe.Run("runs/x", task="segmentation", image_size=40).train(), ValueError, "--image-size", 40),
+    (lambda: recipe.Run("runs/x", task="detection", image_size=80).train(), ValueError, "--image-size", 80),
     (lambda: SSDLiteMobileNetV3Small(3, input_shape=(96, 80, 3)), ValueError, "input_shape", (96, 80, 3)),
     (lambda: recipe.Run("runs/x", epochs=0), ValueError, "--epochs", 0),
     (lambda: recipe.Run("runs/x", qat_epochs=-1), ValueError, "--qat-epochs", -1),

@@ -48,8 +48,11 @@ class SizeRule:
 
     def check_shape(self, name, input_shape):
         """``input_shape`` ``(height, width, channels)`` as a tuple, or a ``ValueError`` naming ``name``."""
-        shape = tuple(input_shape) if isinstance(input_shape, (list, tuple)) else input_shape
-        if not isinstance(shape, tuple) or len(shape) != 3:
+        try:  # a tuple, list, tf.TensorShape or array
+            shape = tuple(None if side is None else int(side) if checks.is_int(side) else side for side in input_shape)
+        except TypeError:
+            shape = None
+        if shape is None or len(shape) != 3:
             checks.fail(name, input_shape, "(height, width, channels), channels last")
         if not all(self._side_ok(side) for side in shape[:2]):
             sides = "static heights and widths" if self.static else "heights and widths"

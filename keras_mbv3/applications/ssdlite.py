@@ -46,7 +46,7 @@ def size_anchors(image_size):
 
 
 def anchors(model):
-    """The default anchors ``(N, 4)`` of an SSDLite model (``size_anchors`` of its input size).
+    """The default anchors ``(N, 4)`` of an SSDLite model (a copy of ``size_anchors`` of its input size).
 
     Read from the model's input size, so it works on the built model, its flattened
     and QAT forms and a reloaded file alike.
@@ -54,7 +54,7 @@ def anchors(model):
     size = tuple(model.inputs[0].shape[1:3])
     if None in size:
         checks.fail("model", model.name, "a model with a static input height and width")
-    return size_anchors(size)
+    return size_anchors(size).copy()
 
 
 def postprocess(image_size, score_threshold=SCORE_THRESHOLD, iou_threshold=IOU_THRESHOLD,

@@ -21,17 +21,17 @@ def _normal():
 class _SeparableParts(CompositeLayer):
     """Conv + BN + ReLU6 triples named ``{name}_{part}``, ``{name}_{part}_bn``, ``{name}_{part}_relu6``."""
 
-    def _conv_bn_relu6(self, part, conv):
+    def _conv_bn_relu6(self, conv):
         return conv_bn_act(conv, "relu6", self.bn_momentum)
 
     def _pointwise(self, part, filters):
         conv = keras.layers.Conv2D(filters, 1, use_bias=False, kernel_initializer=_normal(), **self._part(part))
-        return self._conv_bn_relu6(part, conv)
+        return self._conv_bn_relu6(conv)
 
     def _depthwise(self, part, strides):
         conv = keras.layers.DepthwiseConv2D(3, strides=strides, padding="same", use_bias=False,
                                             depthwise_initializer=_normal(), **self._part(part))  # fmt: skip
-        return self._conv_bn_relu6(part, conv)
+        return self._conv_bn_relu6(conv)
 
     def call(self, inputs):
         x = inputs

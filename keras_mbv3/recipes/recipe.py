@@ -14,6 +14,7 @@ import platform
 import time
 
 from keras_mbv3 import __version__, checks
+from keras_mbv3.applications import sizes
 from keras_mbv3.batchnorm import precise_batchnorm
 from keras_mbv3.backend import FLAVOUR, IS_KERAS_3, keras
 from keras_mbv3.files import sha256, write_atomically
@@ -57,7 +58,7 @@ def check_settings(settings):
     checks.one_of("--model", s["model"], tuple(training.MODELS))
     if not isinstance(s["alpha"], numbers.Real) or not 0 < s["alpha"] <= 4:
         checks.fail("--alpha", s["alpha"], "a number in (0, 4], e.g. 0.75 or 1.0")
-    tasks.get(s["task"]).INPUT_SIZE.check_side("--image-size", s["image_size"])  # the task's application's rule
+    sizes.CLASSIFICATION.check_side("--image-size", s["image_size"])  # any model; a builder's own rule: at train
     for name in ("batch_size", "epochs", "qat_epochs"):
         checks.positive_int(flag(name), s[name])
 
@@ -197,6 +198,9 @@ class Run:
 
     def train(self):
         """Float training into ``float.keras``, its BatchNormalization statistics recomputed at the end."""
+        # the builder's input-size rule (LR-ASPP: multiples of 16) before the data loads; the steps that take
+        # files (eval, import, ...) take any size the files have
+        tasks.get(self.settings["task"]).INPUT_SIZE.check_side("--image-size", self.settings["image_size"])
         data = self.data  # a bad --data fails here, before the folder records its settings
         record = ["data", "task", "model", "alpha", "image_size", "batch_size", "seed", "epochs", "weights", "keras",
                   "backend", "data_dir"]  # fmt: skip

@@ -13,7 +13,7 @@ SETTINGS = {
     "data": (None, DATA_FORMS),
     "task": ("classification", "classification, segmentation (LR-ASPP) or detection (SSDLite)"),
     "data_dir": (None, "TensorFlow Datasets folder for tfds:NAME"),
-    "image_size": (None, "input side in pixels, at least 32 (a multiple of 32 for detection)"),
+    "image_size": (None, "input side in pixels, at least 32 (to train: a multiple of 16 for segmentation, 32 for detection)"),
     "batch_size": (64, "images per training step"),
     "seed": (0, "seed of the data split, shuffling, augmentation and initial weights"),
     "model": ("small", "small, large, small-minimalistic or large-minimalistic"),

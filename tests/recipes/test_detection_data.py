@@ -219,4 +219,4 @@ def test_detection_image_size_is_checked_before_any_data_is_built():
     from keras_mbv3.recipes.recipe import Run
 
     with pytest.raises(ValueError, match="--image-size.*100.*multiple of 32"):
-        Run(None, task="detection", image_size=100)
+        Run(None, task="detection", image_size=100).train()  # the builder's rule, before the data loads

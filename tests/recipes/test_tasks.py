@@ -108,3 +108,17 @@ def test_a_task_loads_its_sources_through_the_shared_pipelines():
     _, truth = next(iter(loaded.evaluation))
     np.testing.assert_array_equal(targets, [0, 2, 4, 6])
     np.testing.assert_array_equal(truth, [0, 2, 4, 6])  # the truth is the target unless the task says otherwise
+
+
+def test_a_builders_size_rule_takes_any_shape_form_and_applies_to_training_only():
+    from keras_mbv3.applications import sizes
+    from keras_mbv3.recipes import recipe
+
+    assert sizes.SEGMENTATION.check_shape("input_shape", tf.TensorShape([64, 48, 3])) == (64, 48, 3)
+    assert sizes.CLASSIFICATION.check_shape("input_shape", np.array([33, 40, 3])) == (33, 40, 3)
+    assert sizes.SEGMENTATION.check_shape("input_shape", (None, None, 3)) == (None, None, 3)
+    with pytest.raises(ValueError, match="static heights and widths"):
+        sizes.DETECTION.check_shape("input_shape", (None, 64, 3))
+    assert recipe.Run(None, task="segmentation", image_size=40).settings["image_size"] == 40  # eval of a 40 px file
+    with pytest.raises(ValueError, match="--image-size.*40.*multiple of 16"):
+        recipe.Run(None, task="segmentation", image_size=40).train()  # no LR-ASPP takes it: before any data loads

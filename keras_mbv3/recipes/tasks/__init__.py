@@ -14,10 +14,14 @@ from keras_mbv3.recipes.settings import EMBEDDED
 NAMES = tuple(EMBEDDED)
 
 
-@functools.lru_cache(maxsize=None)
 def get(name):
-    """The ``Task`` of ``name`` (the ``--task`` value): class ``Name`` of module ``tasks.name``."""
+    """The ``Task`` of ``name`` (the ``--task`` value): class ``Name`` of module ``tasks.name``, one instance."""
     checks.one_of("--task", name, NAMES)
+    return _instance(name)
+
+
+@functools.lru_cache(maxsize=None)
+def _instance(name):
     return getattr(importlib.import_module(f"keras_mbv3.recipes.tasks.{name}"), name.capitalize())()
 
 

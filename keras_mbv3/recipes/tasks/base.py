@@ -91,4 +91,3 @@ class Task:
     def describe(self, result):
         """The line ``mbv3 predict`` prints for ``result``."""
         raise NotImplementedError
-
