@@ -23,6 +23,7 @@ import warnings
 import numpy as np
 
 WORKER_TIMEOUT_S = 3600
+WORKER = "keras_mbv3.quantization.tensorflow_worker_main"  # the worker's side, run with python -m
 
 
 def _portable(representative_dataset):
@@ -46,7 +47,7 @@ def export_in_tensorflow(model, arguments):
         # the conversion needs no accelerator (the caller's backend may hold it); the worker imports what we import
         env = {**os.environ, "KERAS_BACKEND": "tensorflow", "TF_USE_LEGACY_KERAS": "0", "CUDA_VISIBLE_DEVICES": "-1",
                "PYTHONPATH": os.pathsep.join(p for p in sys.path if p)}  # fmt: skip
-        done = subprocess.run([sys.executable, "-m", "keras_mbv3.quantization.tensorflow_worker_main", folder], env=env, capture_output=True, text=True,
+        done = subprocess.run([sys.executable, "-m", WORKER, folder], env=env, capture_output=True, text=True,
                               timeout=WORKER_TIMEOUT_S)  # fmt: skip
         try:
             with open(os.path.join(folder, "result.pkl"), "rb") as file:

@@ -8,7 +8,9 @@ curve and MediaPipe snippet). The recipe, evaluation, predict and report code ca
 these methods and nothing else of the task.
 """
 
+from keras_mbv3 import checks
 from keras_mbv3.recipes import data as data_lib
+from keras_mbv3.recipes.settings import EMBEDDED
 
 
 class Task:
@@ -24,11 +26,29 @@ class Task:
     INPUT_SIZE = None  # the builders' applications.sizes.SizeRule: --image-size is checked against it
     NEEDS_OVERLAYS = False  # mbv3 predict writes an overlay PNG per image
     MEDIAPIPE = ()  # (MediaPipe Tasks class, method, result expression, option) of the report's snippet
+    DATA_FORMS = ""  # the --data values it takes, in words (the message of one it does not)
 
     # --- data -------------------------------------------------------------------------------------------------
     def sources(self, data, image_size, data_dir, seed):
         """``(train, val, labels)``: unbatched ``tf.data`` pairs ``(image float32 (H, W, 3) in [0, 255], label)``
-        and the class names in index order, for the ``--data`` value ``data``."""
+        and the class names in index order, for the ``--data`` value ``data``: the task's embedded set,
+        ``"tfds:NAME"`` (where the task reads TensorFlow Datasets) or a folder."""
+        if data == EMBEDDED[self.NAME]:
+            return self.embedded(image_size, seed)
+        if data.startswith("tfds:") and self.tfds is not None:
+            return self.tfds(data[len("tfds:"):], data_dir, image_size)
+        if data in data_lib.EMBEDDED_SETS or data.startswith("tfds:"):
+            checks.fail("--data", data, f"for --task {self.NAME}: {self.DATA_FORMS}")
+        return self.folder(data, image_size)
+
+    def embedded(self, image_size, seed):
+        """``sources`` of the task's embedded set (``settings.EMBEDDED``)."""
+        raise NotImplementedError
+
+    tfds = None  # a task that reads TensorFlow Datasets: ``tfds(name, data_dir, image_size)`` -> ``sources``
+
+    def folder(self, path, image_size):
+        """``sources`` of a folder in the task's layout."""
         raise NotImplementedError
 
     def augment(self, image, label, seed):

@@ -3,7 +3,6 @@
 import numpy as np
 import tensorflow as tf
 
-from keras_mbv3 import checks
 from keras_mbv3.applications import MobileNetV3Large, MobileNetV3Small, mobilenet_v3
 from keras_mbv3.backend import keras
 from keras_mbv3.recipes import data as data_lib
@@ -18,17 +17,18 @@ class Classification(Task):
     CONSTRUCTORS = {"small": MobileNetV3Small, "large": MobileNetV3Large}
     INPUT_SIZE = mobilenet_v3.INPUT_SIZE
     MEDIAPIPE = ("ImageClassifier", "classify", "result.classifications[0].categories", "max_results=3")
+    DATA_FORMS = "'digits', a folder or 'tfds:NAME'"
 
     # --- data
-    def sources(self, data, image_size, data_dir, seed):
-        if data == "digits":
-            (train_x, train_y), (val_x, val_y) = data_lib.digits(image_size, seed=seed)
-            return data_lib.slices(train_x, train_y), data_lib.slices(val_x, val_y), data_lib.DIGIT_NAMES
-        if data.startswith("tfds:"):
-            return data_lib.tfds_classes(data[len("tfds:"):], data_dir, image_size)
-        if data in data_lib.EMBEDDED_SETS:
-            checks.fail("--data", data, "for --task classification: 'digits', a folder or 'tfds:NAME'")
-        return data_lib.class_folders(data, image_size)
+    def embedded(self, image_size, seed):
+        (train_x, train_y), (val_x, val_y) = data_lib.digits(image_size, seed=seed)
+        return data_lib.slices(train_x, train_y), data_lib.slices(val_x, val_y), data_lib.DIGIT_NAMES
+
+    def tfds(self, name, data_dir, image_size):
+        return data_lib.tfds_classes(name, data_dir, image_size)
+
+    def folder(self, path, image_size):
+        return data_lib.class_folders(path, image_size)
 
     def target(self, label, classes, image_shape):
         return tf.one_hot(tf.cast(label, tf.int32), classes)

@@ -6,7 +6,6 @@ import io
 import numpy as np
 import tensorflow as tf
 
-from keras_mbv3 import checks
 from keras_mbv3.applications import ssdlite
 from keras_mbv3.detection import SSDBoxLoss, SSDClassLoss, match
 from keras_mbv3.recipes import data as data_lib
@@ -31,18 +30,19 @@ class Detection(Task):
     MEDIAPIPE = ("ObjectDetector", "detect",
                  "[(d.categories[0].category_name, d.bounding_box) for d in result.detections]",
                  "max_results=10")  # fmt: skip
+    DATA_FORMS = "'digits-det', a COCO-format folder or 'tfds:NAME'"
 
     # --- data
-    def sources(self, data, image_size, data_dir, seed):
-        if data == "digits-det":
-            train, val = detection_data.digits_detection(image_size, seed=seed)
-            labels = ("background", *data_lib.DIGIT_NAMES)
-            return detection_data.from_arrays(*train), detection_data.from_arrays(*val), labels
-        if data.startswith("tfds:"):
-            return detection_data.tfds_detection(data[len("tfds:"):], data_dir, image_size)
-        if data in data_lib.EMBEDDED_SETS:
-            checks.fail("--data", data, "for --task detection: 'digits-det', a COCO-format folder or 'tfds:NAME'")
-        return detection_data.coco_folder(data, image_size)
+    def embedded(self, image_size, seed):
+        train, val = detection_data.digits_detection(image_size, seed=seed)
+        labels = ("background", *data_lib.DIGIT_NAMES)
+        return detection_data.from_arrays(*train), detection_data.from_arrays(*val), labels
+
+    def tfds(self, name, data_dir, image_size):
+        return detection_data.tfds_detection(name, data_dir, image_size)
+
+    def folder(self, path, image_size):
+        return detection_data.coco_folder(path, image_size)
 
     def augment(self, image, truth, seed):
         """A random crop, and a horizontal flip for sets whose objects may be mirrored

@@ -3,7 +3,6 @@
 import numpy as np
 import tensorflow as tf
 
-from keras_mbv3 import checks
 from keras_mbv3.applications import LRASPPMobileNetV3Large, LRASPPMobileNetV3Small, segmentation
 from keras_mbv3.backend import keras
 from keras_mbv3.recipes import data as data_lib
@@ -21,16 +20,16 @@ class Segmentation(Task):
     INPUT_SIZE = segmentation.INPUT_SIZE
     NEEDS_OVERLAYS = True
     MEDIAPIPE = ("ImageSegmenter", "segment", "result.category_mask.numpy_view()", "output_category_mask=True")
+    DATA_FORMS = "'digits-seg' or a folder"
 
     # --- data
-    def sources(self, data, image_size, data_dir, seed):
-        if data == "digits-seg":
-            (train_x, train_y), (val_x, val_y) = data_lib.digits_segmentation(image_size, seed=seed)
-            labels = ("background", *data_lib.DIGIT_NAMES)
-            return data_lib.slices(train_x, train_y), data_lib.slices(val_x, val_y), labels
-        if data in data_lib.EMBEDDED_SETS or data.startswith("tfds:"):
-            checks.fail("--data", data, "for --task segmentation: 'digits-seg' or a folder")
-        return data_lib.segmentation_folder(data, image_size)
+    def embedded(self, image_size, seed):
+        (train_x, train_y), (val_x, val_y) = data_lib.digits_segmentation(image_size, seed=seed)
+        labels = ("background", *data_lib.DIGIT_NAMES)
+        return data_lib.slices(train_x, train_y), data_lib.slices(val_x, val_y), labels
+
+    def folder(self, path, image_size):
+        return data_lib.segmentation_folder(path, image_size)
 
     def augment(self, image, mask, seed):
         """The image and its mask translated together."""
