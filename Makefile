@@ -26,12 +26,12 @@ $(STAMP_TFMOT): setup.cfg pyproject.toml constraints-tfmot.txt
 	PIP_CONSTRAINT=$(CURDIR)/constraints-tfmot.txt $(PY_TFMOT) -m pip install -q -e '.[test,tfmot]'
 	touch $(STAMP_TFMOT)
 
-# The two Keras lines run side by side (one per core); each prints its own
-# pytest summary when it is done. Then the JAX line: Keras 3 on the JAX backend,
-# over the backend-neutral tests: tests/backends (written for it) and the detection library.
+# Three lines on the two cores: the two Keras lines side by side, and the JAX line
+# (Keras 3 on the JAX backend, over the backend-neutral tests: tests/backends, written
+# for it, and the detection library) on the core that frees first. Each prints its
+# own pytest summary when it is done.
 test: $(STAMP) $(STAMP_TFMOT)
-	$(MAKE) -j2 --output-sync=target test-keras3 test-legacy
-	$(MAKE) test-jax
+	$(MAKE) -j2 --output-sync=target test-keras3 test-legacy test-jax
 
 # The edit-test loop: the Keras 3 line's tests not marked slow (in-process, small inputs; about 3 minutes).
 check: $(STAMP)

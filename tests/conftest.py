@@ -1,5 +1,6 @@
 """Shared fixtures. The suite runs once per Keras line (see the Makefile)."""
 
+import gc
 import os
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
@@ -10,6 +11,7 @@ import pytest  # noqa: E402
 from keras_mbv3.backend import IS_KERAS_3, keras  # noqa: E402
 from keras_mbv3.batchnorm import precise_batchnorm  # noqa: E402
 from keras_mbv3.layers.composite import sublayers  # noqa: E402
+from keras_mbv3.traced_gradients import release_traced_gradients  # noqa: E402
 
 
 def randomize_batchnorm(model, seed=0, batchnorm_class=None):
@@ -65,3 +67,25 @@ def assert_clear_error(call, error, argument, value):
     assert f"`{argument}`" in message and "allowed" in message, message
     if value is not None:
         assert f"{argument}={value!r}" in message, message
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _release_each_modules_graphs():
+    """Each module starts with the earlier ones' garbage collected and what lives on (modules, session fixtures)
+    frozen out of the cyclic collector's passes, and ends with its traced graphs released.
+
+    Without it the live objects grew to millions (keras_mbv3/traced_gradients.py) and the collector's full passes
+    took up to 60% of a module's time (tests/applications/test_parity.py after test_qat.py: 41 s of 92 s).
+    """
+    gc.collect()
+    gc.freeze()
+    yield
+    release_traced_gradients()
+    keras.backend.clear_session()
+
+
+@pytest.fixture(autouse=True)
+def _release_each_tests_gradients():
+    """After each test, the gradient closures of its traces (cheap; the collector frees their graphs)."""
+    yield
+    release_traced_gradients()

@@ -30,6 +30,7 @@ from keras_mbv3.recipes import tasks
 from keras_mbv3.recipes import report as report_lib
 from keras_mbv3.recipes import training
 from keras_mbv3.recipes.settings import ADAPT_DEFAULTS
+from keras_mbv3.traced_gradients import release_traced_gradients
 
 HOLDOUT_IMAGES = 1024  # at most, and a fifth of the training split at most: they score the proposals
 TUNE_BN_IMAGES = 256  # precise BN statistics of a fine-tuned proposal (1024 cost 6.7 s of its ~17 s at 32 px)
@@ -177,6 +178,7 @@ class _Adaptation:
         keras.utils.set_random_seed(self.settings["seed"])
         training.compile_for(model, self.settings["task"], self.rate, None, run_eagerly=steps < EAGER_BELOW_STEPS)
         model.fit(self.tuning.train.repeat(), steps_per_epoch=steps, epochs=1, verbose=0)
+        release_traced_gradients()  # each proposal's traced graph would otherwise live to the end of the search
         precise_batchnorm(model, self.tuning.train, max_images=TUNE_BN_IMAGES)
 
     def score(self, model):

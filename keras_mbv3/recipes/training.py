@@ -18,6 +18,7 @@ import tensorflow as tf
 from keras_mbv3 import checks
 from keras_mbv3.backend import IS_KERAS_3, keras
 from keras_mbv3.recipes import tasks
+from keras_mbv3.traced_gradients import release_traced_gradients
 
 MODELS = {  # --model: (size, minimalistic); each task builds its own model of that backbone
     "small": ("small", False),
@@ -257,6 +258,7 @@ def fit(model, data, epochs, work_dir, log_name, chief=True, callbacks=()):
         restore(backup),
     ]
     model.fit(data.train, validation_data=data.val, epochs=epochs, callbacks=callbacks, verbose=1)
+    release_traced_gradients()
     return log_dir
 
 
