@@ -72,15 +72,15 @@ def assert_clear_error(call, error, argument, value):
 @pytest.fixture(autouse=True, scope="module")
 def _release_each_modules_graphs():
     """Each module starts with the earlier ones' garbage collected and what lives on (modules, session fixtures)
-    frozen out of the cyclic collector's passes, and ends with its traced graphs released.
+    frozen out of the cyclic collector's passes, and ends with a clear Keras session.
 
-    Without it the live objects grew to millions (keras_mbv3/traced_gradients.py) and the collector's full passes
-    took up to 60% of a module's time (tests/applications/test_parity.py after test_qat.py: 41 s of 92 s).
+    With the traced graphs kept (keras_mbv3/traced_gradients.py; released after each test, below) the live
+    objects grew to millions and the collector took 40% of a module's time (tests/applications/test_parity.py
+    after test_qat.py: 37 s of 92 s).
     """
     gc.collect()
     gc.freeze()
     yield
-    release_traced_gradients()
     keras.backend.clear_session()
 
 
