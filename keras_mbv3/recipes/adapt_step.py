@@ -25,6 +25,7 @@ from keras_mbv3.adapt import latency as latency_lib
 from keras_mbv3.adapt import search, widths
 from keras_mbv3.backend import keras
 from keras_mbv3.batchnorm import precise_batchnorm
+from keras_mbv3.fit_state import build_fit_state
 from keras_mbv3.files import sha256, write_atomically
 from keras_mbv3.recipes import tasks
 from keras_mbv3.recipes import report as report_lib
@@ -177,6 +178,7 @@ class _Adaptation:
         steps = self.options.proposal_steps
         keras.utils.set_random_seed(self.settings["seed"])
         training.compile_for(model, self.settings["task"], self.rate, None, run_eagerly=steps < EAGER_BELOW_STEPS)
+        build_fit_state(model, self.tuning.train)
         model.fit(self.tuning.train.repeat(), steps_per_epoch=steps, epochs=1, verbose=0)
         release_traced_gradients()  # each proposal's traced graph would otherwise live to the end of the search
         precise_batchnorm(model, self.tuning.train, max_images=TUNE_BN_IMAGES)
@@ -233,6 +235,7 @@ class _Adaptation:
         keras.utils.set_random_seed(s["seed"])
         steps = self.options.finetune_epochs * -(-data.train_size // s["batch_size"])
         training.compile_for(adapted, s["task"], self.rate, steps)
+        build_fit_state(adapted, data.train)
         adapted.fit(data.train, validation_data=data.val, epochs=self.options.finetune_epochs, verbose=2)
         precise_batchnorm(adapted, data.train)
 

@@ -1,0 +1,69 @@
+"""Create a compiled model's training state before ``fit``, so that its train step is traced once, not twice.
+
+A ``tf.function`` that creates variables on its first call is traced a second
+time (tensorflow/tensorflow#48851). Keras 3 on TensorFlow, without a
+distribution strategy, leaves the optimizer's slots and the compiled metrics to
+the first trace of the train step (``TensorFlowTrainer._maybe_symbolic_build``:
+"maximizes backwards compatibility"), and tf_keras its metrics: the first
+``fit`` of every model traced its whole train step twice. MobileNetV3Small at
+32 px, one epoch of 2 batches, AdamW with warm-up and cosine decay and an
+accuracy metric: Keras 3 27.1 s before, 16.2 s after (+0.7 s here); tf_keras
+8.7 s before, 6.6 s after (+0.7 s). JAX builds all of it before tracing.
+"""
+
+import numpy as np
+
+from keras_mbv3.backend import IS_KERAS_3, keras
+
+
+def _zeros_like_batch(data):
+    """``(x, y)``: one example of zeros shaped as ``data``'s batches (a ``tf.data.Dataset``, or an ``(x, y[, w])``
+    tuple of arrays or nested arrays); None if a dataset's shapes are not all known."""
+    import tensorflow as tf
+
+    if isinstance(data, tf.data.Dataset):
+        specs = data.element_spec
+        shapes = [spec.shape[1:] for spec in tf.nest.flatten(specs)]
+        if not all(shape.is_fully_defined() for shape in shapes):
+            return None
+        batch = tf.nest.map_structure(lambda spec: tf.zeros([1, *spec.shape[1:]], spec.dtype), specs)
+    else:
+        batch = tf.nest.map_structure(lambda array: tf.zeros_like(np.asarray(array)[:1]), tuple(data))
+    return batch[0], batch[1]
+
+
+def build_fit_state(model, data):
+    """Create the loss, metric and optimizer variables of the compiled ``model``, as its first train step would.
+
+    Args:
+        model: a compiled Keras model (Keras 3 or tf_keras).
+        data: what ``fit`` will take: a ``tf.data.Dataset`` of ``(x, y)``
+            batches, or a tuple ``(x, y)`` of arrays. Only its shapes and dtypes are
+            read: one example of zeros goes through the model in inference mode.
+
+    Returns:
+        Whether the state was built: not on another backend than TensorFlow (it
+        builds it itself), under a distribution strategy (Keras 3 builds it
+        itself; on tf_keras the variables would be another kind), with
+        ``run_eagerly`` (nothing is traced) or for a dataset of unknown shapes.
+    """
+    if keras.backend.backend() != "tensorflow" or model.run_eagerly or model.optimizer is None:
+        return False
+    import tensorflow as tf
+
+    if tf.distribute.has_strategy() or model.distribute_strategy is not tf.distribute.get_strategy():
+        return False
+    batch = _zeros_like_batch(data)
+    if batch is None:
+        return False
+    x, y = batch
+    predicted = model(x, training=False)
+    if IS_KERAS_3:
+        model.compute_loss(x, y, predicted, training=False)
+    else:
+        model.compute_loss(x, y, predicted)
+    model.compute_metrics(x, y, predicted, None)
+    model.reset_metrics()
+    if not getattr(model.optimizer, "built", getattr(model.optimizer, "_built", False)):
+        model.optimizer.build(model.trainable_variables)
+    return True
