@@ -10,6 +10,7 @@ from conftest import NO_XLA, randomize_batchnorm
 from keras_mbv3.applications import LRASPPMobileNetV3Small, MobileNetV3Small
 from keras_mbv3.applications.ssdlite import SSDLiteMobileNetV3Small
 from keras_mbv3.backend import IS_KERAS_3, keras
+from keras_mbv3.fit_state import build_fit_state
 from keras_mbv3.layers.composite import sublayers
 from keras_mbv3.layers import LRASPP, HardSigmoid, HardSwish, InvertedResidual, SpaceToDepth, SqueezeExcite
 from keras_mbv3.layers.ssdlite import SSDLiteExtraBlock, SSDLiteHead
@@ -169,6 +170,7 @@ def test_trains_one_step(rng):
     x = rng.uniform(-1, 1, (4, 32, 32, 3)).astype("float32")
     y = rng.integers(0, 5, (4, 16, 16))
     before = [w.copy() for w in model.get_weights()]
+    build_fit_state(model, (x, y))
     history = model.fit(x, y, epochs=1, verbose=0)
     assert np.isfinite(history.history["loss"][0])
     assert any(not np.array_equal(a, b) for a, b in zip(before, model.get_weights()))
