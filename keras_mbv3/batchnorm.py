@@ -21,6 +21,7 @@ import numpy as np
 
 from keras_mbv3 import checks
 from keras_mbv3.backend import keras
+from keras_mbv3.fit_state import traced_without_strategy
 from keras_mbv3.layers.composite import sublayers
 
 PRECISE_BN_IMAGES = 8192  # pycls' NUM_SAMPLES_PRECISE
@@ -52,12 +53,10 @@ def _training_forward(model):
     23 batches of 64 digits at 32 px took 10.3 s eagerly, 2.4 s traced. Eager elsewhere (JAX; tf_keras'
     SyncOnRead statistics under a strategy)."""
     eager = lambda batch: model(batch, training=True)  # noqa: E731
-    if keras.backend.backend() != "tensorflow":
+    if not traced_without_strategy(model):
         return eager
     import tensorflow as tf
 
-    if tf.distribute.has_strategy() or model.distribute_strategy is not tf.distribute.get_strategy():
-        return eager
     traced = {}
 
     def forward(batch):

@@ -32,6 +32,16 @@ def _zeros_like_batch(data):
     return batch[0], batch[1]
 
 
+def traced_without_strategy(model):
+    """Whether ``model`` runs on TensorFlow outside any distribution strategy: where a ``tf.function`` of it is
+    traced as written (under a strategy, tf_keras' BatchNormalization statistics and metrics are SyncOnRead)."""
+    if keras.backend.backend() != "tensorflow":
+        return False
+    import tensorflow as tf
+
+    return not tf.distribute.has_strategy() and model.distribute_strategy is tf.distribute.get_strategy()
+
+
 def build_fit_state(model, data):
     """Create the loss, metric and optimizer variables of the compiled ``model``, as its first train step would.
 
@@ -47,11 +57,7 @@ def build_fit_state(model, data):
         itself; on tf_keras the variables would be another kind), with
         ``run_eagerly`` (nothing is traced) or for a dataset of unknown shapes.
     """
-    if keras.backend.backend() != "tensorflow" or model.run_eagerly or model.optimizer is None:
-        return False
-    import tensorflow as tf
-
-    if tf.distribute.has_strategy() or model.distribute_strategy is not tf.distribute.get_strategy():
+    if not traced_without_strategy(model) or model.run_eagerly or model.optimizer is None:
         return False
     batch = _zeros_like_batch(data)
     if batch is None:
