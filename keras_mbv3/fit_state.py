@@ -18,16 +18,20 @@ from keras_mbv3.backend import IS_KERAS_3, keras
 
 def _zeros_like_batch(data):
     """``(x, y)``: one example of zeros shaped as ``data``'s batches (a ``tf.data.Dataset``, or an ``(x, y[, w])``
-    tuple of arrays or nested arrays); None if a dataset's shapes are not all known."""
+    tuple of arrays or nested arrays); None without targets, or if a dataset's shapes are not all known."""
     import tensorflow as tf
 
     if isinstance(data, tf.data.Dataset):
         specs = data.element_spec
+        if not isinstance(specs, (tuple, list)) or len(specs) < 2:  # no targets: nothing to build a loss from
+            return None
         shapes = [spec.shape[1:] for spec in tf.nest.flatten(specs)]
         if not all(shape.is_fully_defined() for shape in shapes):
             return None
         batch = tf.nest.map_structure(lambda spec: tf.zeros([1, *spec.shape[1:]], spec.dtype), specs)
     else:
+        if not isinstance(data, (tuple, list)) or len(data) < 2:
+            return None
         batch = tf.nest.map_structure(lambda array: tf.zeros_like(np.asarray(array)[:1]), tuple(data))
     return batch[0], batch[1]
 

@@ -59,3 +59,4 @@ def test_nothing_to_build_eagerly_or_for_unknown_shapes(arrays):
     ragged = tf.data.Dataset.from_generator(lambda: iter([]), output_signature=(
         tf.TensorSpec((None, None, None, 3)), tf.TensorSpec((None,), tf.int64)))  # fmt: skip
     assert not build_fit_state(small_model(), ragged)
+    assert not build_fit_state(small_model(), tf.data.Dataset.from_tensor_slices(arrays[0]).batch(8))  # no targets
