@@ -57,13 +57,13 @@ def _training_forward(model):
         return eager
     import tensorflow as tf
 
-    traced = {}
+    traced = {}  # one trace per image shape and dtype, for any batch size: the last, smaller batch reuses it
 
     def forward(batch):
-        if "function" not in traced:  # the first batch's shape, any batch size: the last, smaller batch reuses it
-            spec = tf.TensorSpec([None, *batch.shape[1:]], batch.dtype)
-            traced["function"] = tf.function(eager, input_signature=[spec])
-        return traced["function"](batch)
+        key = (tuple(batch.shape[1:]), batch.dtype.name)  # numpy and TensorFlow dtypes both have the name
+        if key not in traced:
+            traced[key] = tf.function(eager, input_signature=[tf.TensorSpec([None, *key[0]], key[1])])
+        return traced[key](batch)
 
     return forward
 

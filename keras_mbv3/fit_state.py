@@ -43,7 +43,8 @@ def traced_without_strategy(model):
         return False
     import tensorflow as tf
 
-    return not tf.distribute.has_strategy() and model.distribute_strategy is tf.distribute.get_strategy()
+    default = tf.distribute.get_strategy()
+    return not tf.distribute.has_strategy() and getattr(model, "distribute_strategy", default) is default
 
 
 def build_fit_state(model, data):
@@ -74,6 +75,7 @@ def build_fit_state(model, data):
         model.compute_loss(x, y, predicted)
     model.compute_metrics(x, y, predicted, None)
     model.reset_metrics()
+    # tf_keras builds it in an init scope of the trace, which still counts as the first call's variables (2 traces)
     if not getattr(model.optimizer, "built", getattr(model.optimizer, "_built", False)):
         model.optimizer.build(model.trainable_variables)
     return True

@@ -65,3 +65,14 @@ def test_bad_arguments_name_themselves_and_leave_the_statistics(images):
         precise_batchnorm(model, images[:0])
     assert all(np.array_equal(a, layer.moving_mean.numpy()) for a, layer in zip(before, batchnorm_layers(model)))
     assert precise_batchnorm(keras.Sequential([keras.Input((4,)), keras.layers.Dense(2)]), np.ones((3, 4))) == 0
+
+
+def test_batches_of_other_image_sizes_each_count(images):
+    """A model of any input size: the traced forward pass takes each image size (one trace each)."""
+    inputs = keras.Input((None, None, 3))
+    model = keras.Model(inputs, keras.layers.BatchNormalization(name="bn")(inputs))
+    batches = [images[:40], images[40:, :6, :6]]  # 40 images of 8x8, 60 of 6x6
+    assert precise_batchnorm(model, batches) == 100
+    means = [batch.mean(axis=(0, 1, 2)) for batch in batches]  # each image weighs the same, whatever its size
+    np.testing.assert_allclose(model.get_layer("bn").moving_mean.numpy(), (40 * means[0] + 60 * means[1]) / 100,
+                               rtol=1e-5)  # fmt: skip
