@@ -54,8 +54,8 @@ def mixed_precision():
     keras.mixed_precision.set_global_policy("float32")
 
 
-# Keras 3 compiles train steps with XLA by default ("auto"): tens of seconds of
-# compilation per model on 2 cores, for no benefit in a one-step test.
+# Keras 3's jit_compile="auto" is no XLA on a CPU-only TensorFlow (Trainer._resolve_auto_jit_compile); stated
+# anyway, so that a machine with an accelerator does not spend tens of seconds of XLA on a one-step test.
 NO_XLA = {"jit_compile": False} if IS_KERAS_3 else {}
 
 
