@@ -249,9 +249,9 @@ def test_multi_worker_training_and_qat_with_two_local_workers(tmp_path, capsys):
         processes = []
         for index in range(2):
             env = {**USER_ENV, "TF_CONFIG": json.dumps({"cluster": cluster, "task": {"type": "worker", "index": index}})}
+            # a shared --out, as on a shared file system
             args = [sys.executable, "-m", "keras_mbv3", step, "--out", str(tmp_path / "run"), epochs, "1",
                     "--strategy", "multi-worker", *(data if step == "train" else ())]  # fmt: skip
-            # shared --out, as on a shared file system
             log = open(tmp_path / f"{step}{index}.log", "w")  # files, not pipes: a full pipe would stall a worker
             processes.append(subprocess.Popen(args, stdout=log, stderr=subprocess.STDOUT, text=True, env=env))
         for index, process in enumerate(processes):

@@ -25,13 +25,11 @@ from keras_mbv3.adapt import latency as latency_lib
 from keras_mbv3.adapt import search, widths
 from keras_mbv3.backend import keras
 from keras_mbv3.batchnorm import precise_batchnorm
-from keras_mbv3.fit_state import build_fit_state
 from keras_mbv3.files import sha256, write_atomically
 from keras_mbv3.recipes import tasks
 from keras_mbv3.recipes import report as report_lib
 from keras_mbv3.recipes import training
 from keras_mbv3.recipes.settings import ADAPT_DEFAULTS
-from keras_mbv3.traced_gradients import release_traced_gradients
 
 HOLDOUT_IMAGES = 1024  # at most, and a fifth of the training split at most: they score the proposals
 TUNE_BN_IMAGES = 256  # precise BN statistics of a fine-tuned proposal (1024 cost 6.7 s of its ~17 s at 32 px)
@@ -178,9 +176,8 @@ class _Adaptation:
         steps = self.options.proposal_steps
         keras.utils.set_random_seed(self.settings["seed"])
         training.compile_for(model, self.settings["task"], self.rate, None, run_eagerly=steps < EAGER_BELOW_STEPS)
-        build_fit_state(model, self.tuning.train)
-        model.fit(self.tuning.train.repeat(), steps_per_epoch=steps, epochs=1, verbose=0)
-        release_traced_gradients()  # each proposal's traced graph would otherwise live to the end of the search
+        # each proposal's traced graph released after its fit: it would otherwise live to the end of the search
+        training.fit_traced_once(model, self.tuning.train.repeat(), steps_per_epoch=steps, epochs=1, verbose=0)
         precise_batchnorm(model, self.tuning.train, max_images=TUNE_BN_IMAGES)
 
     def score(self, model):
@@ -235,8 +232,8 @@ class _Adaptation:
         keras.utils.set_random_seed(s["seed"])
         steps = self.options.finetune_epochs * -(-data.train_size // s["batch_size"])
         training.compile_for(adapted, s["task"], self.rate, steps)
-        build_fit_state(adapted, data.train)
-        adapted.fit(data.train, validation_data=data.val, epochs=self.options.finetune_epochs, verbose=2)
+        training.fit_traced_once(adapted, data.train, validation_data=data.val, epochs=self.options.finetune_epochs,
+                                 verbose=2)  # fmt: skip
         precise_batchnorm(adapted, data.train)
 
     def _report(self, original, adapted, result, start_ms, target):

@@ -17,8 +17,8 @@ import tensorflow as tf
 
 from keras_mbv3 import checks
 from keras_mbv3.backend import IS_KERAS_3, keras
-from keras_mbv3.recipes import tasks
 from keras_mbv3.fit_state import build_fit_state
+from keras_mbv3.recipes import tasks
 from keras_mbv3.traced_gradients import release_traced_gradients
 
 MODELS = {  # --model: (size, minimalistic); each task builds its own model of that backbone
@@ -258,10 +258,17 @@ def fit(model, data, epochs, work_dir, log_name, chief=True, callbacks=()):
         keras.callbacks.CSVLogger(os.path.join(log_dir, f"{log_name}_history.csv"), append=True),
         restore(backup),
     ]
-    build_fit_state(model, data.train)  # the train step traced once, not twice
-    model.fit(data.train, validation_data=data.val, epochs=epochs, callbacks=callbacks, verbose=1)
-    release_traced_gradients()
+    fit_traced_once(model, data.train, validation_data=data.val, epochs=epochs, callbacks=callbacks, verbose=1)
     return log_dir
+
+
+def fit_traced_once(model, train, **fit_args):
+    """``model.fit(train, **fit_args)``: its train step traced once (``build_fit_state``), and the traced gradient
+    closures released after it (each fit's graph would otherwise live on); returns the History."""
+    build_fit_state(model, train)
+    history = model.fit(train, **fit_args)
+    release_traced_gradients()
+    return history
 
 
 def release(distribution, work_dir, log_name, log_dir, chief=True):
