@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from keras_mbv3.backend import keras
+from keras_mbv3.backend import IS_KERAS_3, keras
 from keras_mbv3.fit_state import build_fit_state
 
 
@@ -60,3 +60,17 @@ def test_nothing_to_build_eagerly_or_for_unknown_shapes(arrays):
         tf.TensorSpec((None, None, None, 3)), tf.TensorSpec((None,), tf.int64)))  # fmt: skip
     assert not build_fit_state(small_model(), ragged)
     assert not build_fit_state(small_model(), tf.data.Dataset.from_tensor_slices(arrays[0]).batch(8))  # no targets
+
+
+def test_under_a_distribution_strategy_the_train_step_is_traced_once_and_trains_as_without(arrays):
+    """tf_keras made the metric and optimizer variables in the first trace under a strategy too (Keras 3 builds
+    them before tracing there): build_fit_state makes them in the strategy's scope and replica context."""
+    strategy = tf.distribute.MirroredStrategy(["/cpu:0"])
+    with strategy.scope():
+        unbuilt_model, model = small_model(), small_model()
+    before, unbuilt = traces_of_one_fit(unbuilt_model, arrays, batch_size=8, shuffle=False)
+    build_fit_state(model, arrays)
+    after, built = traces_of_one_fit(model, arrays, batch_size=8, shuffle=False)
+    assert (before, after) == ((1, 1) if IS_KERAS_3 else (2, 1))
+    for name in ("loss", "accuracy"):
+        np.testing.assert_allclose(built[name], unbuilt[name], rtol=1e-5)
