@@ -15,11 +15,10 @@ without dilation) is ``2**k``: for Large, ``P1``..``P5`` are the outputs of
 import dataclasses
 
 from keras_mbv3 import checks
-from keras_mbv3.applications import mobilenet_v3
 from keras_mbv3.backend import keras
 from keras_mbv3.graph import layer_outputs
 from keras_mbv3.layers import InvertedResidual
-from keras_mbv3.layers.activations import ACTIVATIONS
+from keras_mbv3.layers.activations import HardSwish
 from keras_mbv3.layers.flatten import flatten_model
 
 LEVELS = ("P1", "P2", "P3", "P4", "P5")
@@ -39,22 +38,25 @@ class FeatureInfo:
 def _candidates(model):
     """``(layer name, channels, stride, nominal stride, block, flat name)`` along the backbone, in order.
 
-    ``flat name``: the layer whose output it is in ``flatten_model(model)`` (a block's ``output_part``).
+    ``flat name``: the layer whose output it is in ``flatten_model(model)`` (a block's ``output_part``). Read from
+    the layers' kinds, not their names: a plain conv before the first block (the stem) or right after the blocks
+    (keras.applications' ``conv_1``) gives the map of the activation that follows it.
     """
     stride, dilation = 1, 1
     found = []
     outputs = layer_outputs(model)
-    conv_activations = {f"{conv}_{kind}" for conv in (mobilenet_v3.STEM, mobilenet_v3.LAST_CONV)
-                        for kind in ACTIVATIONS}  # fmt: skip
+    conv_before = False  # a stem or last conv whose activation is the next candidate
     for layer in model.layers:
         if isinstance(layer, InvertedResidual):
             stride *= layer.strides
             dilation = layer.dilation_rate
             found.append((layer.name, layer.filters, stride, stride * dilation, layer, layer.output_part().name))
-        elif layer.name == mobilenet_v3.STEM:
-            stride *= layer.strides[0]
-        elif layer.name in conv_activations:
+        elif isinstance(layer, keras.layers.Conv2D):
+            conv_before = not found or found[-1][4] is not None  # not the conv of a classifier's top
+            stride *= layer.strides[0] if not found else 1
+        elif conv_before and isinstance(layer, (HardSwish, keras.layers.ReLU)):
             found.append((layer.name, outputs[layer.name].shape[-1], stride, stride * dilation, None, layer.name))
+            conv_before = False
     if not found:
         checks.fail("model", model.name, "a MobileNetV3 model of keras_mbv3.applications")
     return found
