@@ -16,7 +16,8 @@ from cli_helpers import (USER_ENV, assert_one_line_error, call_cli, call_cli_cap
 from mediapipe_client import classify, needs_mediapipe, segment
 
 
-pytestmark = pytest.mark.slow  # trains, converts or starts processes: `make test`, not `make check`
+# The runs that train, convert whole models or start processes are marked slow (`make test`, not `make check`);
+# the argument, help, refusal and predict tests run in this process in about a second each.
 
 
 @pytest.mark.parametrize("command", COMMANDS)
@@ -25,6 +26,7 @@ def test_every_subcommand_help_shows_an_example(capsys, command):
     assert result.returncode == 0 and f"example: mbv3 {command}" in result.stdout
 
 
+@pytest.mark.slow
 def test_error_in_a_new_process_has_no_traceback(tmp_path):
     result = run_cli("recipe", "--model", "medium", "--out", tmp_path / "run")
     assert_one_line_error(result, "`--model`", "'medium'", "small")
@@ -98,6 +100,7 @@ def digits_run(tmp_path_factory):
     return out, killed, train, recipe
 
 
+@pytest.mark.slow
 @keras_3_only
 def test_killed_training_resumes_and_the_recipe_keeps_int8_within_a_point_of_float(digits_run, capsys):
     """Each killed step resumes at its epoch 2; a finished recipe is reused, not recomputed.
@@ -143,6 +146,7 @@ def test_killed_training_resumes_and_the_recipe_keeps_int8_within_a_point_of_flo
     assert_one_line_error(refused, "--epochs: 2 there, 3 now", "leave the flag out")
 
 
+@pytest.mark.slow
 @keras_3_only
 @needs_mediapipe
 def test_the_recipes_models_run_in_mediapipe_with_names_and_our_predictions(digits_run):
@@ -166,6 +170,7 @@ def test_the_recipes_models_run_in_mediapipe_with_names_and_our_predictions(digi
         assert [int(label) for ((_, label, _),) in theirs] == ours.tolist()
 
 
+@pytest.mark.slow
 @keras_3_only
 @needs_mediapipe
 def test_the_mediapipe_code_in_report_md_runs_on_the_shipped_file(digits_run, tmp_path):
@@ -184,6 +189,7 @@ def test_the_mediapipe_code_in_report_md_runs_on_the_shipped_file(digits_run, tm
     assert f"category_name='{labels[0]}'" in result.stdout
 
 
+@pytest.mark.slow
 @keras_3_only  # tf_keras runs tf.distribute in the multi-worker test
 @needs_mediapipe
 def test_segmentation_run_with_mirrored_strategy_and_steps_that_take_the_folders_settings(tmp_path, capsys):
@@ -238,6 +244,7 @@ def free_ports(count):
     return ports
 
 
+@pytest.mark.slow
 @legacy_only  # Keras 3 cannot train with MultiWorkerMirroredStrategy (keras-team/keras#20585)
 def test_multi_worker_training_and_qat_with_two_local_workers(tmp_path, capsys):
     ports = free_ports(2)
@@ -278,6 +285,7 @@ def test_bad_data_folders_are_one_clear_line(capsys, tmp_path):
     assert not (tmp_path / "run" / "float.keras").exists()
 
 
+@pytest.mark.slow
 @legacy_only  # the Keras 3 line runs the issue's other case, digits --epochs 2, in the kill test
 def test_a_small_folder_trained_for_8_steps_evaluates_at_its_training_mode_accuracy(tmp_path, capsys):
     """Issue 15: 36 training images, 8 epochs of 1 step: 100% in training mode, 33% (chance) in inference mode."""
@@ -441,6 +449,7 @@ def detection_run(tmp_path_factory):
     return work / "run", result
 
 
+@pytest.mark.slow
 def test_detection_recipe_reports_map_of_one_partition_int8_with_the_post_process(capsys, detection_run):
     """On both Keras lines (the tfmot engine quantizes SSDLite on tf_keras); eval and bench take the files alone."""
     from keras_mbv3.quantization import read_metadata
@@ -469,6 +478,7 @@ def test_detection_recipe_reports_map_of_one_partition_int8_with_the_post_proces
     assert benched.returncode == 0, benched.stderr
 
 
+@pytest.mark.slow
 @keras_3_only
 @needs_mediapipe
 def test_mediapipe_object_detector_gives_our_detections_on_the_recipes_files(detection_run):
@@ -500,6 +510,7 @@ def test_mediapipe_object_detector_gives_our_detections_on_the_recipes_files(det
     assert compared >= 16  # digits named "0".."9" by the metadata, and boxes to compare
 
 
+@pytest.mark.slow
 def test_predict_draws_the_detections(capsys, detection_run, tmp_path):
     from PIL import Image
 
