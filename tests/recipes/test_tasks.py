@@ -44,6 +44,34 @@ def test_the_classification_evaluator_is_top_1_accuracy_over_batches():
     assert evaluator.result() == {"accuracy": pytest.approx(2 / 3)}
 
 
+def map_of(found, truth_boxes, truth_labels):
+    """The detection evaluator's figures for post-processed outputs ``found`` = [(box, class, score)] per image."""
+    most = max(len(image) for image in found)
+    boxes, classes, scores = np.zeros((len(found), most, 4)), np.zeros((len(found), most)), np.zeros((len(found), most))
+    for i, image in enumerate(found):
+        for j, (box, label, score) in enumerate(image):
+            boxes[i, j], classes[i, j], scores[i, j] = box, label, score
+    evaluator = tasks.get("detection").evaluator(3, (100, 100, 3))
+    evaluator.update((boxes, classes, scores, np.array([len(image) for image in found])),
+                     {"boxes": np.array(truth_boxes), "labels": np.array(truth_labels)})  # fmt: skip
+    return evaluator.result()
+
+
+def test_the_detection_evaluator_is_cocos_map_on_hand_made_boxes():
+    """Two images of 100 px, one object each (classes 1 and 2; 0 is the background, and the post-process numbers
+    the classes from 0 without it); the second row of truth is padding."""
+    truth_boxes = [[[0.1, 0.1, 0.5, 0.5], [0, 0, 0, 0]], [[0.0, 0.0, 0.5, 0.5], [0, 0, 0, 0]]]
+    truth_labels = [[1, 0], [2, 0]]
+    exact = [[([0.1, 0.1, 0.5, 0.5], 0, 0.9)], [([0.0, 0.0, 0.5, 0.5], 1, 0.8)]]
+    assert map_of(exact, truth_boxes, truth_labels) == pytest.approx({"map": 1.0, "map50": 1.0})
+    wrong_class = [exact[0], [([0.0, 0.0, 0.5, 0.5], 0, 0.8)]]  # class 2 never found; a false class 1
+    assert map_of(wrong_class, truth_boxes, truth_labels)["map50"] == pytest.approx(0.5)
+    # IoU 1450 / 2500 = 0.58: a match at the thresholds .50 and .55 of COCO's ten, .50 to .95
+    loose = [exact[0], [([0.0, 0.0, 0.5, 0.29], 1, 0.8)]]
+    assert map_of(loose, truth_boxes, truth_labels) == pytest.approx({"map": (1 + 2 / 10) / 2, "map50": 1.0})
+    assert map_of([[], []], truth_boxes, truth_labels) == {"map": 0.0, "map50": 0.0}
+
+
 def test_classification_predict_gives_the_top_k_best_first():
     task = tasks.get("classification")
     result = task.predict("a.png", None, np.array([0.1, 0.6, 0.3]), ("x", "y", "z"), {"top_k": 2})
