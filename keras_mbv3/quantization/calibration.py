@@ -52,9 +52,16 @@ def activation_ranges(float_model, names, images, batch_size=32):
     if not names:
         return {}
     probe = keras.Model(float_model.input, [tensors[name] for name in names])
+    # Eager on TensorFlow (one batch of Large at 224: 0.4 s against 1.0 s through predict's trace; 8 batches of
+    # Small at 32: 1.1 s against 0.9 s). Compiled elsewhere: eager JAX compiles each op (Small at 32 px, 256 images:
+    # 11.4 s eager, 1.4 s compiled once).
+    if keras.backend.backend() == "tensorflow":
+        run = lambda batch: probe(batch, training=False)  # noqa: E731
+    else:
+        run = probe.predict_on_batch
     lows, highs = [], []
     for start in range(0, len(images), batch_size):
-        outputs = probe(images[start : start + batch_size], training=False)
+        outputs = run(images[start : start + batch_size])
         outputs = outputs if isinstance(outputs, (list, tuple)) else [outputs]
         lows.append([float(np.min(o)) for o in outputs])
         highs.append([float(np.max(o)) for o in outputs])
