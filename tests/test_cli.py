@@ -17,7 +17,7 @@ from mediapipe_client import classify, needs_mediapipe, segment
 
 
 # The runs that train, convert whole models or start processes are marked slow (`make test`, not `make check`);
-# the argument, help, refusal and predict tests run in this process in about a second each.
+# the argument, help, refusal, predict, eval and bench tests run in this process in about a second each.
 
 
 @pytest.mark.parametrize("command", COMMANDS)

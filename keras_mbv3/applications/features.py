@@ -39,25 +39,29 @@ def _candidates(model):
     """``(layer name, channels, stride, nominal stride, block, flat name)`` along the backbone, in order.
 
     ``flat name``: the layer whose output it is in ``flatten_model(model)`` (a block's ``output_part``). Read from
-    the layers' kinds, not their names: a plain conv before the first block (the stem) or right after the blocks
-    (keras.applications' ``conv_1``) gives the map of the activation that follows it.
+    the layers' kinds, not their names: the last plain conv before the first block (the stem; any conv before it,
+    say of an ``input_tensor``'s own layers, adds its stride) and the plain conv right after the blocks
+    (keras.applications' ``conv_1``) give the map of the activation that follows them.
     """
     stride, dilation = 1, 1
     found = []
     outputs = layer_outputs(model)
     conv_before = False  # a stem or last conv whose activation is the next candidate
     for layer in model.layers:
+        blocks_seen = any(c[4] is not None for c in found)
         if isinstance(layer, InvertedResidual):
             stride *= layer.strides
             dilation = layer.dilation_rate
             found.append((layer.name, layer.filters, stride, stride * dilation, layer, layer.output_part().name))
         elif isinstance(layer, keras.layers.Conv2D):
-            conv_before = not found or found[-1][4] is not None  # not the conv of a classifier's top
-            stride *= layer.strides[0] if not found else 1
+            if not blocks_seen:
+                found = []  # an earlier conv's activation was not the stem's
+                stride *= layer.strides[0]
+            conv_before = not blocks_seen or found[-1][4] is not None  # not the conv of a classifier's top
         elif conv_before and isinstance(layer, (HardSwish, keras.layers.ReLU)):
             found.append((layer.name, outputs[layer.name].shape[-1], stride, stride * dilation, None, layer.name))
             conv_before = False
-    if not found:
+    if not any(c[4] is not None for c in found):
         checks.fail("model", model.name, "a MobileNetV3 model of keras_mbv3.applications")
     return found
 

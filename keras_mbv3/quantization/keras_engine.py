@@ -265,7 +265,7 @@ def quantize(model, images=None):
 
     qat = g.rebuild(call_node, on_input=lambda node, tensor: fake_quant(tensor, node))
     if images is not None:
-        ranges = activation_ranges(model, set(sources.values()), images)
+        ranges = activation_ranges(model, sorted(set(sources.values())), images)  # the same order in every process
         for quant_name, source in sources.items():
             if source in ranges:
                 layer = qat.get_layer(quant_name)

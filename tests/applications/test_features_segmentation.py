@@ -54,6 +54,21 @@ def test_feature_taps_equal_block_outputs(rng):
     np.testing.assert_array_equal(p3, direct)
 
 
+def test_layers_of_an_input_tensor_before_the_stem_are_not_the_stem():
+    """A conv and ReLU of the user's before the model (``input_tensor``): the stem is still P1. A strided one there
+    halves the image first, so no map is left at stride 2: a clear error, not levels at wrong strides."""
+    plain = MobileNetV3Small(weights=None, input_shape=(64, 64, 3), include_top=False)
+    for strides in (1, 2):
+        inputs = keras.Input((64, 64, 1))
+        adapted = keras.layers.ReLU()(keras.layers.Conv2D(3, 1, strides=strides)(inputs))
+        model = MobileNetV3Small(weights=None, input_tensor=adapted, include_top=False)
+        if strides == 2:
+            with pytest.raises(ValueError, match=r"`model`.*feature map at stride 2"):
+                feature_info(model)
+            continue
+        assert feature_info(model) == feature_info(plain)
+
+
 @pytest.mark.parametrize("output_stride", [16, 8])
 def test_dilated_model_shares_weights_and_keeps_resolution(output_stride):
     dense = MobileNetV3Large(weights=None, include_top=False, input_shape=(64, 64, 3), output_stride=output_stride)
