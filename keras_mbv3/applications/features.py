@@ -47,9 +47,10 @@ def _candidates(model):
     found = []
     outputs = layer_outputs(model)
     conv_before = False  # a stem or last conv whose activation is the next candidate
+    blocks_seen = False
     for layer in model.layers:
-        blocks_seen = any(c[4] is not None for c in found)
         if isinstance(layer, InvertedResidual):
+            blocks_seen = True
             stride *= layer.strides
             dilation = layer.dilation_rate
             found.append((layer.name, layer.filters, stride, stride * dilation, layer, layer.output_part().name))
@@ -61,7 +62,7 @@ def _candidates(model):
         elif conv_before and isinstance(layer, (HardSwish, keras.layers.ReLU)):
             found.append((layer.name, outputs[layer.name].shape[-1], stride, stride * dilation, None, layer.name))
             conv_before = False
-    if not any(c[4] is not None for c in found):
+    if not blocks_seen:
         checks.fail("model", model.name, "a MobileNetV3 model of keras_mbv3.applications")
     return found
 
