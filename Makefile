@@ -28,7 +28,7 @@ $(STAMP_TFMOT): setup.cfg pyproject.toml constraints-tfmot.txt
 
 # Three lines on the two cores: the two Keras lines side by side, and the JAX line
 # (Keras 3 on the JAX backend, over the backend-neutral tests: tests/backends, written
-# for it, and the detection library) on the core that frees first. Each prints its
+# for it, the detection library and the optimizer) on the core that frees first. Each prints its
 # own pytest summary when it is done.
 test: $(STAMP) $(STAMP_TFMOT)
 	$(MAKE) -j2 --output-sync=target test-keras3 test-legacy test-jax
@@ -44,7 +44,7 @@ test-legacy: $(STAMP_TFMOT)
 	TF_USE_LEGACY_KERAS=1 $(PY_TFMOT) -m pytest -q -p no:cacheprovider --durations=15 tests
 
 test-jax: $(STAMP)
-	KERAS_BACKEND=jax TF_USE_LEGACY_KERAS=0 $(PY) -m pytest -q -p no:cacheprovider --durations=5 tests/backends tests/detection
+	KERAS_BACKEND=jax TF_USE_LEGACY_KERAS=0 $(PY) -m pytest -q -p no:cacheprovider --durations=5 tests/backends tests/detection tests/test_optimizers.py
 
 demo: $(STAMP)
 	$(PY) -m keras_mbv3 recipe --data digits --model small --out runs/demo

@@ -16,7 +16,7 @@ __all__ = ["keras", "IS_KERAS_3", "FLAVOUR", "__version__"]
 
 def __getattr__(name):
     if name in ("keras", "IS_KERAS_3", "FLAVOUR"):
-        from keras_mbv3 import backend, layers  # noqa: F401  (layers: registered, so saved models load)
+        from keras_mbv3 import backend, layers, optimizers  # noqa: F401  (registered, so saved models load)
 
         return getattr(backend, name)
     raise AttributeError(f"module 'keras_mbv3' has no attribute {name!r}")
