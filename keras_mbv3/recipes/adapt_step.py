@@ -26,7 +26,6 @@ from keras_mbv3.adapt import search, widths
 from keras_mbv3.backend import keras
 from keras_mbv3.batchnorm import precise_batchnorm
 from keras_mbv3.files import sha256, write_atomically
-from keras_mbv3.recipes import tasks
 from keras_mbv3.recipes import report as report_lib
 from keras_mbv3.recipes import training
 from keras_mbv3.recipes.settings import ADAPT_DEFAULTS
@@ -35,6 +34,7 @@ HOLDOUT_IMAGES = 1024  # at most, and a fifth of the training split at most: the
 TUNE_BN_IMAGES = 256  # precise BN statistics of a fine-tuned proposal (1024 cost 6.7 s of its ~17 s at 32 px)
 EAGER_BELOW_STEPS = 10  # proposals fine-tuned fewer steps run them eagerly
 CALIBRATION_IMAGES = 16  # training images that calibrate the int8 units timed for the latency table
+FINETUNE_LOG = "finetune"  # adapt/finetune_history.csv, adapt/finetune_backup while it runs
 
 
 @dataclasses.dataclass(frozen=True)
@@ -74,36 +74,54 @@ class Options:
 LIMITS = ("max_iterations", "time_budget", "max_accuracy_drop")  # a killed search may resume with other limits
 
 
-def adapt(run, rate, options):
-    """Run NetAdapt on ``run``'s ``float.keras`` (a ``recipe.Run``) at the fine-tuning ``rate``; return the report."""
-    return _Adaptation(run, rate, options.check()).run()
+def check_can_adapt(task, data, train_size):
+    """Refuse what NetAdapt cannot cut or score (``task``, ``data``: the ``--task`` and ``--data`` values)."""
+    if task != "classification":
+        checks.fail("--task", task, "classification (mbv3 adapt cuts classifiers; detection and segmentation heads "
+                    "are not cut yet)")  # fmt: skip
+    if train_size < 5:
+        checks.fail("--data", data, "at least 5 training images (a fifth is held out to score the cuts)")
+
+
+def adapt(source, out, target, data, tuning, plan, options, log=print):
+    """NetAdapt of the trained float model ``source`` into ``target``; return the report.
+
+    Args:
+        source: the float model's file (a run's ``float.keras``).
+        out: the run folder: ``adapt/`` keeps the search, ``adapt.json``, ``adapt.md`` and
+            ``adapt.png`` report it.
+        target: the adapted model's file, written last (a run's ``adapted.keras``).
+        data: the run's data set (``data.Data``): calibration images of the latency table,
+            the final fine-tune and the validation accuracies.
+        tuning: ``tuning(holdout=N)``, the same data set with N training images held
+            out, its batches repeatable: the proposals' fine-tune and their score.
+        plan: the final fine-tune (``training.Fit``, ``options.finetune_epochs`` epochs); the
+            proposals take its task, rate and seed.
+        options: ``Options``.
+
+    The caller refuses first what cannot be adapted (``check_can_adapt``).
+    """
+    return _Adaptation(source, out, target, data, tuning, plan, options.check(), log).run()
 
 
 class _Adaptation:
     """One ``mbv3 adapt``: its state in ``RUN_DIR/adapt/``, the proposals' fine-tune and score, the final model."""
 
-    def __init__(self, run, rate, options):
-        s = run.settings
-        if s["task"] != "classification":
-            checks.fail("--task", s["task"], "classification (mbv3 adapt cuts classifiers; detection and "
-                        "segmentation heads are not cut yet)")  # fmt: skip
-        if run.data.train_size < 5:
-            checks.fail("--data", s["data"], "at least 5 training images (a fifth is held out to score the cuts)")
-        self.recipe, self.rate, self.options, self.settings = run, rate, options, s
-        self.folder = run.path("adapt")
+    def __init__(self, source, out, target, data, tuning, plan, options, log):
+        self.source, self.out, self.target, self.data, self.plan = source, out, target, data, plan
+        self.options, self.log, self.distribution = options, log, training.strategy("default")
+        self.folder = os.path.join(out, "adapt")
         os.makedirs(self.folder, exist_ok=True)
-        self.state = _read_state(self.folder, options, sha256(run.paths["float"]))
-        self.held = min(HOLDOUT_IMAGES, run.data.train_size // 5)
-        keras.utils.set_random_seed(s["seed"])  # the tuning batches are drawn alike in a fresh and a resumed search
-        self.tuning = tasks.load(s["data"], s["task"], s["image_size"], s["batch_size"], s["data_dir"], s["seed"],
-                                    holdout=self.held, repeatable=True)  # fmt: skip
-        images = run.data.images(CALIBRATION_IMAGES)
-        self.table = latency_lib.LatencyTable(images, os.path.join(self.folder, "latency_table.json"),
-                                              options.threads)  # fmt: skip
+        self.state = _read_state(self.folder, options, sha256(source))
+        self.held = min(HOLDOUT_IMAGES, data.train_size // 5)
+        keras.utils.set_random_seed(plan.seed)  # the tuning batches are drawn alike in a fresh and a resumed search
+        self.tuning = tuning(holdout=self.held)
+        self.table = latency_lib.LatencyTable(data.images(CALIBRATION_IMAGES),
+                                              os.path.join(self.folder, "latency_table.json"), options.threads)  # fmt: skip
 
     def run(self):
-        start, run, state, table = time.time(), self.recipe, self.state, self.table
-        original = keras.models.load_model(run.paths["float"], compile=False)
+        start, state, table = time.time(), self.state, self.table
+        original = keras.models.load_model(self.source, compile=False)
         options, precision = self.options, self.options.step_fraction / 4  # intervals within +/- a quarter of the step
         if not state["calibrated"] or table.start_ms is None:  # (a table file of an older version: no start_ms)
             state["start_half_ms"] = table.calibrate(original, precision).half_ms
@@ -113,7 +131,7 @@ class _Adaptation:
         target = options.target_ms if options.target_ms is not None else options.target_ratio * start_ms
         limits = [f"--max-iterations {options.max_iterations}"] if options.max_iterations else []
         limits += [f"--time-budget {options.time_budget:g} min"] if options.time_budget else []
-        run.log(f"[adapt] start {start_ms:.4f} +/- {state.get('start_half_ms', 0.0):.4f} ms (int8, {options.threads} "
+        self.log(f"[adapt] start {start_ms:.4f} +/- {state.get('start_half_ms', 0.0):.4f} ms (int8, {options.threads} "
                 f"thread(s), 95% interval), target {target:.4f} ms, stops there"
                 + (f" or at {' or '.join(limits)}" if limits else "")
                 + f"; proposals scored on {self.held} training images held out of their fine-tuning")  # fmt: skip
@@ -143,7 +161,7 @@ class _Adaptation:
             elapsed_s=state.get("setup_s", 0.0),
             step_fraction=options.step_fraction,
             latency_at=self.latency_at,
-            log=run.log,
+            log=self.log,
         )
         stopped = {"by": result.stopped_by, "kept": result.kept, "iterations": len(result.iterations),
                    "limits": self._limits()}  # fmt: skip
@@ -151,16 +169,18 @@ class _Adaptation:
             state["stopped"] = stopped
             self._write_state()
         adapted = result.model if result.kept is not None else widths.rebuild(original, {})  # a copy to fine-tune
-        self._finetune(adapted)
+        adapted, log_dir = self._finetune(adapted)
         report = self._report(original, adapted, result, start_ms, target)
         report["seconds"] = round(time.time() - start, 1)
-        write_atomically(json.dumps(report, indent=2).encode(), run.path("adapt.json"), overwrite=True)
-        report_lib.write_adapt(report, run.out)
-        training.save(adapted, run.paths["adapted"])  # last: once it exists, the step is done
+        write_atomically(json.dumps(report, indent=2).encode(), os.path.join(self.out, "adapt.json"), overwrite=True)
+        report_lib.write_adapt(report, self.out)
+        training.save(adapted, self.target)  # last: once it exists, the step is done
+        training.release(self.distribution, self.folder, FINETUNE_LOG, log_dir)
         kept = [] if result.kept is None else [_model_file(result.kept)]
         _remove_models(self.folder, keep=[self.state["model"], *kept])
-        run.log(f"[adapt] wrote {run.paths['adapted']}")
-        run.log(f"[adapt] {adapted_summary(report)}; report: {run.path('adapt.json')}, adapt.md and adapt.png")
+        self.log(f"[adapt] wrote {self.target}")
+        self.log(f"[adapt] {adapted_summary(report)}; report: {os.path.join(self.out, 'adapt.json')}, adapt.md and "
+                 "adapt.png")  # fmt: skip
         return report
 
     def latency_at(self, model, new_widths, setters):
@@ -174,8 +194,8 @@ class _Adaptation:
     def tune(self, model):
         """The proposals' short fine-tune: ``proposal_steps`` on the tuning batches, then precise BN."""
         steps = self.options.proposal_steps
-        keras.utils.set_random_seed(self.settings["seed"])
-        training.compile_for(model, self.settings["task"], self.rate, None, run_eagerly=steps < EAGER_BELOW_STEPS)
+        keras.utils.set_random_seed(self.plan.seed)
+        training.compile_for(model, self.plan.task, self.plan.rate, None, run_eagerly=steps < EAGER_BELOW_STEPS)
         # each proposal's traced graph released after its fit: it would otherwise live to the end of the search
         training.fit_traced_once(model, self.tuning.train.repeat(), steps_per_epoch=steps, epochs=1, verbose=0)
         precise_batchnorm(model, self.tuning.train, max_images=TUNE_BN_IMAGES)
@@ -183,7 +203,7 @@ class _Adaptation:
     def score(self, model):
         """``(accuracy, -loss)`` on the holdout: of equal accuracies, the lower loss is kept (Small on digits at
         96 px classified all 287 holdout images right in every proposal of the first iterations)."""
-        training.compile_for(model, self.settings["task"], self.rate, None, run_eagerly=True)
+        training.compile_for(model, self.plan.task, self.plan.rate, None, run_eagerly=True)
         result = model.evaluate(self.tuning.holdout, verbose=0, return_dict=True)
         return float(result["accuracy"]), -float(result["loss"])
 
@@ -213,7 +233,7 @@ class _Adaptation:
         model = original if kept is None else resume[0] if kept == len(iterations) - 1 else self._load(kept)
         if model is None:
             return None
-        self.recipe.log(f"[adapt] the search stopped before: {search.STOPS[stopped['by']]}")
+        self.log(f"[adapt] the search stopped before: {search.STOPS[stopped['by']]}")
         return search.Result(model, iterations, stopped["by"], kept)
 
     def _resume(self):
@@ -222,22 +242,19 @@ class _Adaptation:
         _remove_models(self.folder, keep=kept)  # those a killed search left after its last finished iteration
         if not self.state["iterations"]:
             return None
-        self.recipe.log(f"[adapt] resuming after iteration {len(self.state['iterations'])}")
+        self.log(f"[adapt] resuming after iteration {len(self.state['iterations'])}")
         current = keras.models.load_model(os.path.join(self.folder, self.state["model"]), compile=False)
         return current, [search.Iteration(**i) for i in self.state["iterations"]]
 
     def _finetune(self, adapted):
-        """The holdout picked the cuts; a longer fine-tune on the whole training split finishes the model."""
-        data, s = self.recipe.data, self.settings
-        keras.utils.set_random_seed(s["seed"])
-        steps = self.options.finetune_epochs * -(-data.train_size // s["batch_size"])
-        training.compile_for(adapted, s["task"], self.rate, steps)
-        training.fit_traced_once(adapted, data.train, validation_data=data.val, epochs=self.options.finetune_epochs,
-                                 verbose=2)  # fmt: skip
-        precise_batchnorm(adapted, data.train)
+        """The holdout picked the cuts; a longer fine-tune on the whole training split finishes the model (the
+        recipe's fit: resumable in ``adapt/``, its log ``adapt/finetune_history.csv``). Returns it and its log folder."""
+        model, log_dir, _ = training.train(self.plan, lambda steps: adapted, self.data, self.folder, FINETUNE_LOG,
+                                           self.distribution, precise_bn=True)  # fmt: skip
+        return model, log_dir
 
     def _report(self, original, adapted, result, start_ms, target):
-        data = self.recipe.data
+        data = self.data
         adapted_accuracy = float(adapted.evaluate(data.val, verbose=0, return_dict=True)["accuracy"])  # as fitted
         beside = self.table.beside_start(adapted, original)  # the start's int8 file converted once, by the table
         measured = {"start": beside["start"], "adapted": beside["model"]}
@@ -252,7 +269,7 @@ class _Adaptation:
             "start": {"table_ms": start_ms, "half_ms": self.state.get("start_half_ms", 0.0),
                       "measured_ms": measured["start"], "widths": widths.widths(original),
                       "holdout_score": self.state["start_score"],
-                      "val_accuracy": _val_accuracy(original, data, self.settings)},
+                      "val_accuracy": _val_accuracy(original, data, self.plan)},
             "adapted": {"table_ms": self.table.latency(adapted), "measured_ms": measured["adapted"],
                         "widths": widths.widths(adapted), "val_accuracy": adapted_accuracy},
             "iterations": [dataclasses.asdict(i) for i in iterations],
@@ -268,8 +285,8 @@ class _Adaptation:
         _write_state(self.folder, self.state)
 
 
-def _val_accuracy(model, data, s):
-    training.compile_for(model, s["task"], 1e-3, None, run_eagerly=True)  # for its metrics: nothing is trained
+def _val_accuracy(model, data, plan):
+    training.compile_for(model, plan.task, 1e-3, None, run_eagerly=True)  # for its metrics: nothing is trained
     return float(model.evaluate(data.val, verbose=0, return_dict=True)["accuracy"])
 
 

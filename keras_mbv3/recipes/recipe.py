@@ -7,6 +7,7 @@ settings that define the results; a step with other settings is refused rather
 than mixing two runs in one folder.
 """
 
+import functools
 import json
 import numbers
 import os
@@ -15,7 +16,6 @@ import time
 
 from keras_mbv3 import __version__, checks
 from keras_mbv3.applications import sizes
-from keras_mbv3.batchnorm import precise_batchnorm
 from keras_mbv3.backend import FLAVOUR, IS_KERAS_3, keras
 from keras_mbv3.files import sha256, write_atomically
 from keras_mbv3.quantization import (
@@ -174,23 +174,16 @@ class Run:
         if self.chief:
             write_atomically(json.dumps(timings, indent=2).encode(), self.path("timings.json"), overwrite=True)
 
-    def _fit_step(self, name, log_name, path, epochs, rate, make_model, record, callbacks=(), finish=None):
-        """Seed, make (in the strategy's scope) and compile a model, record the settings ``record`` (only now:
-        a step that fails before training, e.g. on a weights download, leaves no trace), fit it resumably,
-        ``finish(model)`` and save it to ``path``."""
-        start, s, data = time.time(), self.settings, self.data
-        keras.utils.set_random_seed(s["seed"])
-        steps = epochs * -(-data.train_size // s["batch_size"])
-        with self.distribution.scope():
-            model = make_model(steps)
-            training.compile_for(model, s["task"], rate, steps)
-        self.record_settings(record)
-        if getattr(self.distribution, "num_processes", 1) > 1:
-            data = data.whole_batches(s["batch_size"])
-        log_dir = training.fit(model, data, epochs, self.out, log_name, self.chief, callbacks)
-        if finish is not None:
-            finish(model)
-        training.check_same_weights(self.distribution, model)
+    def _fit_step(self, name, log_name, path, epochs, rate, make_model, record, callbacks=(), precise_bn=False):
+        """``training.train`` (seed, make and compile, fit resumably, BN statistics) with the run's settings, the
+        settings ``record`` recorded just before fitting; the model saved to ``path``."""
+        start, s = time.time(), self.settings
+        plan = training.Fit(s["task"], rate, epochs, s["batch_size"], s["seed"])
+        model, log_dir, bn_images = training.train(plan, make_model, self.data, self.out, log_name, self.distribution,
+                                                   callbacks, lambda: self.record_settings(record), precise_bn)  # fmt: skip
+        if bn_images:
+            self.log(f"[{name}] BatchNormalization statistics of the final weights, from {bn_images} training images "
+                     "(augmented, as in training)")  # fmt: skip
         training.save(model, path, self.chief)
         training.release(self.distribution, self.out, log_name, log_dir, self.chief)  # a kill before: trains again
         self.log(f"[{name}] wrote {path}" if self.chief else f"[{name}] done (the chief wrote {path})")
@@ -211,12 +204,7 @@ class Run:
         check_weights(s["weights"])
         self._fit_step("train", "float", self.paths["float"], s["epochs"], FLOAT_RATE, lambda steps: training.build_model(
             s["model"], s["alpha"], s["image_size"], data.classes, steps, s["task"], s["weights"]), record,
-            finish=self._precise_batchnorm)  # fmt: skip
-
-    def _precise_batchnorm(self, model):
-        used = precise_batchnorm(model, self.data.train)
-        self.log(f"[train] BatchNormalization statistics of the final weights, from {used} training images "
-                 "(augmented, as in training)")
+            precise_bn=True)  # fmt: skip
 
     def import_model(self, path, overwrite=False):
         """A user's model file (``.keras``, or ``.h5`` whole models) as the run's ``float.keras``.
@@ -261,12 +249,18 @@ class Run:
         self._require("float", "train")
         self.record_settings(EVAL_SETTINGS, write=False)
         options = adapt_step.Options(**options).check()
+        s = self.settings
+        adapt_step.check_can_adapt(s["task"], s["data"], self.data.train_size)
         if os.path.exists(self.paths["adapted"]):
             adapt_step.refuse_other_options(self.out, options)
         if not self._step("adapt", [FILES["adapted"]], [FILES["float"]], adapt_step.AGAIN):
             return None
         start = time.time()
-        result = adapt_step.adapt(self, ADAPT_RATE, options)
+        plan = training.Fit(s["task"], ADAPT_RATE, options.finetune_epochs, s["batch_size"], s["seed"])
+        tuning = functools.partial(tasks.load, s["data"], s["task"], s["image_size"], s["batch_size"], s["data_dir"],
+                                   s["seed"], repeatable=True)  # fmt: skip
+        result = adapt_step.adapt(self.paths["float"], self.out, self.paths["adapted"], self.data, tuning, plan,
+                                  options, self.log)  # fmt: skip
         self._timed("adapt", start)
         return result
 

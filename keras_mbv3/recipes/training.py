@@ -8,6 +8,7 @@ finished epoch when started again with the same folder.
 
 import contextlib
 import csv
+import dataclasses
 import os
 import shutil
 import tempfile
@@ -17,6 +18,7 @@ import tensorflow as tf
 
 from keras_mbv3 import checks
 from keras_mbv3.backend import IS_KERAS_3, keras
+from keras_mbv3.batchnorm import precise_batchnorm
 from keras_mbv3.fit_state import build_fit_state
 from keras_mbv3.optimizers import AdamW
 from keras_mbv3.recipes import tasks
@@ -239,6 +241,51 @@ class RestoreOnly(keras.callbacks.BackupAndRestore):
 
     def on_train_end(self, logs=None):
         pass
+
+
+@dataclasses.dataclass(frozen=True)
+class Fit:
+    """What one fit of a step is: ``epochs`` over a data set in batches of ``batch_size`` for ``task``, AdamW at
+    ``rate`` with warm-up + cosine decay over the fit's steps, from the random state of ``seed``."""
+
+    task: str
+    rate: float
+    epochs: int
+    batch_size: int
+    seed: int
+
+    def steps(self, data):
+        return self.epochs * -(-data.train_size // self.batch_size)
+
+
+def train(plan, make_model, data, work_dir, log_name, distribution, callbacks=(), before_fit=None,
+          precise_bn=False):  # fmt: skip
+    """The fit of every step (train, qat, the adapt step's fine-tune): seed, make and compile, fit, BN statistics.
+
+    Seeds with ``plan.seed``, makes ``make_model(steps)`` and compiles it (``compile_for``)
+    in the scope of ``distribution``, calls ``before_fit()`` (a step records its settings
+    only now: one that fails before training leaves no trace), fits it resumably in
+    ``work_dir`` (``fit``: ``{log_name}_history.csv``, ``{log_name}_backup``), recomputes
+    its BatchNormalization statistics from ``data``'s training batches if ``precise_bn``,
+    and checks that every process holds the same weights.
+
+    Returns:
+        ``(model, log_dir, bn_images)``: ``log_dir`` for ``release`` once the result is
+        saved; ``bn_images`` the images of the BN statistics (0 without ``precise_bn``).
+    """
+    keras.utils.set_random_seed(plan.seed)
+    steps = plan.steps(data)
+    with distribution.scope():
+        model = make_model(steps)
+        compile_for(model, plan.task, plan.rate, steps)
+    if before_fit is not None:
+        before_fit()
+    batches = data.whole_batches(plan.batch_size) if getattr(distribution, "num_processes", 1) > 1 else data
+    chief = is_chief(distribution)
+    log_dir = fit(model, batches, plan.epochs, work_dir, log_name, chief, callbacks)
+    bn_images = precise_batchnorm(model, data.train) if precise_bn else 0
+    check_same_weights(distribution, model)
+    return model, log_dir, bn_images
 
 
 def fit(model, data, epochs, work_dir, log_name, chief=True, callbacks=()):

@@ -100,7 +100,7 @@ def test_a_search_that_stopped_is_not_searched_again_under_the_same_limits(tmp_p
 
     adaptation, lines = object.__new__(adapt_step._Adaptation), []
     adaptation.options, adaptation.folder = adapt_step.Options(0.7, time_budget=10.0), str(tmp_path)
-    adaptation.recipe = type("Run", (), {"log": staticmethod(lines.append)})
+    adaptation.log = lines.append
     iterations = [search.Iteration(i, "block expansion", "s", 64, 56 - 8 * i, 0.9, 0.95, 5) for i in range(3)]
     adaptation.state = {"stopped": {"by": "time-budget", "kept": 1, "iterations": 3, "limits": adaptation._limits()}}
     inputs = keras.Input((4,))
