@@ -12,7 +12,8 @@ PY_TFMOT := $(VENV_TFMOT)/bin/python
 STAMP_TFMOT := $(VENV_TFMOT)/.installed
 export TF_CPP_MIN_LOG_LEVEL ?= 2
 
-.PHONY: test check test-keras3 test-legacy test-jax demo demo-seg demo-det bench clean
+.PHONY: test check test-keras3 test-legacy test-jax test-keras3-rest test-keras3-runs test-legacy-rest \
+	test-legacy-runs test-jax-runs test-jax-rest demo demo-seg demo-det bench clean
 
 $(STAMP): setup.cfg pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
@@ -26,25 +27,48 @@ $(STAMP_TFMOT): setup.cfg pyproject.toml constraints-tfmot.txt
 	PIP_CONSTRAINT=$(CURDIR)/constraints-tfmot.txt $(PY_TFMOT) -m pip install -q -e '.[test,tfmot]'
 	touch $(STAMP_TFMOT)
 
-# Three lines on the two cores: the two Keras lines side by side, and the JAX line
-# (Keras 3 on the JAX backend, over the backend-neutral tests: tests/backends, written
-# for it, the detection library and the optimizer) on the core that frees first. Each prints its
-# own pytest summary when it is done.
+# Three lines: Keras 3 and tf_keras (every test), and Keras 3 on the JAX backend
+# (tests/backends, written for it, the detection library and the optimizer). Each line
+# runs as two pytest processes, its end-to-end runs (the CLI, the README, the adapt CLI)
+# apart from the rest, so that the six share the two cores evenly: make starts them in
+# the order below, the longest first, each on the core that frees first. Each prints
+# its own pytest summary when it is done.
+RUNS := tests/test_cli.py tests/test_readme.py tests/adapt/test_adapt_cli.py
+JAX_RUNS := tests/backends/test_jax_cli.py
+PYTEST := -m pytest -q -p no:cacheprovider --durations=10
+KERAS3 := TF_USE_LEGACY_KERAS=0 $(PY) $(PYTEST)
+LEGACY := TF_USE_LEGACY_KERAS=1 $(PY_TFMOT) $(PYTEST)
+JAX := KERAS_BACKEND=jax TF_USE_LEGACY_KERAS=0 $(PY) $(PYTEST)
+
 test: $(STAMP) $(STAMP_TFMOT)
-	$(MAKE) -j2 --output-sync=target test-keras3 test-legacy test-jax
+	$(MAKE) -j2 --output-sync=target test-legacy-rest test-keras3-rest test-keras3-runs test-legacy-runs \
+		test-jax-runs test-jax-rest
+
+test-keras3: test-keras3-rest test-keras3-runs
+test-legacy: test-legacy-rest test-legacy-runs
+test-jax: test-jax-runs test-jax-rest
 
 # The edit-test loop: the Keras 3 line's tests not marked slow (in-process, small inputs; about 3 minutes).
 check: $(STAMP)
 	TF_USE_LEGACY_KERAS=0 $(PY) -m pytest -q -p no:cacheprovider -m "not slow" --durations=5 tests
 
-test-keras3: $(STAMP)
-	TF_USE_LEGACY_KERAS=0 $(PY) -m pytest -q -p no:cacheprovider --durations=15 tests
+test-keras3-rest: $(STAMP)
+	$(KERAS3) tests $(addprefix --ignore=,$(RUNS))
 
-test-legacy: $(STAMP_TFMOT)
-	TF_USE_LEGACY_KERAS=1 $(PY_TFMOT) -m pytest -q -p no:cacheprovider --durations=15 tests
+test-keras3-runs: $(STAMP)
+	$(KERAS3) $(RUNS)
 
-test-jax: $(STAMP)
-	KERAS_BACKEND=jax TF_USE_LEGACY_KERAS=0 $(PY) -m pytest -q -p no:cacheprovider --durations=5 tests/backends tests/detection tests/test_optimizers.py
+test-legacy-rest: $(STAMP_TFMOT)
+	$(LEGACY) tests $(addprefix --ignore=,$(RUNS))
+
+test-legacy-runs: $(STAMP_TFMOT)
+	$(LEGACY) $(RUNS)
+
+test-jax-runs: $(STAMP)
+	$(JAX) $(JAX_RUNS)
+
+test-jax-rest: $(STAMP)
+	$(JAX) tests/backends tests/detection tests/test_optimizers.py $(addprefix --ignore=,$(JAX_RUNS))
 
 demo: $(STAMP)
 	$(PY) -m keras_mbv3 recipe --data digits --model small --out runs/demo

@@ -89,3 +89,17 @@ def _release_each_tests_gradients():
     """After each test, the gradient closures of its traces (cheap; the collector frees their graphs)."""
     yield
     release_traced_gradients()
+
+
+@pytest.fixture(scope="session")
+def ssdlite_detector():
+    """``(model, qat, images)``: a 4-class SSDLiteMobileNetV3Small at 64 px (3 objects + the background) with BN
+    statistics of the 8 images, and its QAT model; built once for the detection export and metadata tests."""
+    from keras_mbv3.applications.ssdlite import SSDLiteMobileNetV3Small
+    from keras_mbv3.quantization import quantize_model
+
+    images = np.random.default_rng(1).integers(0, 256, (8, 64, 64, 3)).astype("float32")
+    keras.utils.set_random_seed(1)  # the same random model whichever tests ran before
+    model = SSDLiteMobileNetV3Small(4, input_shape=(64, 64, 3), bn_momentum=0.9)
+    precise_batchnorm(model, images)
+    return model, quantize_model(model, representative_dataset=images), images

@@ -3,26 +3,19 @@
 import numpy as np
 import pytest
 
-from keras_mbv3.applications.ssdlite import SSDLiteMobileNetV3Small, anchors
-from keras_mbv3.batchnorm import precise_batchnorm
+from keras_mbv3.applications.ssdlite import anchors
 from keras_mbv3.detection import decode_detections
-from keras_mbv3.quantization import DetectionPostProcess, export_tflite, quantize_model
+from keras_mbv3.quantization import DetectionPostProcess, export_tflite
 from keras_mbv3.quantization.litert import graph_report, interpreter, predict_outputs
 from keras_mbv3.quantization.postprocess import CUSTOM_OP, OUTPUT_NAMES
 
 pytestmark = pytest.mark.slow  # converts whole models: `make test`, not `make check`
 
 
-SIZE = 64
-
-
-@pytest.fixture(scope="module")
-def detector():
-    """A 4-class SSDLite (3 objects + background) with real BN statistics, its QAT model and images."""
-    images = np.random.default_rng(0).uniform(0, 255, (16, SIZE, SIZE, 3)).astype("float32")
-    model = SSDLiteMobileNetV3Small(4, input_shape=(SIZE, SIZE, 3), bn_momentum=0.9)
-    precise_batchnorm(model, images)
-    return model, quantize_model(model, representative_dataset=images), images
+@pytest.fixture
+def detector(ssdlite_detector):
+    """A 4-class SSDLite at 64 px (3 objects + background) with real BN statistics, its QAT model and 8 images."""
+    return ssdlite_detector
 
 
 def postprocess(model, **options):

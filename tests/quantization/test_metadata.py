@@ -143,16 +143,11 @@ def test_mediapipe_image_segmenter_gives_our_argmax_and_labels(exported, images)
 
 
 @pytest.fixture(scope="module")
-def detectors(tmp_path_factory):
+def detectors(ssdlite_detector, tmp_path_factory):
     """Float, QAT int8 (float32 input) and QAT int8 (uint8 input) SSDLite exports with metadata, and images."""
-    from keras_mbv3.applications.ssdlite import SSDLiteMobileNetV3Small, anchors
-    from keras_mbv3.batchnorm import precise_batchnorm
+    from keras_mbv3.applications.ssdlite import anchors
 
-    images = np.random.default_rng(1).integers(0, 256, (8, 64, 64, 3)).astype("float32")
-    keras.utils.set_random_seed(1)  # the same random model whichever tests ran before
-    model = SSDLiteMobileNetV3Small(4, input_shape=(64, 64, 3), bn_momentum=0.9)
-    precise_batchnorm(model, images)
-    qat = quantize_model(model, representative_dataset=images)
+    model, qat, images = ssdlite_detector
     # 0.35: from the random weights' softmax over 4 classes, 10 to 20 detections per image, at most 20 for some
     options = dict(postprocess=DetectionPostProcess(anchors(model), score_threshold=0.35, max_detections=20),
                    metadata=ImageModelMetadata("detection", LABELS, name="SSDLite",
