@@ -246,33 +246,39 @@ def free_ports(count):
 
 @pytest.mark.slow
 @legacy_only  # Keras 3 cannot train with MultiWorkerMirroredStrategy (keras-team/keras#20585)
-def test_multi_worker_training_and_qat_with_two_local_workers(tmp_path, capsys):
+def test_multi_worker_recipe_with_two_local_workers(tmp_path, capsys):
+    """`mbv3 recipe --strategy multi-worker` on two local workers: both train and QAT, the chief alone exports,
+    evaluates and reports (one process a worker: the same train and qat steps as `mbv3 train` and `mbv3 qat`)."""
     ports = free_ports(2)
     cluster = {"worker": [f"127.0.0.1:{port}" for port in ports]}
     # a 36-image folder, 3 steps of 12 an epoch: what is tested is the workers' agreement, not accuracy (on digits,
     # 23 steps, the test took 170 s alone and 295 s beside the Keras 3 line)
-    data = ["--data", str(three_class_folder(tmp_path / "set")), "--batch-size", "12"]
-    for step, epochs in (("train", "--epochs"), ("qat", "--qat-epochs")):
-        processes = []
-        for index in range(2):
-            env = {**USER_ENV, "TF_CONFIG": json.dumps({"cluster": cluster, "task": {"type": "worker", "index": index}})}
-            # a shared --out, as on a shared file system
-            args = [sys.executable, "-m", "keras_mbv3", step, "--out", str(tmp_path / "run"), epochs, "1",
-                    "--strategy", "multi-worker", *(data if step == "train" else ())]  # fmt: skip
-            log = open(tmp_path / f"{step}{index}.log", "w")  # files, not pipes: a full pipe would stall a worker
-            processes.append(subprocess.Popen(args, stdout=log, stderr=subprocess.STDOUT, text=True, env=env))
-        for index, process in enumerate(processes):
-            process.wait(timeout=600)
-            output = (tmp_path / f"{step}{index}.log").read_text()
-            assert process.returncode == 0, output[-3000:]
-            assert "strategy: multi-worker, 2 replica(s)" in output
+    folder, processes = three_class_folder(tmp_path / "set"), []
+    for index in range(2):
+        env = {**USER_ENV, "TF_CONFIG": json.dumps({"cluster": cluster, "task": {"type": "worker", "index": index}})}
+        # a shared --out, as on a shared file system
+        args = [sys.executable, "-m", "keras_mbv3", "recipe", "--out", str(tmp_path / "run"), "--epochs", "1",
+                "--qat-epochs", "1", "--strategy", "multi-worker", "--data", str(folder), "--batch-size", "12"]
+        log = open(tmp_path / f"worker{index}.log", "w")  # files, not pipes: a full pipe would stall a worker
+        processes.append(subprocess.Popen(args, stdout=log, stderr=subprocess.STDOUT, text=True, env=env))
+    outputs = []
+    for index, process in enumerate(processes):
+        process.wait(timeout=600)
+        outputs.append((tmp_path / f"worker{index}.log").read_text())
+        assert process.returncode == 0, outputs[-1][-3000:]
+        assert outputs[-1].count("strategy: multi-worker, 2 replica(s)") == 1
+    assert "[export] wrote" in outputs[0] and "[export]" not in outputs[1]  # the chief's
     out = tmp_path / "run"
     assert epochs_logged(out / "float_history.csv") == [0] and epochs_logged(out / "qat_history.csv") == [0]  # the chief's
-    assert sorted(p.name for p in out.iterdir()) == ["float.keras", "float_history.csv", "qat.h5", "qat_history.csv",
-                                                     "settings.json", "timings.json"]  # fmt: skip
-    export = call_cli(capsys, "export", "--out", out)  # the tfmot QAT model, on tf_keras, to a fully int8 file
-    assert export.returncode == 0, export.stderr
-    assert json.loads((out / "settings.json").read_text())["keras"] == "tf_keras" and (out / "int8.tflite").exists()
+    assert sorted(p.name for p in out.iterdir()) == [
+        "bench.json", "eval.json", "float.keras", "float.tflite", "float_history.csv", "int8.tflite", "qat.h5",
+        "qat_history.csv", "report.json", "report.md", "report.png", "settings.json", "timings.json"]  # fmt: skip
+    settings = json.loads((out / "settings.json").read_text())
+    assert settings["keras"] == "tf_keras" and settings["epochs"] == settings["qat_epochs"] == 1
+    report = json.loads((out / "report.json").read_text())
+    assert 0 <= report["int8"]["accuracy"] <= 1  # the tfmot QAT model, on tf_keras, to a fully int8 file
+    again = call_cli(capsys, "qat", "--out", out)  # a later step on one process takes the workers' folder
+    assert again.returncode == 0 and "[qat] done before, reusing qat.h5" in again.stdout
 
 
 def test_bad_data_folders_are_one_clear_line(capsys, tmp_path):
