@@ -193,24 +193,23 @@ def test_the_mediapipe_code_in_report_md_runs_on_the_shipped_file(digits_run, tm
 @keras_3_only  # tf_keras runs tf.distribute in the multi-worker test
 @needs_mediapipe
 def test_segmentation_run_with_mirrored_strategy_and_steps_that_take_the_folders_settings(tmp_path, capsys):
-    """LR-ASPP trained and QAT'd on 2 logical CPUs; qat, export, eval and bench given only --out (issue 15: they
-    were refused, or failed, until --task segmentation was repeated); MediaPipe's ImageSegmenter runs both exports
-    (issue 12): its masks equal our argmax on at least 99% of the pixels. The steps with --cpu-devices run in new
-    processes (the devices are set before TensorFlow starts); the others in this one."""
+    """LR-ASPP trained and QAT'd on 2 logical CPUs by the recipe; then export and eval given only --out (issue 15:
+    they were refused, or failed, until --task segmentation was repeated); MediaPipe's ImageSegmenter runs both
+    exports (issue 12): its masks equal our argmax on at least 99% of the pixels. The recipe, with --cpu-devices,
+    runs in a new process (the devices are set before TensorFlow starts); the other steps in this one."""
     out = tmp_path / "run"
-    steps = [("train", "--task", "segmentation", "--epochs", "1", "--batch-size", "128", "--strategy", "mirrored",
-              "--cpu-devices", "2"),
-             ("qat", "--qat-epochs", "1", "--strategy", "mirrored", "--cpu-devices", "2"), ("export",),
-             ("export", "--overwrite"), ("eval",)]  # fmt: skip
-    stamps = []
+    steps = [("recipe", "--task", "segmentation", "--epochs", "1", "--qat-epochs", "1", "--batch-size", "128",
+              "--strategy", "mirrored", "--cpu-devices", "2"), ("export",), ("export", "--overwrite"), ("eval",)]  # fmt: skip
+    stamps, printed = [], []
     for step, *flags in steps:
         result = run_cli(step, "--out", out, *flags) if "--cpu-devices" in flags else call_cli(capsys, step, "--out",
                                                                                                   out, *flags)  # fmt: skip
         assert result.returncode == 0, result.stderr
-        assert ("strategy: mirrored, 2 replica(s)" in result.stdout) == (step in ("train", "qat"))
-        if step == "export":
-            stamps.append((out / "int8.tflite").stat().st_mtime_ns)
-    assert stamps[1] > stamps[0]  # --overwrite exported again
+        assert ("strategy: mirrored, 2 replica(s)" in result.stdout) == (step == "recipe")
+        stamps.append((out / "int8.tflite").stat().st_mtime_ns)
+        printed.append(result.stdout)
+    assert "[export] done before, reusing float.tflite, int8.tflite" in printed[1]
+    assert stamps[0] == stamps[1] < stamps[2]  # written by the recipe, reused by export, --overwrite exported again
     settings = json.loads((out / "settings.json").read_text())
     assert settings["task"] == "segmentation" and settings["data"] == "digits-seg"
     assert (out / "qat.keras").exists() and epochs_logged(out / "qat_history.csv") == [0]
