@@ -10,9 +10,11 @@ keep an earlier one), so that a killed search resumes from its last finished
 iteration, and a kill in the final fine-tune does not search again. Proposals
 are fine-tuned on the training split less a holdout of training images, and
 scored on that holdout (the validation split stays unseen). The kept model is
-fine-tuned on the whole training split for ``finetune_epochs``, its BN
-statistics recomputed; ``adapt.json``, ``adapt.md`` and ``adapt.png`` report the
-iterations and the widths, and ``adapted.keras`` is written last.
+fine-tuned on the whole training split for ``finetune_epochs`` by the recipe's
+own fit (``training.train``: its BN statistics recomputed, ``finetune_history.csv``,
+and a killed fine-tune resumed from its last epoch); ``adapt.json``, ``adapt.md``
+and ``adapt.png`` report the iterations and the widths, and ``adapted.keras`` is
+written last.
 """
 
 import dataclasses
