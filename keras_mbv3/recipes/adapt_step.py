@@ -20,6 +20,7 @@ written last.
 import dataclasses
 import json
 import os
+import shutil
 import time
 
 from keras_mbv3 import checks
@@ -76,13 +77,11 @@ class Options:
 LIMITS = ("max_iterations", "time_budget", "max_accuracy_drop")  # a killed search may resume with other limits
 
 
-def check_can_adapt(task, data, train_size):
-    """Refuse what NetAdapt cannot cut or score (``task``, ``data``: the ``--task`` and ``--data`` values)."""
+def check_task(task):
+    """Refuse a ``task`` (the ``--task`` value) that NetAdapt cannot cut, before any data are read."""
     if task != "classification":
         checks.fail("--task", task, "classification (mbv3 adapt cuts classifiers; detection and segmentation heads "
                     "are not cut yet)")  # fmt: skip
-    if train_size < 5:
-        checks.fail("--data", data, "at least 5 training images (a fifth is held out to score the cuts)")
 
 
 def adapt(source, out, target, data, tuning, plan, options, log=print):
@@ -101,8 +100,10 @@ def adapt(source, out, target, data, tuning, plan, options, log=print):
             proposals take its task, rate and seed.
         options: ``Options``.
 
-    The caller refuses first what cannot be adapted (``check_can_adapt``).
+    The caller refuses first a task that cannot be cut (``check_task``).
     """
+    if data.train_size < 5:
+        checks.fail("--data", data.name, "at least 5 training images (a fifth is held out to score the cuts)")
     return _Adaptation(source, out, target, data, tuning, plan, options.check(), log).run()
 
 
@@ -165,11 +166,7 @@ class _Adaptation:
             latency_at=self.latency_at,
             log=self.log,
         )
-        stopped = {"by": result.stopped_by, "kept": result.kept, "iterations": len(result.iterations),
-                   "limits": self._limits()}  # fmt: skip
-        if state.get("stopped") != stopped:  # a kill in the final fine-tune resumes there, not in the search
-            state["stopped"] = stopped
-            self._write_state()
+        self._record_stop(result)
         adapted = result.model if result.kept is not None else widths.rebuild(original, {})  # a copy to fine-tune
         adapted, log_dir = self._finetune(adapted)
         report = self._report(original, adapted, result, start_ms, target)
@@ -237,6 +234,21 @@ class _Adaptation:
             return None
         self.log(f"[adapt] the search stopped before: {search.STOPS[stopped['by']]}")
         return search.Result(model, iterations, stopped["by"], kept)
+
+    def _record_stop(self, result):
+        """Write the search's decision, so that a kill in the final fine-tune resumes there, not in the search.
+        A fine-tune begun under another decision (killed, then resumed with other limits that kept other widths)
+        starts over: its backup would not fit the model, and its log would mix two models."""
+        stopped = {"by": result.stopped_by, "kept": result.kept, "iterations": len(result.iterations),
+                   "limits": self._limits()}  # fmt: skip
+        if self.state.get("stopped") == stopped:
+            return
+        shutil.rmtree(os.path.join(self.folder, f"{FINETUNE_LOG}_backup"), ignore_errors=True)
+        log = os.path.join(self.folder, f"{FINETUNE_LOG}_history.csv")
+        if os.path.exists(log):
+            os.remove(log)
+        self.state["stopped"] = stopped
+        self._write_state()
 
     def _resume(self):
         """``(model, iterations)`` of the last finished iteration, or None."""

@@ -7,6 +7,7 @@ settings that define the results; a step with other settings is refused rather
 than mixing two runs in one folder.
 """
 
+import dataclasses
 import functools
 import json
 import numbers
@@ -30,7 +31,6 @@ from keras_mbv3.recipes import adapt_step
 from keras_mbv3.recipes import evaluation, report, tasks, training
 from keras_mbv3.recipes.settings import DEFAULTS, EMBEDDED, TASK_DEFAULTS, flag
 
-EVAL_SETTINGS = ["data", "task", "image_size", "batch_size", "seed", "data_dir"]
 # recorded for later steps, never a clash: the same data sets may move; a run goes on from one Keras 3 backend to
 # another (its .keras files load on every backend)
 MAY_MOVE = ("data_dir", "backend")
@@ -49,6 +49,35 @@ FILES = dict(float="float.keras", adapted="adapted.keras", qat="qat.keras" if IS
              float_tflite="float.tflite", int8_tflite="int8.tflite", int8_ptq_tflite="int8_ptq.tflite")  # fmt: skip
 INT8_KINDS = ("int8", "int8_ptq")  # QAT's int8.tflite, post-training int8_ptq.tflite (mbv3 export --ptq)
 ADAPT_RATE = FLOAT_RATE / 10  # NetAdapt's fine-tunes start from trained weights
+
+
+@dataclasses.dataclass(frozen=True)
+class Step:
+    """A step's contract with its run folder.
+
+    ``needs``: the folder's files it starts from, ``(FILES key, the command that makes it)``;
+    a missing one is refused, naming that command. ``records``: the settings it runs with;
+    a given flag that contradicts the folder's is refused before the step does anything
+    (``Run.begin``), and the steps that make results (train, import, qat, eval) write them
+    into ``settings.json`` (train and qat just before they fit).
+    """
+
+    needs: tuple = ()
+    records: tuple = ()
+
+
+DATA_SETTINGS = ("data", "task", "image_size", "batch_size", "seed")
+TRAINED = ("float", "train")
+STEPS = {
+    "train": Step(records=("data", "task", "model", "alpha", "image_size", "batch_size", "seed", "epochs", "weights",
+                           "keras", "backend", "data_dir")),  # fmt: skip
+    "import": Step(records=(*DATA_SETTINGS, "keras", "data_dir")),
+    "adapt": Step(needs=(TRAINED,), records=(*DATA_SETTINGS, "data_dir")),  # its own options: adapt.json
+    "qat": Step(needs=(TRAINED,), records=(*DATA_SETTINGS, "qat_epochs", "keras", "backend", "data_dir")),
+    "export": Step(needs=(TRAINED, ("qat", "qat"))),
+    "export --ptq": Step(needs=(TRAINED,)),
+    "eval": Step(records=(*DATA_SETTINGS, "data_dir")),
+}
 
 
 def check_settings(settings):
@@ -195,15 +224,13 @@ class Run:
         # files (eval, import, ...) take any size the files have
         tasks.get(self.settings["task"]).INPUT_SIZE.check_side("--image-size", self.settings["image_size"])
         data = self.data  # a bad --data fails here, before the folder records its settings
-        record = ["data", "task", "model", "alpha", "image_size", "batch_size", "seed", "epochs", "weights", "keras",
-                  "backend", "data_dir"]  # fmt: skip
-        self.record_settings(record, write=False)
+        step = self.begin("train")
         if not self._step("train", [FILES["float"]]):
             return
         s = self.settings
         check_weights(s["weights"])
         self._fit_step("train", "float", self.paths["float"], s["epochs"], FLOAT_RATE, lambda steps: training.build_model(
-            s["model"], s["alpha"], s["image_size"], data.classes, steps, s["task"], s["weights"]), record,
+            s["model"], s["alpha"], s["image_size"], data.classes, steps, s["task"], s["weights"]), step.records,
             precise_bn=True)  # fmt: skip
 
     def import_model(self, path, overwrite=False):
@@ -224,7 +251,7 @@ class Run:
         if os.path.exists(self.paths["float"]) and not overwrite:
             checks.fail("--out", self.out, f"a run folder without {FILES['float']} (pass --overwrite to replace it "
                         "with the imported model)", FileExistsError)  # fmt: skip
-        self.record_settings(["data", "task", "image_size", "batch_size", "seed", "keras", "data_dir"], write=False)
+        step = self.begin("import")
         start = time.time()
         try:
             model, kind = from_keras(model), "a keras.applications MobileNetV3, as keras_mbv3's"
@@ -232,11 +259,20 @@ class Run:
             kind = "as it is"
         os.makedirs(self.out, exist_ok=True)
         training.save(model, self.paths["float"], self.chief)
-        self.record_settings(["data", "task", "image_size", "batch_size", "seed", "keras", "data_dir"])
+        self.record_settings(step.records)
         if self.chief:
             self._store({"imported": os.path.abspath(path), "float_sha256": sha256(self.paths["float"])})
         self.log(f"[import] wrote {self.paths['float']} from {path} ({kind})")
         self._timed("import", start)
+
+    def begin(self, name):
+        """Check the folder for step ``name`` (``STEPS``) before it does anything: the files it needs, then the
+        flags against the folder's settings; nothing is written. Returns the ``Step``."""
+        step = STEPS[name]
+        for key, command in step.needs:
+            self._require(key, command)
+        self.record_settings(step.records, write=False)
+        return step
 
     def _require(self, key, command):
         if not os.path.exists(self.paths[key]):
@@ -246,11 +282,10 @@ class Run:
     def adapt(self, **options):
         """NetAdapt of ``float.keras`` to a latency target into ``adapted.keras`` (``adapt_step``); the later steps
         take it in place of ``float.keras``. ``options``: those of ``adapt_step.Options``."""
-        self._require("float", "train")
-        self.record_settings(EVAL_SETTINGS, write=False)
+        self.begin("adapt")
         options = adapt_step.Options(**options).check()
         s = self.settings
-        adapt_step.check_can_adapt(s["task"], s["data"], self.data.train_size)
+        adapt_step.check_task(s["task"])
         if os.path.exists(self.paths["adapted"]):
             adapt_step.refuse_other_options(self.out, options)
         if not self._step("adapt", [FILES["adapted"]], [FILES["float"]], adapt_step.AGAIN):
@@ -280,17 +315,15 @@ class Run:
     def qat(self):
         """QAT fine-tuning of ``float.keras`` (or ``adapted.keras``; ranges calibrated on training images) into
         ``qat.keras`` (``qat.h5`` on tf_keras), the ranges kept inside XNNPACK's int8 limits after every epoch."""
-        self._require("float", "train")
+        step = self.begin("qat")
         data = self.data  # a bad --data fails here, before the folder records its settings
-        record = ["data", "task", "image_size", "batch_size", "seed", "qat_epochs", "keras", "backend", "data_dir"]
-        self.record_settings(record, write=False)
         source = self._float()
         if not self._step("qat", [FILES["qat"]], [FILES[source]], f"delete it to fine-tune the newer {FILES[source]}"):
             return
         self.log(f"[qat] from {FILES[source]}")
         self._fit_step("qat", "qat", self.paths["qat"], self.settings["qat_epochs"], QAT_RATE, lambda steps: quantize_model(
             keras.models.load_model(self.paths[source]),
-            representative_dataset=data.images(CALIBRATION_SAMPLES)), record, callbacks=[KeepXnnpackLimits()])  # fmt: skip
+            representative_dataset=data.images(CALIBRATION_SAMPLES)), step.records, callbacks=[KeepXnnpackLimits()])  # fmt: skip
 
     def export(self, overwrite=False, ptq=False):
         """``float.tflite`` (float32, fused HARD_SWISH) and ``int8.tflite`` (int8 inside, float32 pixels
@@ -306,9 +339,7 @@ class Run:
         An export older than its Keras model is refused unless ``overwrite``
         (``--overwrite``), which exports both again.
         """
-        self._require("float", "train")
-        if not ptq:
-            self._require("qat", "qat")
+        self.begin("export --ptq" if ptq else "export")
         int8_key = "int8_ptq_tflite" if ptq else "int8_tflite"
         outputs = [FILES["float_tflite"], FILES[int8_key]]
         again = f"run `mbv3 export --out {self.out}{' --ptq' if ptq else ''} --overwrite` to export again"
@@ -363,7 +394,7 @@ class Run:
         if self.out is None:
             return {name: evaluation.evaluate(path, self.data, name) for name, path in files.items()}
         files = files or self._exported()
-        self.record_settings(EVAL_SETTINGS, write=False)
+        step = self.begin("eval")
         cached = self.path("eval.json")
         results = json.load(open(cached)) if os.path.exists(cached) else {}
         start = time.time()
@@ -371,7 +402,7 @@ class Run:
             key = os.path.abspath(path)
             if key not in results or results[key]["mtime"] != os.path.getmtime(path):
                 results[key] = {**evaluation.evaluate(path, self.data, name), "mtime": os.path.getmtime(path)}
-        self.record_settings(EVAL_SETTINGS)
+        self.record_settings(step.records)
         if self.chief:
             write_atomically(json.dumps(results, indent=2).encode(), cached, overwrite=True)
         self._timed("eval", start)

@@ -115,3 +115,28 @@ def test_a_search_that_stopped_is_not_searched_again_under_the_same_limits(tmp_p
     adaptation.state["stopped"]["kept"] = 1
     adaptation.options = adapt_step.Options(0.7, time_budget=20.0)
     assert adaptation._stopped("the start", ("the last", iterations)) is None
+
+
+def test_a_final_fine_tune_begun_under_another_decision_starts_over(tmp_path):
+    """Killed in the final fine-tune, then resumed with other limits that keep other widths: the old fine-tune's
+    backup (weights of another shape) and its log go; under the same decision they stay, and the fine-tune resumes."""
+    adaptation = object.__new__(adapt_step._Adaptation)
+    adaptation.options, adaptation.folder = adapt_step.Options(0.7, time_budget=10.0), str(tmp_path)
+    adaptation.state = {"stopped": {"by": "time-budget", "kept": 1, "iterations": 3, "limits": adaptation._limits()},
+                        "iterations": []}  # fmt: skip
+    backup, log = tmp_path / "finetune_backup", tmp_path / "finetune_history.csv"
+
+    def leave_a_fine_tune():
+        backup.mkdir(exist_ok=True)
+        (backup / "latest.weights.h5").write_bytes(b"weights")
+        log.write_text("epoch,loss\n0,1.0\n")
+
+    iterations = [search.Iteration(i, "block expansion", "s", 64, 56 - 8 * i, 0.9, 0.95, 5) for i in range(3)]
+    leave_a_fine_tune()
+    adaptation._record_stop(search.Result("kept", iterations, "time-budget", 1))  # the same decision
+    assert backup.exists() and log.exists() and not (tmp_path / "search.json").exists()
+    adaptation.options = adapt_step.Options(0.7, time_budget=20.0, max_iterations=5)
+    adaptation._record_stop(search.Result("kept", iterations, "max-iterations", 2))
+    assert not backup.exists() and not log.exists()
+    saved = json.loads((tmp_path / "search.json").read_text())["stopped"]
+    assert saved == {"by": "max-iterations", "kept": 2, "iterations": 3, "limits": adaptation._limits()}

@@ -66,8 +66,7 @@ def run_folder(folder, tmp_path):
     """A run folder as `mbv3 train` leaves it, without training: settings.json and a float.keras."""
     out = tmp_path / "run"
     run = recipe.Run(str(out), data=str(folder), image_size=32, batch_size=8, epochs=1, log=lambda line: None)
-    run.record_settings(["data", "task", "model", "alpha", "image_size", "batch_size", "seed", "epochs", "weights",
-                         "keras", "backend", "data_dir"])  # fmt: skip
+    run.record_settings(recipe.STEPS["train"].records)
     tiny_classifier(1, []).save(out / "float.keras")
     return out
 
@@ -93,3 +92,55 @@ def test_a_flag_that_contradicts_the_folder_is_refused_and_nothing_is_written(ru
         recipe.Run(str(run_folder), batch_size=16, log=lambda line: None).qat()
     assert (run_folder / "settings.json").read_text() == before
     assert json.loads(before)["batch_size"] == 8
+
+
+TRAIN_SETTINGS = recipe.STEPS["train"].records
+
+
+def test_each_step_begins_by_naming_the_command_that_makes_a_file_it_needs(run_folder):
+    run = recipe.Run(str(run_folder), log=lambda line: None)
+    ready = [name for name, step in recipe.STEPS.items() if len(step.needs) <= 1 and run.begin(name)]
+    assert ready == [name for name in recipe.STEPS if name != "export"]  # float.keras is there, qat.keras is not
+    with pytest.raises(FileNotFoundError, match=r"holding qat.* \(run `mbv3 qat --out .*` first\)"):
+        run.begin("export")
+    os.remove(run_folder / "float.keras")
+    for name, step in recipe.STEPS.items():
+        if step.needs:
+            with pytest.raises(FileNotFoundError, match=r"holding float.keras \(run `mbv3 train --out .*` first\)"):
+                run.begin(name)
+
+
+def test_qat_given_only_out_takes_the_folders_task(tmp_path, monkeypatch):
+    """Issue 15: `mbv3 qat --out SEG_RUN` fitted a classifier's loss until --task segmentation was repeated. The
+    plan handed to the fit routine names the folder's task (the fit itself is stopped there)."""
+    out = tmp_path / "run"
+    recipe.Run(str(out), task="segmentation", image_size=32, batch_size=8, log=lambda line: None).record_settings(
+        TRAIN_SETTINGS)
+    tiny_classifier(1, []).save(out / "float.keras")
+    plans = []
+
+    def train(plan, *args, **kwargs):
+        plans.append(plan)
+        raise KeyboardInterrupt  # stands for the fit: nothing after it is asked of this test
+
+    monkeypatch.setattr(training, "train", train)
+    with pytest.raises(KeyboardInterrupt):
+        recipe.Run(str(out), log=lambda line: None).qat()
+    assert [(plan.task, plan.epochs, plan.batch_size) for plan in plans] == [("segmentation", 3, 8)]
+
+
+def test_adapt_refuses_a_task_before_reading_data_and_too_few_images_before_writing(tmp_path, monkeypatch):
+    out = tmp_path / "seg"
+    recipe.Run(str(out), task="segmentation", image_size=32, log=lambda line: None).record_settings(TRAIN_SETTINGS)
+    tiny_classifier(1, []).save(out / "float.keras")
+    with monkeypatch.context() as patched:
+        patched.setattr(tasks, "load", lambda *args, **kwargs: pytest.fail("the data were read"))
+        with pytest.raises(ValueError, match=r"`--task`: received --task='segmentation'.*allowed: classification"):
+            recipe.Run(str(out), log=lambda line: None).adapt(target_ratio=0.7)
+    few = three_class_folder(tmp_path / "few", per_split=(("train", 1), ("val", 1)), side=32)  # 3 training images
+    out = tmp_path / "few_run"
+    recipe.Run(str(out), data=str(few), image_size=32, log=lambda line: None).record_settings(TRAIN_SETTINGS)
+    tiny_classifier(1, []).save(out / "float.keras")
+    with pytest.raises(ValueError, match=r"`--data`.*few.*at least 5 training images"):
+        recipe.Run(str(out), log=lambda line: None).adapt(target_ratio=0.7)
+    assert not (out / "adapt").exists() and not (out / "adapted.keras").exists()
