@@ -48,8 +48,14 @@ class Data:
         waited for it in a collective (digits: 1,438 images in batches of 64, the
         processes 23 and 22 steps, then a hang).
         """
-        return dataclasses.replace(self, train=self.train.rebatch(batch_size, drop_remainder=True),
-                                   val=self.val.rebatch(batch_size, drop_remainder=True))  # fmt: skip
+        return self.whole_batches_of(batch_size, "train", "val")
+
+    def whole_batches_of(self, batch_size, *splits):
+        """``whole_batches`` of ``splits`` (``"train"``, ``"val"``) only; their number of batches stays known (Keras'
+        progress bar and epoch ends: ``rebatch`` alone leaves it unknown, and Keras warned that the input ran out)."""
+        sizes = {"train": self.train_size, "val": self.val_size}
+        return dataclasses.replace(self, **{split: getattr(self, split).rebatch(batch_size, drop_remainder=True).apply(
+            tf.data.experimental.assert_cardinality(sizes[split] // batch_size)) for split in splits})  # fmt: skip
 
     def images(self, limit):
         """Up to ``limit`` training images (calibration of int8 ranges)."""

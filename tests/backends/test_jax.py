@@ -151,3 +151,29 @@ def test_the_workers_errors_come_back_with_their_class_and_message():
 
     with pytest.raises(ValueError, match="representative_dataset"):
         export_in_tensorflow(tiny(), {"quantization": "int8", "representative_dataset": None})
+
+
+@pytest.mark.parametrize("images, batch_size, steps", [(36, 8, 4), (6, 8, 1)])
+def test_the_fit_routine_takes_whole_training_batches_on_jax(images, batch_size, steps, tmp_path):
+    """Each batch shape compiles the train step anew on XLA: the partial last batch is left out where there is a
+    whole one (36 images in 8s: 4 steps, not 5), and the schedule spans the steps taken; all 6 of 6 images in 8s
+    remain one batch."""
+    from cli_helpers import three_class_folder
+    from keras_mbv3.recipes import tasks, training
+
+    per_class = images // 3
+    folder = three_class_folder(tmp_path / "set", per_split=(("train", per_class), ("val", 1)), side=16)
+    data = tasks.load(str(folder), "classification", image_size=32, batch_size=batch_size)
+    plan = training.Fit("classification", rate=1e-2, epochs=2, batch_size=batch_size, seed=0)
+    made, batches = [], []
+
+    class Count(keras.callbacks.Callback):
+        def on_train_batch_end(self, batch, logs=None):
+            batches.append(batch)
+
+    def make_model(planned):
+        made.append(planned)
+        return tiny(32)
+
+    training.train(plan, make_model, data, str(tmp_path), "float", training.strategy("default"), callbacks=[Count()])
+    assert made == [2 * steps] and len(batches) == 2 * steps

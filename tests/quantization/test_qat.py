@@ -261,11 +261,14 @@ def test_post_training_int8_of_untrained_models_is_one_partition(kind, rng):
     """Untrained, with their BN statistics at 0 and 1, the models have near-silent tensors whose ranges would
     break XNNPACK's MUL and ADD scale limits (Small at 224: 17 partitions, 16 MULs left out, before the limits).
     Issue 21: post-training int8 (``export_tflite`` of the float model) calibrated by the converter gave 18
-    partitions for Small at 96 and 21 for Large at 224; through our engine's calibration and limits, one."""
+    partitions for Small at 96 and 21 for Large at 224; through our engine's calibration and limits, one.
+    That quantize_model's own calibration leaves nothing to widen is checked once, at 96 (each 224 px QAT model
+    costs 3-8 s more; the exports at 224 are what issue 21 measured)."""
     build, size = UNTRAINED[kind]
     model = build(size)
     x = rng.uniform(0, 255, (8, size, size, 3)).astype("float32")
-    assert keep_xnnpack_limits(quantize_model(model, representative_dataset=x)) == 0  # nothing left to widen
+    if size < 224:
+        assert keep_xnnpack_limits(quantize_model(model, representative_dataset=x)) == 0  # nothing left to widen
     assert_fast_int8_graph(export_tflite(model, quantization="int8", representative_dataset=x))
 
 

@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 
 from keras_mbv3.backend import keras
+from keras_mbv3.quantization.qat import is_qat_model
 from keras_mbv3.recipes import recipe, tasks, training
 from cli_helpers import three_class_folder
 
@@ -144,3 +145,23 @@ def test_adapt_refuses_a_task_before_reading_data_and_too_few_images_before_writ
     with pytest.raises(ValueError, match=r"`--data`.*few.*at least 5 training images"):
         recipe.Run(str(out), log=lambda line: None).adapt(target_ratio=0.7)
     assert not (out / "adapt").exists() and not (out / "adapted.keras").exists()
+
+
+def test_qat_takes_the_adapted_model_once_adapt_wrote_it(run_folder, monkeypatch):
+    """Issue 14: the steps after `mbv3 adapt` take adapted.keras in place of float.keras; the QAT model the fit
+    routine is handed is made from it (here: the fit itself is stopped there)."""
+    inputs = keras.Input((32, 32, 3))
+    x = keras.layers.GlobalAveragePooling2D()(keras.layers.Rescaling(1 / 255)(inputs))
+    keras.Model(inputs, keras.layers.Dense(3, activation="softmax", name="adapted_head")(x)).save(
+        run_folder / "adapted.keras")
+    made, lines = [], []
+
+    def train(plan, make_model, *args, **kwargs):
+        made.append(make_model(10))
+        raise KeyboardInterrupt  # stands for the fit
+
+    monkeypatch.setattr(training, "train", train)
+    with pytest.raises(KeyboardInterrupt):
+        recipe.Run(str(run_folder), log=lines.append).qat()
+    assert "[qat] from adapted.keras" in lines
+    assert any("adapted_head" in layer.name for layer in made[0].layers) and is_qat_model(made[0])  # tfmot: quant_
