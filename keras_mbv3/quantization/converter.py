@@ -54,19 +54,23 @@ def post_training_model(model, representative_dataset):
 def _converter(model, postprocess=None):
     """A TFLite converter for ``model`` with batch size 1.
 
-    A model with a static input size is traced once and its variables frozen:
-    static shapes throughout, and 10x faster than ``from_keras_model`` (which
-    saves a SavedModel, tracing every layer: ~90 s for a QAT MobileNetV3Small).
+    A model with a static input size is traced once: static shapes throughout,
+    and 10x faster than ``from_keras_model`` (which saves a SavedModel, tracing
+    every layer: ~90 s for a QAT MobileNetV3Small). Without a trackable object
+    the converter freezes the traced function itself, once (freezing it before
+    made the converter freeze it again: QAT Large at 32 px, 4.6 s -> 3.7 s an
+    export, the same bytes).
     """
     if postprocess is None and any(None in tuple(t.shape[1:]) for t in model.inputs):
         return tf.lite.TFLiteConverter.from_keras_model(model)
-    from tensorflow.python.framework.convert_to_constants import convert_variables_to_constants_v2
-
     specs = [tf.TensorSpec((1,) + tuple(t.shape[1:]), t.dtype) for t in model.inputs]
     function = tf.function(lambda *x: model(list(x) if len(x) > 1 else x[0], training=False))
-    frozen = convert_variables_to_constants_v2(function.get_concrete_function(*specs))
+    traced = function.get_concrete_function(*specs)
     if postprocess is None:
-        return tf.lite.TFLiteConverter.from_concrete_functions([frozen])
+        return tf.lite.TFLiteConverter.from_concrete_functions([traced])
+    from tensorflow.python.framework.convert_to_constants import convert_variables_to_constants_v2
+
+    frozen = convert_variables_to_constants_v2(traced)
     # Only the Keras part is frozen, and a trackable object keeps the converter from freezing the rest: either
     # would inline the experimental_implements function that becomes the post-process op (no op, no error).
     converter = tf.lite.TFLiteConverter.from_concrete_functions([postprocess.wrap(frozen, specs)], tf.Module())
