@@ -237,18 +237,24 @@ class _Adaptation:
 
     def _record_stop(self, result):
         """Write the search's decision, so that a kill in the final fine-tune resumes there, not in the search.
-        A fine-tune begun under another decision (killed, then resumed with other limits that kept other widths)
-        starts over: its backup would not fit the model, and its log would mix two models."""
+        A fine-tune begun on another model (killed, then resumed with other limits that kept other widths) starts
+        over: its backup would not fit the model, and its log would mix two models. Other limits that keep the
+        same model (``kept``: an iteration's saved model, or the start) keep its fine-tune."""
         stopped = {"by": result.stopped_by, "kept": result.kept, "iterations": len(result.iterations),
                    "limits": self._limits()}  # fmt: skip
-        if self.state.get("stopped") == stopped:
+        before = self.state.get("stopped")
+        if before == stopped:
             return
+        if before is None or before["kept"] != result.kept:
+            self._forget_finetune()
+        self.state["stopped"] = stopped
+        self._write_state()
+
+    def _forget_finetune(self):
         shutil.rmtree(os.path.join(self.folder, f"{FINETUNE_LOG}_backup"), ignore_errors=True)
         log = os.path.join(self.folder, f"{FINETUNE_LOG}_history.csv")
         if os.path.exists(log):
             os.remove(log)
-        self.state["stopped"] = stopped
-        self._write_state()
 
     def _resume(self):
         """``(model, iterations)`` of the last finished iteration, or None."""

@@ -52,8 +52,14 @@ class Data:
 
     def whole_batches_of(self, batch_size, *splits):
         """``whole_batches`` of ``splits`` (``"train"``, ``"val"``) only; their number of batches stays known (Keras'
-        progress bar and epoch ends: ``rebatch`` alone leaves it unknown, and Keras warned that the input ran out)."""
+        progress bar and epoch ends: ``rebatch`` alone leaves it unknown, and Keras warned that the input ran out).
+        A split smaller than one batch is refused: it would give no batch at all."""
         sizes = {"train": self.train_size, "val": self.val_size}
+        smaller = {split: sizes[split] for split in splits if sizes[split] < batch_size}
+        if smaller:
+            found = ", ".join(f"{n} {split} images" for split, n in smaller.items())
+            checks.fail("--batch-size", batch_size, f"at most the images of each split, since several processes take "
+                        f"whole batches only ({self.name}: {found})")  # fmt: skip
         return dataclasses.replace(self, **{split: getattr(self, split).rebatch(batch_size, drop_remainder=True).apply(
             tf.data.experimental.assert_cardinality(sizes[split] // batch_size)) for split in splits})  # fmt: skip
 

@@ -223,8 +223,8 @@ class Run:
         # the builder's input-size rule (LR-ASPP: multiples of 16) before the data loads; the steps that take
         # files (eval, import, ...) take any size the files have
         tasks.get(self.settings["task"]).INPUT_SIZE.check_side("--image-size", self.settings["image_size"])
+        step = self.begin("train")  # flags that contradict the folder, before the data are read
         data = self.data  # a bad --data fails here, before the folder records its settings
-        step = self.begin("train")
         if not self._step("train", [FILES["float"]]):
             return
         s = self.settings

@@ -112,9 +112,9 @@ def test_a_search_that_stopped_is_not_searched_again_under_the_same_limits(tmp_p
     assert adaptation._stopped("the start", ("the last", iterations)) is None
 
 
-def test_a_final_fine_tune_begun_under_another_decision_starts_over(tmp_path):
-    """Killed in the final fine-tune, then resumed with other limits that keep other widths: the old fine-tune's
-    backup (weights of another shape) and its log go; under the same decision they stay, and the fine-tune resumes."""
+def test_a_final_fine_tune_begun_on_another_model_starts_over(tmp_path):
+    """Killed in the final fine-tune, then resumed with other limits: if they keep the same model the fine-tune's
+    backup and log stay (it resumes); if they keep other widths, both go (weights of another shape)."""
     adaptation = object.__new__(adapt_step._Adaptation)
     adaptation.options, adaptation.folder = adapt_step.Options(0.7, time_budget=10.0), str(tmp_path)
     adaptation.state = {"stopped": {"by": "time-budget", "kept": 1, "iterations": 3, "limits": adaptation._limits()},
@@ -130,6 +130,10 @@ def test_a_final_fine_tune_begun_under_another_decision_starts_over(tmp_path):
     leave_a_fine_tune()
     adaptation._record_stop(search.Result("kept", iterations, "time-budget", 1))  # the same decision
     assert backup.exists() and log.exists() and not (tmp_path / "search.json").exists()
+    adaptation.options = adapt_step.Options(0.7, time_budget=30.0)  # a longer budget, the same model kept
+    adaptation._record_stop(search.Result("kept", iterations, "target", 1))
+    assert backup.exists() and log.exists()
+    assert json.loads((tmp_path / "search.json").read_text())["stopped"]["limits"]["time_budget"] == 30.0
     adaptation.options = adapt_step.Options(0.7, time_budget=20.0, max_iterations=5)
     adaptation._record_stop(search.Result("kept", iterations, "max-iterations", 2))
     assert not backup.exists() and not log.exists()

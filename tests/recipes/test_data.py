@@ -77,6 +77,19 @@ def test_a_holdout_leaves_the_training_split_for_the_same_images_whatever_the_gl
         tasks.load("digits", image_size=16, holdout=full.train_size)
 
 
+def test_whole_batches_keep_their_count_known_and_a_split_smaller_than_a_batch_is_refused(tmp_path, rng):
+    """Several processes (and JAX's train step) take whole batches only; Keras needs their number (unknown after
+    ``rebatch`` alone: "your input ran out of data")."""
+    digits = tasks.load("digits", image_size=16, batch_size=64, holdout=38)  # 1,400 training images
+    whole = digits.whole_batches(300)
+    assert int(whole.train.cardinality()) == 4 and int(whole.val.cardinality()) == digits.val_size // 300
+    assert [len(x) for x, _ in whole.train] == [300] * 4 and all(len(x) == 300 for x, _ in whole.val)
+    assert int(digits.whole_batches_of(300, "train").val.cardinality()) == -(-digits.val_size // 64)  # untouched
+    small = tasks.load(str(class_folder(tmp_path / "set", rng)), image_size=16, batch_size=4)  # 8 and 8 images
+    with pytest.raises(ValueError, match=r"`--batch-size`.*--batch-size=12.*8 train images, 8 val images"):
+        small.whole_batches(12)
+
+
 def test_a_repeatable_training_split_gives_the_same_augmented_batches_on_every_pass():
     repeatable = tasks.load("digits", image_size=16, batch_size=64, holdout=100, repeatable=True).train.take(3)
     passes = [np.concatenate([x for x, _ in repeatable]) for _ in range(2)]

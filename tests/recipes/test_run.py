@@ -98,12 +98,31 @@ def test_a_flag_that_contradicts_the_folder_is_refused_and_nothing_is_written(ru
 TRAIN_SETTINGS = recipe.STEPS["train"].records
 
 
+def test_each_step_records_the_settings_it_runs_with_in_this_order():
+    """What settings.json holds and a contradicting flag is checked against (a key dropped here would let a later
+    step run with other settings than the folder's results)."""
+    data = ("data", "task", "image_size", "batch_size", "seed")
+    assert {name: step.records for name, step in recipe.STEPS.items()} == {
+        "train": ("data", "task", "model", "alpha", "image_size", "batch_size", "seed", "epochs", "weights", "keras",
+                  "backend", "data_dir"),
+        "import": (*data, "keras", "data_dir"),
+        "adapt": (*data, "data_dir"),
+        "qat": (*data, "qat_epochs", "keras", "backend", "data_dir"),
+        "export": (),
+        "export --ptq": (),
+        "eval": (*data, "data_dir"),
+    }  # fmt: skip
+
+
 def test_each_step_begins_by_naming_the_command_that_makes_a_file_it_needs(run_folder):
     run = recipe.Run(str(run_folder), log=lambda line: None)
-    ready = [name for name, step in recipe.STEPS.items() if len(step.needs) <= 1 and run.begin(name)]
-    assert ready == [name for name in recipe.STEPS if name != "export"]  # float.keras is there, qat.keras is not
+    for name in recipe.STEPS:  # float.keras is there, qat.keras is not
+        if name != "export":
+            assert run.begin(name) is recipe.STEPS[name]
     with pytest.raises(FileNotFoundError, match=r"holding qat.* \(run `mbv3 qat --out .*` first\)"):
         run.begin("export")
+    with pytest.raises(FileNotFoundError, match="holding qat"):  # a missing file before a contradicting flag
+        recipe.Run(str(run_folder), batch_size=16, log=lambda line: None).begin("export")
     os.remove(run_folder / "float.keras")
     for name, step in recipe.STEPS.items():
         if step.needs:
