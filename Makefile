@@ -40,6 +40,11 @@ KERAS3 := TF_USE_LEGACY_KERAS=0 $(PY) $(PYTEST)
 LEGACY := TF_USE_LEGACY_KERAS=1 $(PY_TFMOT) $(PYTEST)
 JAX := KERAS_BACKEND=jax TF_USE_LEGACY_KERAS=0 $(PY) $(PYTEST)
 
+# A pytest process that dies in a native library (an abort) prints no summary: the test it was in is named
+# (tests/conftest.py writes each test's id into .last-test-TARGET as it starts).
+named = MBV3_LAST_TEST=.last-test-$@ $(1) || { status=$$?; echo "$@: exit $$status in $$(cat .last-test-$@)"; \
+	rm -f .last-test-$@; exit $$status; }; rm -f .last-test-$@
+
 test: $(STAMP) $(STAMP_TFMOT)
 	$(MAKE) -j2 --output-sync=target test-legacy-rest test-keras3-rest test-keras3-runs test-legacy-runs \
 		test-jax-runs test-jax-rest
@@ -53,22 +58,22 @@ check: $(STAMP)
 	TF_USE_LEGACY_KERAS=0 $(PY) -m pytest -q -p no:cacheprovider -m "not slow" --durations=5 tests
 
 test-keras3-rest: $(STAMP)
-	$(KERAS3) tests $(addprefix --ignore=,$(RUNS))
+	$(call named,$(KERAS3) tests $(addprefix --ignore=,$(RUNS)))
 
 test-keras3-runs: $(STAMP)
-	$(KERAS3) $(RUNS)
+	$(call named,$(KERAS3) $(RUNS))
 
 test-legacy-rest: $(STAMP_TFMOT)
-	$(LEGACY) tests $(addprefix --ignore=,$(RUNS))
+	$(call named,$(LEGACY) tests $(addprefix --ignore=,$(RUNS)))
 
 test-legacy-runs: $(STAMP_TFMOT)
-	$(LEGACY) $(RUNS)
+	$(call named,$(LEGACY) $(RUNS))
 
 test-jax-runs: $(STAMP)
-	$(JAX) $(JAX_RUNS)
+	$(call named,$(JAX) $(JAX_RUNS))
 
 test-jax-rest: $(STAMP)
-	$(JAX) tests/backends tests/detection tests/test_optimizers.py $(addprefix --ignore=,$(JAX_RUNS))
+	$(call named,$(JAX) tests/backends tests/detection tests/test_optimizers.py $(addprefix --ignore=,$(JAX_RUNS)))
 
 demo: $(STAMP)
 	$(PY) -m keras_mbv3 recipe --data digits --model small --out runs/demo

@@ -424,24 +424,9 @@ def test_eval_and_bench_take_model_files_without_a_run_folder(capsys, labelled_m
 
 def digits_coco_folder(root, train=96, val=24, size=64):
     """digits-det canvases written as a COCO-format folder (train/ and val/, PNGs and annotations.json)."""
-    from PIL import Image
+    from keras_mbv3.recipes import data, detection_data
 
-    from keras_mbv3.recipes import detection_data
-
-    for split, (images, boxes, labels) in zip(("train", "val"), detection_data.digits_detection(size, train, val)):
-        (root / split).mkdir(parents=True)
-        entries, annotations = [], []
-        for i, (image, image_boxes, image_labels) in enumerate(zip(images, boxes, labels)):
-            Image.fromarray(image.astype(np.uint8)).save(root / split / f"{i}.png")
-            entries.append({"id": i, "file_name": f"{i}.png", "height": size, "width": size})
-            for (ymin, xmin, ymax, xmax), label in zip(image_boxes * size, image_labels):
-                if label:
-                    annotations.append({"id": len(annotations) + 1, "image_id": i, "category_id": int(label),
-                                        "bbox": [float(xmin), float(ymin), float(xmax - xmin), float(ymax - ymin)]})
-        categories = [{"id": d + 1, "name": str(d)} for d in range(10)]
-        (root / split / "annotations.json").write_text(json.dumps(
-            {"images": entries, "annotations": annotations, "categories": categories}))  # fmt: skip
-    return root
+    return detection_data.write_coco_folder(root, *detection_data.digits_detection(size, train, val), data.DIGIT_NAMES)
 
 
 @pytest.fixture(scope="module")
@@ -467,6 +452,9 @@ def test_detection_recipe_reports_map_of_one_partition_int8_with_the_post_proces
     for kind in ("float", "int8"):
         assert 0 <= report[kind]["map"] <= report[kind]["map50"] <= 1 and report[kind]["latency_ms"] > 0
     assert "| | map |" in (out / "report.md").read_text() and "ObjectDetector" in (out / "report.md").read_text()
+    # 96 canvases in batches of 32: 3 steps an epoch; detection's rule: 1,000 epochs (3,000 steps), 2 given
+    advice = "train longer: --epochs 1000"
+    assert advice in report["advice"] and advice in (out / "report.md").read_text() and advice in result.stdout
     content = (out / "int8.tflite").read_bytes()
     graph = graph_report(content)
     assert graph["partitions"] == 1 and graph["undelegated"] == {CUSTOM_OP: 1}

@@ -24,8 +24,10 @@ MIRRORABLE = "mirrorable"
 IMAGE_FORMATS = (".png", ".jpg", ".jpeg", ".gif", ".bmp")  # what tf.io.decode_image reads
 
 
-def digits_detection(image_size=96, train_images=4000, val_images=500, val_fraction=0.2, seed=0):
-    """scikit-learn's digits placed on dark canvases: 1 to 3 digits each, 25-60% of the side, little overlap.
+def digits_detection(image_size=96, train_images=4000, val_images=500, val_fraction=0.2, seed=0,
+                     scales=DIGIT_SCALES):  # fmt: skip
+    """scikit-learn's digits placed on dark canvases: 1 to 3 digits each, ``scales`` (25-60%) of the side, little
+    overlap.
 
     Training and validation canvases are made of disjoint scans (the digits split as
     ``digits``), deterministic for ``seed``. A box is the tight box of the digit's strokes.
@@ -38,11 +40,13 @@ def digits_detection(image_size=96, train_images=4000, val_images=500, val_fract
     """
     scans, digits = data_lib.digit_scans()
     (train_scans, train_digits), (val_scans, val_digits) = data_lib.split_pairs(scans, digits, val_fraction, seed)
-    return (_canvases(train_scans, train_digits, train_images, image_size, np.random.default_rng([seed, 1])),
-            _canvases(val_scans, val_digits, val_images, image_size, np.random.default_rng([seed, 2])))  # fmt: skip
+    if not 0 < scales[0] <= scales[1] <= 1:
+        checks.fail("scales", scales, "(smallest, largest) side fractions with 0 < smallest <= largest <= 1")
+    return (_canvases(train_scans, train_digits, train_images, image_size, scales, np.random.default_rng([seed, 1])),
+            _canvases(val_scans, val_digits, val_images, image_size, scales, np.random.default_rng([seed, 2])))  # fmt: skip
 
 
-def _canvases(scans, digits, count, size, rng, tries=20):
+def _canvases(scans, digits, count, size, scales, rng, tries=20):
     images = np.zeros((count, size, size), "float32")
     boxes = np.zeros((count, MAX_DIGITS, 4), "float32")
     labels = np.zeros((count, MAX_DIGITS), "int32")
@@ -50,7 +54,7 @@ def _canvases(scans, digits, count, size, rng, tries=20):
         placed = []
         for j in range(int(rng.integers(1, MAX_DIGITS + 1))):
             for _ in range(tries):
-                side = int(rng.integers(int(DIGIT_SCALES[0] * size), int(DIGIT_SCALES[1] * size) + 1))
+                side = int(rng.integers(max(1, int(scales[0] * size)), int(scales[1] * size) + 1))
                 top, left = (int(v) for v in rng.integers(0, size - side + 1, size=2))
                 square = (top, left, top + side, left + side)
                 if all(_iou(square, other) < 0.1 for other in placed):
@@ -83,6 +87,29 @@ def from_arrays(images, boxes, labels):
         return image, {"boxes": tf.boolean_mask(image_boxes, keep), "labels": tf.boolean_mask(image_labels, keep)}
 
     return tf.data.Dataset.from_tensor_slices((images, boxes, labels)).map(unpad)
+
+
+def write_coco_folder(root, train, val, names):
+    """Write padded arrays (``digits_detection``'s) as a COCO-format folder that ``coco_folder`` reads:
+    ``root/train`` and ``root/val``, each with its PNGs and an ``annotations.json``; ``names`` the classes 1.. ."""
+    from PIL import Image
+
+    for split, (images, boxes, labels) in (("train", train), ("val", val)):
+        folder = os.path.join(root, split)
+        os.makedirs(folder)
+        entries, annotations = [], []
+        for i, (image, image_boxes, image_labels) in enumerate(zip(images, boxes, labels)):
+            height, width = image.shape[:2]
+            Image.fromarray(np.clip(np.round(image), 0, 255).astype(np.uint8)).save(os.path.join(folder, f"{i}.png"))
+            entries.append({"id": i, "file_name": f"{i}.png", "height": height, "width": width})
+            for (ymin, xmin, ymax, xmax), label in zip(image_boxes * [height, width, height, width], image_labels):
+                if label:
+                    annotations.append({"id": len(annotations) + 1, "image_id": i, "category_id": int(label),
+                                        "bbox": [float(xmin), float(ymin), float(xmax - xmin), float(ymax - ymin)]})
+        categories = [{"id": k, "name": str(name)} for k, name in enumerate(names, start=1)]
+        with open(os.path.join(folder, "annotations.json"), "w") as f:
+            json.dump({"images": entries, "annotations": annotations, "categories": categories}, f)
+    return root
 
 
 def coco_folder(path, image_size):
@@ -203,6 +230,40 @@ def random_crop(image, truth, seed, min_scale=0.6):
     keep = tf.reduce_all((center > 0) & (center < 1), axis=-1)
     boxes = tf.clip_by_value(tf.boolean_mask(boxes, keep), 0.0, 1.0)
     return cropped, {"boxes": boxes, "labels": tf.boolean_mask(truth["labels"], keep)}  # other keys: the caller's
+
+
+def random_zoom_out(image, truth, seed, max_ratio=2.0, probability=0.5, min_side=0.1):
+    """Shrink a ``probability`` share of the images onto a canvas of their mean colour ``ratio`` times their side
+    (``ratio`` uniform in [1, ``max_ratio``]), at a random place: the objects get smaller, the input size stays.
+
+    SSD's zoom-out (torchvision's ``RandomZoomOut``, side 1-4, half the images),
+    capped per image so that no box gets smaller than ``min_side`` of the side
+    (half the smallest anchor, 0.2: a smaller box overlaps no anchor enough to be
+    learned). The image is resized, then padded, so the canvas is never resized.
+    Deterministic for the stateless ``seed``.
+    """
+    size = tf.shape(image)[:2]
+    side = tf.cast(size, tf.float32)
+    seeds = tf.random.experimental.stateless_split(tf.cast(seed, tf.int64), 3)
+    boxes = truth["boxes"]
+    extents = tf.concat([boxes[:, 2] - boxes[:, 0], boxes[:, 3] - boxes[:, 1], [1.0]], axis=0)
+    cap = tf.clip_by_value(tf.reduce_min(extents) / min_side, 1.0, max_ratio)
+    ratio = 1.0 + tf.random.stateless_uniform([], seeds[0]) * (cap - 1.0)
+    inner = tf.minimum(tf.cast(tf.round(side / ratio), tf.int32), size)
+    offset = tf.cast(tf.floor(tf.random.stateless_uniform([2], seeds[1]) * tf.cast(size - inner + 1, tf.float32)),
+                     tf.int32)  # fmt: skip
+    zoom = (tf.random.stateless_uniform([], seeds[2]) < probability) & tf.reduce_any(inner < size)
+
+    def zoomed():
+        fill = tf.reduce_mean(image, axis=[0, 1])
+        padding = tf.concat([tf.stack([offset, size - inner - offset], axis=1), [[0, 0]]], axis=0)
+        shrunk = tf.pad(tf.image.resize(image, inner) - fill, padding) + fill
+        scale, shift = tf.cast(inner, tf.float32) / side, tf.cast(offset, tf.float32) / side
+        return shrunk, boxes * tf.tile(scale, [2]) + tf.tile(shift, [2])
+
+    moved_image, moved_boxes = tf.cond(zoom, zoomed, lambda: (image, boxes))
+    moved_image.set_shape(image.shape)
+    return moved_image, {"boxes": moved_boxes, "labels": truth["labels"]}  # other keys: the caller's
 
 
 def horizontal_flip(image, truth, seed):

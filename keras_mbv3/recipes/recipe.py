@@ -89,7 +89,8 @@ def check_settings(settings):
         checks.fail("--alpha", s["alpha"], "a number in (0, 4], e.g. 0.75 or 1.0")
     sizes.CLASSIFICATION.check_side("--image-size", s["image_size"])  # any model; a builder's own rule: at train
     for name in ("batch_size", "epochs", "qat_epochs"):
-        checks.positive_int(flag(name), s[name])
+        if s[name] is not None:  # epochs None: the task's rule, once the data are known (train)
+            checks.positive_int(flag(name), s[name])
 
 
 def check_weights(weights):
@@ -229,9 +230,24 @@ class Run:
             return
         s = self.settings
         check_weights(s["weights"])
+        if s["epochs"] is None:
+            s["epochs"] = tasks.get(s["task"]).default_epochs(data.train_size, s["batch_size"])
+            self.log(f"[train] {s['epochs']} epochs ({s['epochs'] * -(-data.train_size // s['batch_size']):,} steps "
+                     f"of {s['batch_size']} images): {tasks.get(s['task']).EPOCHS_RULE}")  # fmt: skip
         self._fit_step("train", "float", self.paths["float"], s["epochs"], FLOAT_RATE, lambda steps: training.build_model(
             s["model"], s["alpha"], s["image_size"], data.classes, steps, s["task"], s["weights"]), step.records,
             precise_bn=True)  # fmt: skip
+        advice = self.training_advice()
+        if advice:
+            self.log(f"[train] {advice}")
+
+    def training_advice(self):
+        """The task's advice on the float training's length (``Task.length_advice``), or None."""
+        s = self.settings
+        if s["epochs"] is None or "imported" in self.stored:
+            return None
+        history = training.read_history(self.path("float_history.csv"))
+        return tasks.get(s["task"]).length_advice(s["epochs"], self.data.train_size, s["batch_size"], history)
 
     def import_model(self, path, overwrite=False):
         """A user's model file (``.keras``, or ``.h5`` whole models) as the run's ``float.keras``.
@@ -437,6 +453,9 @@ class Run:
         result.update(settings={**self.settings, **imported}, timings_s=timings, validation_images=self.data.val_size,
                       versions=_versions())  # fmt: skip
         histories = {k: training.read_history(self.path(f"{k}_history.csv")) for k in ("float", "qat")}
+        advice = self.training_advice()
+        if advice:
+            result["advice"] = advice
         if self.chief:
             report.write(result, histories, self.out)
         return result

@@ -41,6 +41,7 @@ def markdown(report):
         f"Validation images: {report['validation_images']}. Step times (s): "
         + (", ".join(f"{k} {v:.0f}" for k, v in timings.items()) or "-")
         + "\n\n"
+        + (f"Training: {report['advice']}.\n\n" if report.get("advice") else "")
         + shipping(s["task"])
     )
 

@@ -19,16 +19,18 @@ SETTINGS = {
     "model": ("small", "small, large, small-minimalistic or large-minimalistic"),
     "alpha": (1.0, "width multiplier"),
     "weights": (None, "initial backbone weights: imagenet, a weights file or a .keras model (its layers matched by name; default: from scratch)"),
-    "epochs": (20, "float training epochs"),
+    "epochs": (None, "float training epochs"),
     "qat_epochs": (3, "QAT fine-tuning epochs"),
 }
 DEFAULTS = {name: default for name, (default, _) in SETTINGS.items()}
-TYPES = {name: str if default is None else type(default) for name, default in DEFAULTS.items()} | {"image_size": int}
-TASK_DEFAULTS = {  # the settings whose default depends on --task
-    "classification": {"data": "digits", "image_size": 32},
-    "segmentation": {"data": "digits-seg", "image_size": 32},
-    "detection": {"data": "digits-det", "image_size": 96},  # 32 px would leave SSDLite maps of 2x2 and 1x1
+TYPES = {name: str if default is None else type(default) for name, default in DEFAULTS.items()} | {
+    "image_size": int, "epochs": int}
+TASK_DEFAULTS = {  # the settings whose default depends on --task; epochs None: by the data set's size, at train
+    "classification": {"data": "digits", "image_size": 32, "epochs": 20},
+    "segmentation": {"data": "digits-seg", "image_size": 32, "epochs": 20},
+    "detection": {"data": "digits-det", "image_size": 96, "epochs": None},  # 32 px: SSDLite maps of 2x2 and 1x1
 }
+DETECTION_STEPS = (3000, 50000)  # detection's default length: 100 epochs, at least and at most these steps
 # mbv3 adapt's options (its own flags, kept in the run's adapt/search.json rather than settings.json)
 ADAPT_DEFAULTS = {"step_fraction": 0.05, "proposal_steps": 20, "finetune_epochs": 3, "threads": 1,
                   "max_iterations": None, "time_budget": None, "max_accuracy_drop": 0.01}
@@ -46,6 +48,10 @@ def help_text(name):
     if name == "image_size":
         by_task = ", ".join(f"{d['image_size']} for {task}" for task, d in TASK_DEFAULTS.items())
         return f"{text} (default: the run's, else {by_task})"
+    if name == "epochs":
+        low, high = DETECTION_STEPS
+        return (f"{text} (default: the run's, else 20; for detection 100, at least {low:,} and at most {high:,} "
+                "training steps)")
     if default is None:
         return text
     return f"{text} (default: the run's, else {default})"

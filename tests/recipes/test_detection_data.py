@@ -160,6 +160,39 @@ def test_random_crop_drops_boxes_whose_center_leaves():
     assert [2] in kept and all(2 in k for k in kept)  # the central box always stays, the corner one not always
 
 
+def test_random_zoom_out_moves_the_boxes_with_the_pixels_and_keeps_them_large_enough():
+    image, truth = square_image()  # the box is 0.5 x 0.25 of the side
+    zoomed, sides = 0, set()
+    for i in range(16):
+        moved_image, moved = detection_data.random_zoom_out(image, truth, tf.constant([i, 2]), min_side=0.1)
+        again, _ = detection_data.random_zoom_out(image, truth, tf.constant([i, 2]), min_side=0.1)
+        np.testing.assert_array_equal(moved_image.numpy(), again.numpy())  # deterministic per seed
+        assert moved_image.shape == (32, 32, 3) and moved["labels"].numpy().tolist() == [4]
+        (ymin, xmin, ymax, xmax), = moved["boxes"].numpy() * 32
+        if not np.array_equal(moved_image.numpy(), image.numpy()):
+            zoomed += 1
+            bright = np.argwhere(moved_image.numpy()[..., 0] > 127)
+            assert abs(bright[:, 0].min() - ymin) <= 1.5 and abs(bright[:, 0].max() + 1 - ymax) <= 1.5
+            assert abs(bright[:, 1].min() - xmin) <= 1.5 and abs(bright[:, 1].max() + 1 - xmax) <= 1.5
+            filled = np.isclose(moved_image.numpy(), image.numpy().mean(axis=(0, 1)), atol=1e-3).all(axis=-1)
+            assert filled.sum() >= 2 * 32 - 1  # at least a row and a column of the canvas: the mean colour
+            assert (xmax - xmin) / 32 >= 0.125 / 2  # at most 2x smaller
+            sides.add(round(float(xmax - xmin)))
+        else:
+            np.testing.assert_allclose(moved["boxes"].numpy(), truth["boxes"].numpy())
+    assert 3 <= zoomed <= 13 and len(sides) > 2
+    # a box of 0.15 of the side may shrink to 0.1, no further
+    small = {"boxes": tf.constant([[0.4, 0.4, 0.55, 0.55]]), "labels": tf.constant([1])}
+    smallest = min(float(np.ptp(detection_data.random_zoom_out(image, small, tf.constant([i, 3]), max_ratio=4.0,
+                                                               probability=1.0)[1]["boxes"].numpy()[0, ::2]))
+                   for i in range(12))  # fmt: skip
+    assert 0.1 - 1 / 32 <= smallest < 0.13
+    # no box (a canvas without objects): zoomed up to max_ratio
+    empty = {"boxes": tf.zeros((0, 4)), "labels": tf.zeros((0,), tf.int32)}
+    moved_image, moved = detection_data.random_zoom_out(image, empty, tf.constant([0, 0]), probability=1.0)
+    assert moved_image.shape == (32, 32, 3) and moved["boxes"].shape == (0, 4)
+
+
 def test_horizontal_flip_mirrors_image_and_boxes_for_half_the_seeds():
     image = np.zeros((32, 32, 3), np.float32)
     image[8:24, 4:12] = 255.0

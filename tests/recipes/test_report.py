@@ -37,6 +37,10 @@ def test_report_files(tmp_path, metric):
     assert "| int8 / float | -0.50% | 0.40x | 0.298x |" in markdown
     assert "train_s 49, qat_s 33" in markdown
     assert "## Files to ship" in markdown and "model_asset_path=\"int8.tflite\"" in markdown
+    assert "Training:" not in markdown
+    advised = {**result(metric), "advice": "2 epochs (6 steps) are fewer than ...: train longer: --epochs 1000"}
+    assert "Training: 2 epochs (6 steps) are fewer than ...: train longer: --epochs 1000.\n" in report.markdown(
+        advised)  # fmt: skip
     picture = image.imread(io.BytesIO((tmp_path / "report.png").read_bytes()), format="png")
     assert picture.shape[:2] == (342, 1440)  # 16 x 3.8 inches at 90 dpi: four panels
     assert picture[..., :3].std() > 0.1  # drawn, not blank

@@ -11,6 +11,7 @@ import pytest
 from keras_mbv3.backend import keras
 from keras_mbv3.quantization.qat import is_qat_model
 from keras_mbv3.recipes import recipe, tasks, training
+from keras_mbv3.recipes.settings import DETECTION_STEPS
 from cli_helpers import three_class_folder
 
 
@@ -184,3 +185,51 @@ def test_qat_takes_the_adapted_model_once_adapt_wrote_it(run_folder, monkeypatch
         recipe.Run(str(run_folder), log=lines.append).qat()
     assert "[qat] from adapted.keras" in lines
     assert any("adapted_head" in layer.name for layer in made[0].layers) and is_qat_model(made[0])  # tfmot: quant_
+
+
+def test_detection_trains_100_epochs_within_its_step_bounds_and_the_others_20():
+    detection = tasks.get("detection")
+    low, high = DETECTION_STEPS
+    assert detection.default_epochs(4000, 64) == 100  # 63 steps an epoch: 6,300 steps
+    assert detection.default_epochs(800, 64) == -(-low // 13)  # 13 steps an epoch: at least `low` steps
+    assert detection.default_epochs(800, 64) * 13 >= low > (detection.default_epochs(800, 64) - 1) * 13
+    assert detection.default_epochs(10 ** 6, 64) == high // 15625  # at most `high` steps, whole epochs
+    assert detection.default_epochs(1, 64) == low  # one step an epoch
+    for task in ("classification", "segmentation"):
+        assert recipe.Run(None, task=task, log=lambda line: None).settings["epochs"] == 20
+    assert recipe.Run(None, task="detection", log=lambda line: None).settings["epochs"] is None  # known at train
+    assert recipe.Run(None, task="detection", epochs=7, log=lambda line: None).settings["epochs"] == 7
+
+
+def test_a_run_shorter_than_the_tasks_rule_is_told_to_train_longer():
+    detection, history = tasks.get("detection"), {"val_loss": [9.0, 6.0, 5.0, 4.9, 4.8, 4.7, 4.6, 4.5]}
+    advice = detection.length_advice(8, 800, 64, history)  # 13 steps an epoch; the rule: 231 epochs
+    assert advice == ("8 epochs (104 steps) are fewer than the 231 (3,003 steps) of detection's rule for 800 training "
+                      "images; the validation loss fell 4.3% over the last 2 epoch(s): train longer: --epochs 231")
+    assert detection.length_advice(231, 800, 64, history) is None and detection.length_advice(300, 800, 64, {}) is None
+    assert detection.length_advice(1, 800, 64, {}).endswith("800 training images: train longer: --epochs 231")
+    for task in ("classification", "segmentation"):  # 20 epochs, no rule to measure against
+        assert tasks.get(task).length_advice(1, 800, 64, history) is None
+
+
+def test_detection_without_epochs_trains_by_the_rule_records_the_number_and_logs_it(tmp_path, monkeypatch):
+    from keras_mbv3.recipes import data, detection_data
+
+    folder = detection_data.write_coco_folder(tmp_path / "coco", *detection_data.digits_detection(64, 8, 4),
+                                              data.DIGIT_NAMES)  # fmt: skip
+    plans, lines = [], []
+
+    def train(plan, make_model, loaded, work_dir, log_name, distribution, callbacks, before_fit, precise_bn):
+        plans.append(plan)
+        before_fit()  # the settings are recorded
+        raise KeyboardInterrupt  # stands for the fit
+
+    monkeypatch.setattr(training, "train", train)
+    run = recipe.Run(str(tmp_path / "run"), task="detection", data=str(folder), image_size=64, batch_size=8,
+                     log=lines.append)  # fmt: skip
+    with pytest.raises(KeyboardInterrupt):
+        run.train()
+    low = DETECTION_STEPS[0]  # 8 images in batches of 8: one step an epoch
+    assert [plan.epochs for plan in plans] == [low]
+    assert json.loads((tmp_path / "run" / "settings.json").read_text())["epochs"] == low
+    assert f"[train] {low} epochs ({low:,} steps of 8 images): {tasks.get('detection').EPOCHS_RULE}" in lines

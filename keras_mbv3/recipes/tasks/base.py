@@ -51,6 +51,32 @@ class Task:
         """``sources`` of a folder in the task's layout."""
         raise NotImplementedError
 
+    EPOCHS_RULE = ""  # default_epochs' rule in words (the log's), where --epochs has no fixed default
+
+    def default_epochs(self, train_size, batch_size):
+        """``--epochs``' default where ``settings.TASK_DEFAULTS`` leaves it to the data set's size."""
+        raise NotImplementedError
+
+    def length_advice(self, epochs, train_size, batch_size, history):
+        """"Train longer: --epochs N" where a run trained fewer epochs than the task's rule gives its data set
+        (``default_epochs``; None for a task without a rule, or a run as long), with the validation loss's fall
+        over the last quarter of the epochs from ``history`` (``training.read_history``'s).
+
+        The fall alone cannot tell: under the cosine decay, with BatchNormalization
+        moving averages that lag 10% of the steps, the validation loss fell 2.5-34%
+        over the last quarter in every run measured (detection at 0.144 and at 0.865
+        mAP@.5, the digits demos at 99%).
+        """
+        if not self.EPOCHS_RULE or epochs >= self.default_epochs(train_size, batch_size):
+            return None
+        rule, per_epoch = self.default_epochs(train_size, batch_size), -(-train_size // batch_size)
+        losses = history.get("val_loss", [])
+        window = max(1, len(losses) // 4)
+        fell = (f"; the validation loss fell {1 - losses[-1] / losses[-window - 1]:.1%} over the last {window} epoch(s)"
+                if len(losses) > window and losses[-window - 1] > 0 else "")  # fmt: skip
+        return (f"{epochs} epochs ({epochs * per_epoch:,} steps) are fewer than the {rule} ({rule * per_epoch:,} steps) "
+                f"of {self.NAME}'s rule for {train_size:,} training images{fell}: train longer: --epochs {rule}")
+
     def augment(self, image, label, seed):
         """A training pair augmented for the stateless ``seed`` (a random translation by default)."""
         return data_lib.translate(image, seed), label
