@@ -82,7 +82,7 @@ demo: $(STAMP)
 demo-seg: $(STAMP)
 	$(PY) -m keras_mbv3 recipe --task segmentation --data digits-seg --model small --image-size 64 --epochs 24 --qat-epochs 2 --out runs/demo-seg
 
-# SSDLite detection on the embedded digits-det (96 px; about 12 minutes more on 2 cores).
+# SSDLite detection on the embedded digits-det (96 px; about 13 minutes more on 2 cores).
 demo-det: $(STAMP)
 	$(PY) -m keras_mbv3 recipe --task detection --data digits-det --model small --epochs 40 --qat-epochs 2 --out runs/demo-det
 
