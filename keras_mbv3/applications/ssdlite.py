@@ -22,43 +22,61 @@ INPUT_SIZE = sizes.DETECTION
 SCORE_THRESHOLD, IOU_THRESHOLD, MAX_DETECTIONS = 0.01, 0.55, 100
 
 
-def feature_sizes(image_size):
-    """``[(H, W), ...]`` of the six maps SSDLite predicts from, for an ``(H, W)`` input.
+# The first map's stride -> (the backbone levels tapped, the smallest anchor scale). 16: the paper's and
+# torchvision's SSDLite (C4, C5). 8: C3 too, with anchors from 0.1 of the side, for small objects.
+MIN_STRIDES = {16: (("P4", "P5"), 0.2), 8: (("P3", "P4", "P5"), 0.1)}
 
-    C4 is at stride 16 and C5 at stride 32; each extra block halves, rounding up
+
+def feature_sizes(image_size, min_stride=16):
+    """``[(H, W), ...]`` of the maps SSDLite predicts from, for an ``(H, W)`` input: six, seven with ``min_stride=8``.
+
+    C3 is at stride 8, C4 at 16 and C5 at 32; each extra block halves, rounding up
     (what both the backbone's stride-2 convs and the extra blocks' "same" padding do).
     """
-    sizes = [tuple(-(-s // 16) for s in image_size)]
-    for _ in range(1 + len(EXTRA_FILTERS)):
+    checks.one_of("min_stride", min_stride, tuple(MIN_STRIDES))
+    sizes = [tuple(-(-s // min_stride) for s in image_size)]
+    for _ in range(len(MIN_STRIDES[min_stride][0]) - 1 + len(EXTRA_FILTERS)):
         sizes.append(tuple(-(-s // 2) for s in sizes[-1]))
     return sizes
 
 
 @functools.lru_cache(maxsize=None)
-def size_anchors(image_size):
+def size_anchors(image_size, min_stride=16):
     """The default anchors ``(N, 4)`` (ycenter, xcenter, height, width, normalized) of an ``(H, W)`` input.
 
     Cached and shared, so read-only.
     """
-    found = default_anchors(feature_sizes(tuple(image_size)), aspect_ratios=ASPECT_RATIOS)
+    found = default_anchors(feature_sizes(tuple(image_size), min_stride), min_scale=MIN_STRIDES[min_stride][1],
+                            aspect_ratios=ASPECT_RATIOS)  # fmt: skip
     found.setflags(write=False)
     return found
 
 
-def anchors(model):
-    """The default anchors ``(N, 4)`` of an SSDLite model (a copy of ``size_anchors`` of its input size).
+def first_stride(model):
+    """The stride of an SSDLite model's first map (``MIN_STRIDES``), told by its anchor count (which differs).
 
-    Read from the model's input size, so it works on the built model, its flattened
-    and QAT forms and a reloaded file alike.
+    Read from the model's input size and output rows, so it works on the built model,
+    its flattened and QAT forms and a reloaded file alike.
     """
     size = tuple(model.inputs[0].shape[1:3])
     if None in size:
         checks.fail("model", model.name, "a model with a static input height and width")
-    return size_anchors(size).copy()
+    rows = model.outputs[0].shape[1]
+    for stride in MIN_STRIDES:
+        if len(size_anchors(size, stride)) == rows:
+            return stride
+    checks.fail("model", model.name, f"an SSDLite model of this package ({rows} anchor rows fit no first-map stride "
+                f"{tuple(MIN_STRIDES)} at {size})")  # fmt: skip
+
+
+def anchors(model):
+    """The default anchors ``(N, 4)`` of an SSDLite model (a copy of ``size_anchors`` of its input size and
+    ``min_stride``)."""
+    return size_anchors(tuple(model.inputs[0].shape[1:3]), first_stride(model)).copy()
 
 
 def postprocess(image_size, score_threshold=SCORE_THRESHOLD, iou_threshold=IOU_THRESHOLD,
-                max_detections=MAX_DETECTIONS):  # fmt: skip
+                max_detections=MAX_DETECTIONS, min_stride=16):  # fmt: skip
     """The TFLite post-process (``quantization.DetectionPostProcess``) of an SSDLite input of ``(H, W)``.
 
     The defaults are the evaluation's (torchvision's SSDLite, COCO's 100 detections per image),
@@ -66,23 +84,25 @@ def postprocess(image_size, score_threshold=SCORE_THRESHOLD, iou_threshold=IOU_T
     """
     from keras_mbv3.quantization import DetectionPostProcess  # TensorFlow's op: needed at export only
 
-    return DetectionPostProcess(size_anchors(tuple(image_size)), score_threshold=score_threshold,
+    return DetectionPostProcess(size_anchors(tuple(image_size), min_stride), score_threshold=score_threshold,
                                 iou_threshold=iou_threshold, max_detections=max_detections,
                                 detections_per_class=max_detections)  # fmt: skip
 
 
-def decode(box_encodings, class_logits, image_size, score_threshold=SCORE_THRESHOLD, max_detections=MAX_DETECTIONS):
+def decode(box_encodings, class_logits, image_size, score_threshold=SCORE_THRESHOLD, max_detections=MAX_DETECTIONS,
+           min_stride=16):  # fmt: skip
     """``{boxes, classes, scores, count}`` of an SSDLite model's outputs for an ``(H, W)`` input.
 
     ``keras_mbv3.detection.decode_detections`` (decode + per-class NMS, numpy) with the
     anchors and the IoU threshold of ``postprocess``.
     """
-    return decode_detections(box_encodings, class_logits, size_anchors(tuple(image_size)),
+    return decode_detections(box_encodings, class_logits, size_anchors(tuple(image_size), min_stride),
                              score_threshold=score_threshold, iou_threshold=IOU_THRESHOLD,
                              max_detections=max_detections)  # fmt: skip
 
 
-def _ssdlite_model(backbone_fn, name, num_classes, input_shape, backbone_weights, bn_momentum, **backbone_options):
+def _ssdlite_model(backbone_fn, name, num_classes, input_shape, backbone_weights, bn_momentum, min_stride,
+                   **backbone_options):  # fmt: skip
     checks.positive_int("num_classes", num_classes)
     if num_classes < 2:
         checks.fail("num_classes", num_classes, "an integer >= 2 (class 0 is the background)")
@@ -91,8 +111,9 @@ def _ssdlite_model(backbone_fn, name, num_classes, input_shape, backbone_weights
     momentum = {} if bn_momentum is None else {"bn_momentum": bn_momentum}
     backbone = backbone_fn(input_shape=shape, include_top=False, weights=backbone_weights, **backbone_options,
                            **momentum)  # fmt: skip
-    inputs, taps = feature_tensors(backbone, ("P4", "P5"), tap="expansion")
-    maps = [taps["P4"], taps["P5"]]
+    levels = MIN_STRIDES[checks.one_of("min_stride", min_stride, tuple(MIN_STRIDES))][0]
+    inputs, taps = feature_tensors(backbone, levels, tap="expansion")
+    maps = [taps[level] for level in levels]
     for i, filters in enumerate(EXTRA_FILTERS, start=1):
         maps.append(SSDLiteExtraBlock(filters, name=f"extra_{i}", **momentum)(maps[-1]))
     per_location = anchors_per_location(ASPECT_RATIOS)
@@ -105,9 +126,11 @@ def _ssdlite_model(backbone_fn, name, num_classes, input_shape, backbone_weights
 
 
 def _concatenate(parts, name):
-    """``parts`` joined along the rows, by concats of at most ``MAX_CONCAT_INPUTS`` inputs."""
+    """``parts`` joined along the rows, by concats of at most ``MAX_CONCAT_INPUTS`` inputs: six maps as
+    ``[0, concat(1-5)]``, seven as ``[0, 1, concat(2-6)]``."""
     if len(parts) > MAX_CONCAT_INPUTS:
-        parts = parts[:1] + [keras.layers.Concatenate(axis=1, name=f"{name}_rest")(parts[1:])]
+        first = len(parts) - MAX_CONCAT_INPUTS
+        parts = parts[:first] + [keras.layers.Concatenate(axis=1, name=f"{name}_rest")(parts[first:])]
     return keras.layers.Concatenate(axis=1, name=name)(parts)
 
 
@@ -127,6 +150,9 @@ Args:
     alpha, minimalistic, include_preprocessing: as ``MobileNetV3{size}``.
     backbone_weights: None, ``"imagenet"`` (the classification weights) or a path.
     reduced_tail: halve the last stage's channels (the paper's detection backbone).
+    min_stride: 16 (the paper's maps) or 8: a seventh map first, C3 (the expansion
+        output of the block that goes from stride 8 to 16), with anchors from 0.1 of
+        the side (``MIN_STRIDES``), for small objects.
     bn_momentum: None keeps each part's own BatchNormalization momentum (0.999 in
         the backbone as keras.applications, 0.97 in the extra blocks and heads as
         torchvision's); a number in (0, 1) sets every BatchNormalization to it.
@@ -140,17 +166,17 @@ Returns:
 
 def SSDLiteMobileNetV3Large(num_classes, input_shape=(320, 320, 3), alpha=1.0, minimalistic=False,
                             backbone_weights=None, reduced_tail=True, include_preprocessing=True, *,
-                            bn_momentum=None):  # fmt: skip
+                            bn_momentum=None, min_stride=16):  # fmt: skip
     return _ssdlite_model(mobilenet_v3.MobileNetV3Large, "SSDLiteMobileNetV3Large", num_classes, input_shape,
-                          backbone_weights, bn_momentum, alpha=alpha, minimalistic=minimalistic,
+                          backbone_weights, bn_momentum, min_stride, alpha=alpha, minimalistic=minimalistic,
                           reduced_tail=reduced_tail, include_preprocessing=include_preprocessing)
 
 
 def SSDLiteMobileNetV3Small(num_classes, input_shape=(320, 320, 3), alpha=1.0, minimalistic=False,
                             backbone_weights=None, reduced_tail=True, include_preprocessing=True, *,
-                            bn_momentum=None):  # fmt: skip
+                            bn_momentum=None, min_stride=16):  # fmt: skip
     return _ssdlite_model(mobilenet_v3.MobileNetV3Small, "SSDLiteMobileNetV3Small", num_classes, input_shape,
-                          backbone_weights, bn_momentum, alpha=alpha, minimalistic=minimalistic,
+                          backbone_weights, bn_momentum, min_stride, alpha=alpha, minimalistic=minimalistic,
                           reduced_tail=reduced_tail, include_preprocessing=include_preprocessing)
 
 

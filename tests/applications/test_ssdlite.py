@@ -4,7 +4,14 @@ import numpy as np
 import pytest
 
 from conftest import randomize_batchnorm
-from keras_mbv3.applications.ssdlite import SSDLiteMobileNetV3Large, SSDLiteMobileNetV3Small, anchors, feature_sizes
+from keras_mbv3.applications.ssdlite import (
+    SSDLiteMobileNetV3Large,
+    SSDLiteMobileNetV3Small,
+    anchors,
+    feature_sizes,
+    first_stride,
+    size_anchors,
+)
 from keras_mbv3.backend import keras
 from keras_mbv3.layers.flatten import flatten_model
 from keras_mbv3.layers.ssdlite import SSDLiteExtraBlock, SSDLiteHead
@@ -17,8 +24,8 @@ def trainable_count(model):
     return sum(int(np.prod(w.shape)) for w in model.trainable_weights)
 
 
-def head_inputs(model):
-    return [model.get_layer(f"box_head_{i}").input for i in range(6)]
+def head_inputs(model, maps=6):
+    return [model.get_layer(f"box_head_{i}").input for i in range(maps)]
 
 
 def test_large_has_torchvisions_parameter_count():
@@ -53,6 +60,25 @@ def test_anchors_fit_the_heads(shape):
     assert [tuple(t.shape[1:3]) for t in head_inputs(model)] == feature_sizes(shape[:2])
     assert anchors(model).shape == (model.outputs[0].shape[1], 4)
     assert model.outputs[1].shape[1:] == (model.outputs[0].shape[1], 4)
+
+
+@pytest.mark.parametrize("shape", [(320, 320, 3), (96, 96, 3)])
+def test_a_first_map_at_stride_8_adds_c3_with_anchors_from_a_tenth_of_the_side(shape):
+    plain = SSDLiteMobileNetV3Small(4, input_shape=shape)
+    model = SSDLiteMobileNetV3Small(4, input_shape=shape, min_stride=8)
+    inputs = head_inputs(model, maps=7)
+    assert [tuple(t.shape[1:3]) for t in inputs] == feature_sizes(shape[:2], 8) == [
+        tuple(-(-s // 8) for s in shape[:2]), *feature_sizes(shape[:2])]  # C3, then the six maps of plain SSDLite
+    assert inputs[0].shape[-1] == 96  # Small's C3: the 96-channel expansion of the block from stride 8 to 16
+    assert [t.shape[-1] for t in inputs[1:]] == [t.shape[-1] for t in head_inputs(plain)]
+    assert (first_stride(model), first_stride(plain)) == (8, 16)
+    found = anchors(model)
+    np.testing.assert_array_equal(found, size_anchors(shape[:2], 8))
+    assert found.shape == (model.outputs[0].shape[1], 4) == (len(anchors(plain)) + 6 * (shape[0] // 8) ** 2, 4)
+    assert found[:, 2:].min() == pytest.approx(0.1 / np.sqrt(3)) and anchors(plain)[:, 2:].min() == pytest.approx(
+        0.2 / np.sqrt(3))  # the tall/wide anchors of ratio 3 of the smallest scale  # fmt: skip
+    concats = [layer for layer in model.layers if type(layer).__name__ == "Concatenate"]
+    assert len(concats) == 4 and all(len(layer.input) <= 5 for layer in concats)  # XNNPACK's concat limit
 
 
 def test_layers_shapes_and_part_names():
@@ -101,6 +127,7 @@ def test_save_load_and_flatten_give_the_same_outputs(tmp_path, rng):
     (lambda: SSDLiteMobileNetV3Small(3, input_shape=(100, 100, 3)), "input_shape"),
     (lambda: SSDLiteMobileNetV3Small(3, input_shape=(None, None, 3)), "input_shape"),
     (lambda: SSDLiteMobileNetV3Small(3, bn_momentum=1.5), "bn_momentum"),
+    (lambda: SSDLiteMobileNetV3Small(3, min_stride=4), "min_stride"),
     (lambda: SSDLiteExtraBlock(1), "filters"),
     (lambda: SSDLiteHead(0, 4), "anchors"),
 ])  # fmt: skip

@@ -88,6 +88,29 @@ def test_post_training_int8_with_the_post_process_is_one_partition(detector):
     assert report["partitions"] == 1 and report["undelegated"] == {CUSTOM_OP: 1}
 
 
+def test_a_stride_8_detector_is_one_int8_partition_with_the_post_process(detector):
+    """The seventh map (C3, ``min_stride=8``) keeps the int8 network one XNNPACK partition, QAT and post-training,
+    and the post-process reads its anchors (``anchors(model)`` tells the layout by the anchor count)."""
+    from keras_mbv3.applications.ssdlite import SSDLiteMobileNetV3Small
+    from keras_mbv3.batchnorm import precise_batchnorm
+    from keras_mbv3.quantization import quantize_model
+
+    _, _, images = detector
+    model = SSDLiteMobileNetV3Small(4, input_shape=(64, 64, 3), bn_momentum=0.9, min_stride=8)
+    precise_batchnorm(model, images)
+    qat = quantize_model(model, representative_dataset=images)
+    shipped = {}
+    for kind, source, options in (("qat", qat, {}), ("ptq", model, {"representative_dataset": images})):
+        shipped[kind] = export_tflite(source, quantization="int8", input_type="float32",
+                                      postprocess=postprocess(model), **options)  # fmt: skip
+        report = graph_report(shipped[kind])
+        assert report["partitions"] == 1 and report["undelegated"] == {CUSTOM_OP: 1}, kind
+    network = export_tflite(qat, quantization="int8", input_type="float32", output_type="float32")
+    boxes, logits = predict_outputs(interpreter(network), images[:2])
+    expected = decode_detections(boxes, logits, anchors(model), score_threshold=0.3, max_detections=10)
+    same_detections(detect(shipped["qat"], images[:2]), expected)
+
+
 @pytest.mark.parametrize("arguments, name", [
     (dict(anchors=np.zeros((5, 3))), "anchors"),
     (dict(score_threshold=1.0), "score_threshold"),
