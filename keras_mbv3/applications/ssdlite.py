@@ -107,11 +107,11 @@ def _ssdlite_model(backbone_fn, name, num_classes, input_shape, backbone_weights
     if num_classes < 2:
         checks.fail("num_classes", num_classes, "an integer >= 2 (class 0 is the background)")
     checks.momentum("bn_momentum", bn_momentum, allow_none=True)
+    levels = MIN_STRIDES[checks.one_of("min_stride", min_stride, tuple(MIN_STRIDES))][0]
     shape = INPUT_SIZE.check_shape("input_shape", input_shape)
     momentum = {} if bn_momentum is None else {"bn_momentum": bn_momentum}
     backbone = backbone_fn(input_shape=shape, include_top=False, weights=backbone_weights, **backbone_options,
                            **momentum)  # fmt: skip
-    levels = MIN_STRIDES[checks.one_of("min_stride", min_stride, tuple(MIN_STRIDES))][0]
     inputs, taps = feature_tensors(backbone, levels, tap="expansion")
     maps = [taps[level] for level in levels]
     for i, filters in enumerate(EXTRA_FILTERS, start=1):

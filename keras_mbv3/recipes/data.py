@@ -68,6 +68,12 @@ class Data:
         return np.stack([x for x, _ in self.train.unbatch().take(limit).as_numpy_iterator()])
 
 
+def steps_per_epoch(images, batch_size, whole=False):
+    """The training steps of one epoch over ``images`` in batches of ``batch_size``: the last partial batch
+    counted, or left out if ``whole``."""
+    return images // batch_size if whole else -(-images // batch_size)
+
+
 def pipelines(task, data, train, val, labels, image_size=32, batch_size=64, seed=0, holdout=0, repeatable=False):
     """``Data`` of a task's sources (``tasks.Task.load`` reads them, then calls this).
 

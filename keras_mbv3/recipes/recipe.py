@@ -28,6 +28,7 @@ from keras_mbv3.quantization import (
 )
 from keras_mbv3.quantization.calibration import CALIBRATION_SAMPLES, REPRESENTATIVE_SAMPLES
 from keras_mbv3.recipes import adapt_step
+from keras_mbv3.recipes import data as data_lib
 from keras_mbv3.recipes import evaluation, report, tasks, training
 from keras_mbv3.recipes.settings import DEFAULTS, EMBEDDED, TASK_DEFAULTS, flag
 
@@ -232,8 +233,9 @@ class Run:
         check_weights(s["weights"])
         if s["epochs"] is None:
             s["epochs"] = tasks.get(s["task"]).default_epochs(data.train_size, s["batch_size"])
-            self.log(f"[train] {s['epochs']} epochs ({s['epochs'] * -(-data.train_size // s['batch_size']):,} steps "
-                     f"of {s['batch_size']} images): {tasks.get(s['task']).EPOCHS_RULE}")  # fmt: skip
+            steps = s["epochs"] * data_lib.steps_per_epoch(data.train_size, s["batch_size"])
+            self.log(f"[train] {s['epochs']} epochs ({steps:,} steps of {s['batch_size']} images): "
+                     f"{tasks.get(s['task']).EPOCHS_RULE}")  # fmt: skip
         self._fit_step("train", "float", self.paths["float"], s["epochs"], FLOAT_RATE, lambda steps: training.build_model(
             s["model"], s["alpha"], s["image_size"], data.classes, steps, s["task"], s["weights"]), step.records,
             precise_bn=True)  # fmt: skip

@@ -30,7 +30,9 @@ TASK_DEFAULTS = {  # the settings whose default depends on --task; epochs None: 
     "segmentation": {"data": "digits-seg", "image_size": 32, "epochs": 20},
     "detection": {"data": "digits-det", "image_size": 96, "epochs": None},  # 32 px: SSDLite maps of 2x2 and 1x1
 }
-DETECTION_STEPS = (3000, 50000)  # detection's default length: 100 epochs, at least and at most these steps
+DETECTION_EPOCHS, DETECTION_STEPS = 100, (3000, 50000)  # detection's default length: epochs, within these steps
+DETECTION_RULE = (f"{DETECTION_EPOCHS} epochs, at least {DETECTION_STEPS[0]:,} and at most {DETECTION_STEPS[1]:,} "
+                  "training steps")
 # mbv3 adapt's options (its own flags, kept in the run's adapt/search.json rather than settings.json)
 ADAPT_DEFAULTS = {"step_fraction": 0.05, "proposal_steps": 20, "finetune_epochs": 3, "threads": 1,
                   "max_iterations": None, "time_budget": None, "max_accuracy_drop": 0.01}
@@ -49,9 +51,7 @@ def help_text(name):
         by_task = ", ".join(f"{d['image_size']} for {task}" for task, d in TASK_DEFAULTS.items())
         return f"{text} (default: the run's, else {by_task})"
     if name == "epochs":
-        low, high = DETECTION_STEPS
-        return (f"{text} (default: the run's, else 20; for detection 100, at least {low:,} and at most {high:,} "
-                "training steps)")
+        return f"{text} (default: the run's, else 20; for detection {DETECTION_RULE})"
     if default is None:
         return text
     return f"{text} (default: the run's, else {default})"

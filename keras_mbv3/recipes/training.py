@@ -21,6 +21,7 @@ from keras_mbv3.backend import IS_KERAS_3, keras
 from keras_mbv3.batchnorm import precise_batchnorm
 from keras_mbv3.fit_state import build_fit_state
 from keras_mbv3.optimizers import AdamW
+from keras_mbv3.recipes import data as data_lib
 from keras_mbv3.recipes import tasks
 from keras_mbv3.traced_gradients import release_traced_gradients
 
@@ -256,8 +257,7 @@ class Fit:
 
     def steps(self, data, whole=False):
         """The fit's steps over ``data``: each epoch's batches, the last partial one left out if ``whole``."""
-        per_epoch = data.train_size // self.batch_size if whole else -(-data.train_size // self.batch_size)
-        return self.epochs * per_epoch
+        return self.epochs * data_lib.steps_per_epoch(data.train_size, self.batch_size, whole)
 
 
 def train(plan, make_model, data, work_dir, log_name, distribution, callbacks=(), before_fit=None,

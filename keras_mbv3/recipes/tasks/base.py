@@ -58,7 +58,7 @@ class Task:
         raise NotImplementedError
 
     def length_advice(self, epochs, train_size, batch_size, history):
-        """"Train longer: --epochs N" where a run trained fewer epochs than the task's rule gives its data set
+        """Advice to train longer (``--epochs N``) where a run trained fewer epochs than the task's rule gives its data set
         (``default_epochs``; None for a task without a rule, or a run as long), with the validation loss's fall
         over the last quarter of the epochs from ``history`` (``training.read_history``'s).
 
@@ -67,9 +67,11 @@ class Task:
         over the last quarter in every run measured (detection at 0.144 and at 0.865
         mAP@.5, the digits demos at 99%).
         """
-        if not self.EPOCHS_RULE or epochs >= self.default_epochs(train_size, batch_size):
+        if not self.EPOCHS_RULE:
             return None
-        rule, per_epoch = self.default_epochs(train_size, batch_size), -(-train_size // batch_size)
+        rule, per_epoch = self.default_epochs(train_size, batch_size), data_lib.steps_per_epoch(train_size, batch_size)
+        if epochs >= rule:
+            return None
         losses = history.get("val_loss", [])
         window = max(1, len(losses) // 4)
         fell = (f"; the validation loss fell {1 - losses[-1] / losses[-window - 1]:.1%} over the last {window} epoch(s)"
