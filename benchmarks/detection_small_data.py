@@ -46,7 +46,7 @@ def row(name, out, data, seconds):
     scores = {kind: found[os.path.join(out, f"{kind}.tflite")] for kind in ("float", "int8")}
     train_images = len(json.load(open(os.path.join(data, "train", "annotations.json")))["images"])
     steps = settings["epochs"] * math.ceil(train_images / settings["batch_size"])
-    return (f"| {name} | {settings['image_size']} | {steps} | {scores['float']['map50']:.3f} | "
+    return (f"| {name} | {settings['image_size']} | {settings.get('min_stride', 16)} | {steps} | {scores['float']['map50']:.3f} | "
             f"{scores['int8']['map50']:.3f} | {scores['float']['map']:.3f} | {scores['int8']['map']:.3f} | "
             f"{seconds:.0f} |")  # fmt: skip
 
@@ -64,8 +64,8 @@ def main():
     data = os.path.join(os.path.abspath(args.work), "data")
     if not os.path.exists(data):
         write_folder(data, args.size, args.scales, args.train, args.val, args.seed)
-    print("| run | image size | steps | mAP@.5 float | mAP@.5 int8 | mAP float | mAP int8 | time (s) |")
-    print("|---|---|---|---|---|---|---|---|")
+    print("| run | image size | min stride | steps | mAP@.5 float | mAP@.5 int8 | mAP float | mAP int8 | time (s) |")
+    print("|---|---|---|---|---|---|---|---|---|")
     for name, flags in args.run:
         print(run(name, flags, os.path.abspath(args.work), data), flush=True)
 

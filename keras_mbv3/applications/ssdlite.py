@@ -52,8 +52,16 @@ def size_anchors(image_size, min_stride=16):
     return found
 
 
+def stride_of(image_size, rows):
+    """The first map's stride (``MIN_STRIDES``) of an SSDLite of ``(H, W)`` input with ``rows`` anchor rows, else None.
+
+    The anchor counts differ (96 px: 312 rows at 16, 1,176 at 8), so the rows tell.
+    """
+    return next((s for s in MIN_STRIDES if len(size_anchors(tuple(image_size), s)) == rows), None)
+
+
 def first_stride(model):
-    """The stride of an SSDLite model's first map (``MIN_STRIDES``), told by its anchor count (which differs).
+    """The stride of an SSDLite model's first map (``MIN_STRIDES``), told by its anchor count (``stride_of``).
 
     Read from the model's input size and output rows, so it works on the built model,
     its flattened and QAT forms and a reloaded file alike.
@@ -62,11 +70,11 @@ def first_stride(model):
     if None in size:
         checks.fail("model", model.name, "a model with a static input height and width")
     rows = model.outputs[0].shape[1]
-    for stride in MIN_STRIDES:
-        if len(size_anchors(size, stride)) == rows:
-            return stride
-    checks.fail("model", model.name, f"an SSDLite model of this package ({rows} anchor rows fit no first-map stride "
-                f"{tuple(MIN_STRIDES)} at {size})")  # fmt: skip
+    stride = stride_of(size, rows)
+    if stride is None:
+        checks.fail("model", model.name, f"an SSDLite model of this package ({rows} anchor rows fit no first-map "
+                    f"stride {tuple(MIN_STRIDES)} at {size})")  # fmt: skip
+    return stride
 
 
 def anchors(model):
@@ -90,12 +98,18 @@ def postprocess(image_size, score_threshold=SCORE_THRESHOLD, iou_threshold=IOU_T
 
 
 def decode(box_encodings, class_logits, image_size, score_threshold=SCORE_THRESHOLD, max_detections=MAX_DETECTIONS,
-           min_stride=16):  # fmt: skip
+           min_stride=None):  # fmt: skip
     """``{boxes, classes, scores, count}`` of an SSDLite model's outputs for an ``(H, W)`` input.
 
     ``keras_mbv3.detection.decode_detections`` (decode + per-class NMS, numpy) with the
-    anchors and the IoU threshold of ``postprocess``.
+    anchors and the IoU threshold of ``postprocess``; ``min_stride`` None: the one whose
+    anchor count the outputs have (``stride_of``).
     """
+    if min_stride is None:
+        min_stride = stride_of(image_size, box_encodings.shape[1])
+        if min_stride is None:
+            checks.fail("box_encodings", f"shape {tuple(box_encodings.shape)}", f"the anchor rows of an SSDLite of "
+                        f"{tuple(image_size)} input: {[len(size_anchors(tuple(image_size), s)) for s in MIN_STRIDES]}")
     return decode_detections(box_encodings, class_logits, size_anchors(tuple(image_size), min_stride),
                              score_threshold=score_threshold, iou_threshold=IOU_THRESHOLD,
                              max_detections=max_detections)  # fmt: skip

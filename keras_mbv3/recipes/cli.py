@@ -58,7 +58,7 @@ def _add_flags(command, groups):
     command.add_argument("--out", required=not optional, help="run folder; rerun with the same folder to resume"
                          + ("; optional with model files" if optional else ""))  # fmt: skip
     names = {
-        "data": ("data", "task", "data_dir", "image_size", "batch_size", "seed"),
+        "data": ("data", "task", "data_dir", "image_size", "batch_size", "seed", "min_stride"),
         "model": ("model", "alpha", "weights"),
         "train": ("epochs",),
         "qat": ("qat_epochs",),

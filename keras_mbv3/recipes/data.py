@@ -32,7 +32,7 @@ class Data:
     val: tf.data.Dataset
     evaluation: tf.data.Dataset  # the validation split with what the task's evaluator compares with (its truth)
     classes: int
-    task: str
+    task: object  # the tasks.Task that made the pairs (its NAME is the --task value)
     train_size: int
     val_size: int
     name: str  # the --data value
@@ -101,7 +101,7 @@ def pipelines(task, data, train, val, labels, image_size=32, batch_size=64, seed
                         repeatable=repeatable),
         val=_pipeline(val, task, classes, batch_size, training=False, seed=seed, size=val_size),
         evaluation=val.map(lambda x, y: (x, task.truth(y, classes))).padded_batch(batch_size).prefetch(tf.data.AUTOTUNE),
-        classes=classes, task=task.NAME, train_size=train_size, val_size=val_size, name=data, labels=tuple(labels),
+        classes=classes, task=task, train_size=train_size, val_size=val_size, name=data, labels=tuple(labels),
         image_shape=(image_size, image_size, 3), holdout=held,
     )  # fmt: skip
 

@@ -47,10 +47,9 @@ class Predictor:
 
     def check_fits(self, data, flag="--file"):
         """One clear error when the model cannot be evaluated on ``data`` (task, classes or image size)."""
-        kind = tasks.get(data.task)
-        forms = kind.expected_outputs(data.classes, data.image_shape)
+        forms = data.task.expected_outputs(data.classes, data.image_shape)
         if not (any(_fits_all(self.output_shapes, form) for form in forms) and _fits(self.input_shape, data.image_shape)):
-            checks.fail(flag, self.path, f"a {describe(forms[0], data.image_shape)}, as --task {data.task} on "
+            checks.fail(flag, self.path, f"a {describe(forms[0], data.image_shape)}, as --task {data.task.NAME} on "
                         f"{data.name!r} needs; this file is a {describe(self.output_shapes, self.input_shape)}")  # fmt: skip
 
 
@@ -162,7 +161,7 @@ def evaluate(path, data, name=None):
     progress = keras.utils.Progbar(data.val_size, unit_name="image")
     progress_name = name or os.path.basename(path)
     print(f"evaluating {progress_name} on {data.val_size} images")
-    evaluator = tasks.get(data.task).evaluator(data.classes, data.image_shape)
+    evaluator = data.task.evaluator(data.classes, data.image_shape)
     for images, truth in data.evaluation.as_numpy_iterator():
         evaluator.update(run(images), truth)
         progress.add(len(images))

@@ -60,7 +60,8 @@ class Step:
     a missing one is refused, naming that command. ``records``: the settings it runs with;
     a given flag that contradicts the folder's is refused before the step does anything
     (``Run.begin``), and the steps that make results (train, import, qat, eval) write them
-    into ``settings.json`` (train and qat just before they fit).
+    into ``settings.json`` (train and qat just before they fit). A step that records the
+    task records its ``Task.OPTIONS`` too (detection's ``min_stride``).
     """
 
     needs: tuple = ()
@@ -92,6 +93,11 @@ def check_settings(settings):
     for name in ("batch_size", "epochs", "qat_epochs"):
         if s[name] is not None:  # epochs None: the task's rule, once the data are known (train)
             checks.positive_int(flag(name), s[name])
+    for other in tasks.NAMES:
+        for name in set(tasks.get(other).OPTIONS) - set(tasks.get(s["task"]).OPTIONS):
+            if s[name] is not None:
+                checks.fail(flag(name), s[name], f"left out for --task {s['task']} (an option of --task {other})")
+    tasks.get(s["task"], **tasks.options_of(s["task"], s))  # its own checks (e.g. --min-stride 16 or 8)
 
 
 def check_weights(weights):
@@ -137,6 +143,15 @@ class Run:
     def path(self, name):
         return os.path.join(self.out, name)
 
+    @property
+    def task(self):
+        """The run's ``tasks.Task``, with its options from the settings (detection's ``min_stride``)."""
+        return tasks.get(self.settings["task"], **tasks.options_of(self.settings["task"], self.settings))
+
+    def records(self, step):
+        """The settings ``step`` (a ``Step``) records: its ``records``, and the task's options where it records the task."""
+        return (*step.records, *(self.task.OPTIONS if "task" in step.records else ()))
+
     def _read_settings(self):
         if self.out is None or not os.path.exists(self.path("settings.json")):
             return {}
@@ -180,8 +195,7 @@ class Run:
     def data(self):
         if self._data is None:
             s = self.settings
-            self._data = tasks.load(s["data"], s["task"], s["image_size"], s["batch_size"], s["data_dir"],
-                                       s["seed"])  # fmt: skip
+            self._data = self.task.load(s["data"], s["image_size"], s["batch_size"], s["data_dir"], s["seed"])
         return self._data
 
     def _step(self, name, outputs, sources=(), again=""):
@@ -224,7 +238,7 @@ class Run:
         """Float training into ``float.keras``, its BatchNormalization statistics recomputed at the end."""
         # the builder's input-size rule (LR-ASPP: multiples of 16) before the data loads; the steps that take
         # files (eval, import, ...) take any size the files have
-        tasks.get(self.settings["task"]).INPUT_SIZE.check_side("--image-size", self.settings["image_size"])
+        self.task.INPUT_SIZE.check_side("--image-size", self.settings["image_size"])
         step = self.begin("train")  # flags that contradict the folder, before the data are read
         data = self.data  # a bad --data fails here, before the folder records its settings
         if not self._step("train", [FILES["float"]]):
@@ -232,12 +246,12 @@ class Run:
         s = self.settings
         check_weights(s["weights"])
         if s["epochs"] is None:
-            s["epochs"] = tasks.get(s["task"]).default_epochs(data.train_size, s["batch_size"])
+            s["epochs"] = self.task.default_epochs(data.train_size, s["batch_size"])
             steps = s["epochs"] * data_lib.steps_per_epoch(data.train_size, s["batch_size"])
             self.log(f"[train] {s['epochs']} epochs ({steps:,} steps of {s['batch_size']} images): "
-                     f"{tasks.get(s['task']).EPOCHS_RULE}")  # fmt: skip
+                     f"{self.task.EPOCHS_RULE}")  # fmt: skip
         self._fit_step("train", "float", self.paths["float"], s["epochs"], FLOAT_RATE, lambda steps: training.build_model(
-            s["model"], s["alpha"], s["image_size"], data.classes, steps, s["task"], s["weights"]), step.records,
+            s["model"], s["alpha"], s["image_size"], data.classes, steps, self.task, s["weights"]), self.records(step),
             precise_bn=True)  # fmt: skip
         advice = self.training_advice()
         if advice:
@@ -249,7 +263,7 @@ class Run:
         if s["epochs"] is None or "imported" in self.stored:
             return None
         history = training.read_history(self.path("float_history.csv"))
-        return tasks.get(s["task"]).length_advice(s["epochs"], self.data.train_size, s["batch_size"], history)
+        return self.task.length_advice(s["epochs"], self.data.train_size, s["batch_size"], history)
 
     def import_model(self, path, overwrite=False):
         """A user's model file (``.keras``, or ``.h5`` whole models) as the run's ``float.keras``.
@@ -277,7 +291,7 @@ class Run:
             kind = "as it is"
         os.makedirs(self.out, exist_ok=True)
         training.save(model, self.paths["float"], self.chief)
-        self.record_settings(step.records)
+        self.record_settings(self.records(step))
         if self.chief:
             self._store({"imported": os.path.abspath(path), "float_sha256": sha256(self.paths["float"])})
         self.log(f"[import] wrote {self.paths['float']} from {path} ({kind})")
@@ -289,7 +303,7 @@ class Run:
         step = STEPS[name]
         for key, command in step.needs:
             self._require(key, command)
-        self.record_settings(step.records, write=False)
+        self.record_settings(self.records(step), write=False)
         return step
 
     def _require(self, key, command):
@@ -310,8 +324,8 @@ class Run:
             return None
         start = time.time()
         plan = training.Fit(s["task"], ADAPT_RATE, options.finetune_epochs, s["batch_size"], s["seed"])
-        tuning = functools.partial(tasks.load, s["data"], s["task"], s["image_size"], s["batch_size"], s["data_dir"],
-                                   s["seed"], repeatable=True)  # fmt: skip
+        tuning = functools.partial(self.task.load, s["data"], s["image_size"], s["batch_size"], s["data_dir"], s["seed"],
+                                   repeatable=True)  # fmt: skip
         result = adapt_step.adapt(self.paths["float"], self.out, self.paths["adapted"], self.data, tuning, plan,
                                   options, self.log)  # fmt: skip
         self._timed("adapt", start)
@@ -341,7 +355,7 @@ class Run:
         self.log(f"[qat] from {FILES[source]}")
         self._fit_step("qat", "qat", self.paths["qat"], self.settings["qat_epochs"], QAT_RATE, lambda steps: quantize_model(
             keras.models.load_model(self.paths[source]),
-            representative_dataset=data.images(CALIBRATION_SAMPLES)), step.records, callbacks=[KeepXnnpackLimits()])  # fmt: skip
+            representative_dataset=data.images(CALIBRATION_SAMPLES)), self.records(step), callbacks=[KeepXnnpackLimits()])  # fmt: skip
 
     def export(self, overwrite=False, ptq=False):
         """``float.tflite`` (float32, fused HARD_SWISH) and ``int8.tflite`` (int8 inside, float32 pixels
@@ -367,7 +381,7 @@ class Run:
             return
         start = time.time()
         metadata = self.metadata()
-        options = tasks.get(self.settings["task"]).export_options(self.data.image_shape)  # e.g. the post-process
+        options = self.task.export_options(self.data.image_shape)  # e.g. the post-process
         shipped = dict(strip_names=True, overwrite=overwrite, metadata=metadata, **options)
         if overwrite or not os.path.exists(self.paths["float_tflite"]):
             export_tflite(keras.models.load_model(self.paths[source]), self.paths["float_tflite"],
@@ -387,7 +401,7 @@ class Run:
     def metadata(self):
         """The TFLite metadata of the run's exports: its task and the data set's class names."""
         s = self.settings
-        kind = tasks.get(s["task"])
+        kind = self.task
         model = f"MobileNetV3{s['model'].title().replace('-', '')}" + kind.TITLE
         if "imported" in self.stored:
             model = os.path.splitext(os.path.basename(self.stored["imported"]))[0]
@@ -420,7 +434,7 @@ class Run:
             key = os.path.abspath(path)
             if key not in results or results[key]["mtime"] != os.path.getmtime(path):
                 results[key] = {**evaluation.evaluate(path, self.data, name), "mtime": os.path.getmtime(path)}
-        self.record_settings(step.records)
+        self.record_settings(self.records(step))
         if self.chief:
             write_atomically(json.dumps(results, indent=2).encode(), cached, overwrite=True)
         self._timed("eval", start)

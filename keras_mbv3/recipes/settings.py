@@ -19,16 +19,18 @@ SETTINGS = {
     "model": ("small", "small, large, small-minimalistic or large-minimalistic"),
     "alpha": (1.0, "width multiplier"),
     "weights": (None, "initial backbone weights: imagenet, a weights file or a .keras model (its layers matched by name; default: from scratch)"),
+    "min_stride": (None, "detection: the first map's stride, 16 (SSDLite's C4 and C5) or 8 (C3 too, with anchors "
+                   "from 0.1 of the side, for small objects)"),
     "epochs": (None, "float training epochs"),
     "qat_epochs": (3, "QAT fine-tuning epochs"),
 }
 DEFAULTS = {name: default for name, (default, _) in SETTINGS.items()}
 TYPES = {name: str if default is None else type(default) for name, default in DEFAULTS.items()} | {
-    "image_size": int, "epochs": int}
+    "image_size": int, "epochs": int, "min_stride": int}
 TASK_DEFAULTS = {  # the settings whose default depends on --task; epochs None: by the data set's size, at train
     "classification": {"data": "digits", "image_size": 32, "epochs": 20},
     "segmentation": {"data": "digits-seg", "image_size": 32, "epochs": 20},
-    "detection": {"data": "digits-det", "image_size": 96, "epochs": None},  # 32 px: SSDLite maps of 2x2 and 1x1
+    "detection": {"data": "digits-det", "image_size": 96, "epochs": None, "min_stride": 16},  # 32 px: SSDLite maps of 2x2 and 1x1
 }
 DETECTION_EPOCHS, DETECTION_STEPS = 100, (3000, 50000)  # detection's default length: epochs, within these steps
 DETECTION_RULE = (f"{DETECTION_EPOCHS} epochs, at least {DETECTION_STEPS[0]:,} and at most {DETECTION_STEPS[1]:,} "
@@ -50,6 +52,8 @@ def help_text(name):
     if name == "image_size":
         by_task = ", ".join(f"{d['image_size']} for {task}" for task, d in TASK_DEFAULTS.items())
         return f"{text} (default: the run's, else {by_task})"
+    if name == "min_stride":
+        return f"{text} (default: the run's, else {TASK_DEFAULTS['detection'][name]})"
     if name == "epochs":
         return f"{text} (default: the run's, else 20; for detection {DETECTION_RULE})"
     if default is None:

@@ -192,7 +192,8 @@ def is_chief(distribution):
 
 
 def build_model(name, alpha, image_size, classes, steps, task="classification", weights=None):
-    """The ``task``'s model on the ``--model`` backbone, with BN momentum suited to ``steps`` training steps.
+    """The ``task``'s model (a ``--task`` name, or a ``tasks.Task`` with its options) on the ``--model`` backbone,
+    with BN momentum suited to ``steps`` training steps.
 
     keras.applications' BN momentum 0.999 averages over ~1000 steps: on a small
     data set the moving statistics never converge and validation sits at chance.
@@ -204,8 +205,8 @@ def build_model(name, alpha, image_size, classes, steps, task="classification", 
     checks.one_of("--model", name, tuple(MODELS))
     size, minimalistic = MODELS[name]
     momentum = float(np.clip(1.0 - 10.0 / max(steps, 1), 0.9, 0.999))
-    return tasks.get(task).build_model(size, minimalistic, classes, (image_size, image_size, 3), alpha, momentum,
-                                       weights)  # fmt: skip
+    kind = tasks.get(task) if isinstance(task, str) else task
+    return kind.build_model(size, minimalistic, classes, (image_size, image_size, 3), alpha, momentum, weights)
 
 
 def _schedule(base_rate, steps, warmup_fraction=0.05):

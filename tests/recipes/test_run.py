@@ -231,5 +231,19 @@ def test_detection_without_epochs_trains_by_the_rule_records_the_number_and_logs
         run.train()
     low = DETECTION_STEPS[0]  # 8 images in batches of 8: one step an epoch
     assert [plan.epochs for plan in plans] == [low]
-    assert json.loads((tmp_path / "run" / "settings.json").read_text())["epochs"] == low
+    recorded = json.loads((tmp_path / "run" / "settings.json").read_text())
+    assert (recorded["epochs"], recorded["min_stride"]) == (low, 16)  # the task's option, recorded with its data
     assert f"[train] {low} epochs ({low:,} steps of 8 images): {tasks.get('detection').EPOCHS_RULE}" in lines
+    with pytest.raises(FileExistsError, match="--min-stride: 16 there, 8 now"):
+        recipe.Run(str(tmp_path / "run"), min_stride=8, log=lines.append).train()
+
+
+def test_min_stride_is_detections_option_checked_before_anything_is_read(tmp_path):
+    with pytest.raises(ValueError, match=r"--min-stride=8.*left out for --task classification \(an option of --task "
+                       "detection"):  # fmt: skip
+        recipe.Run(str(tmp_path / "a"), min_stride=8)
+    with pytest.raises(ValueError, match=r"--min-stride=4.*one of 16, 8"):
+        recipe.Run(str(tmp_path / "b"), task="detection", min_stride=4)
+    run = recipe.Run(str(tmp_path / "c"), task="detection", min_stride=8)
+    assert run.task.min_stride == 8 and run.records(recipe.STEPS["qat"])[-1] == "min_stride"
+    assert not os.path.exists(tmp_path / "a") and not os.path.exists(tmp_path / "c")

@@ -7,6 +7,7 @@ import pytest
 import tensorflow as tf
 
 from keras_mbv3.applications import ssdlite
+from keras_mbv3.recipes.tasks.detection import detections
 from keras_mbv3.recipes import data as data_lib
 from keras_mbv3.recipes import tasks
 from keras_mbv3.recipes.tasks.base import Task
@@ -119,6 +120,32 @@ def test_detection_export_options_are_ssdlites_post_process_at_the_evaluation_th
     assert (post.score_threshold, post.max_detections) == (ssdlite.SCORE_THRESHOLD, ssdlite.MAX_DETECTIONS)
 
 
+def test_detections_min_stride_sets_its_model_targets_outputs_and_post_process_and_raw_outputs_tell_theirs():
+    """``--min-stride 8``: seven maps, the first C3; everything that reads anchors follows (issue 24)."""
+    shape = (64, 64, 3)
+    rows = {stride: len(ssdlite.size_anchors(shape[:2], stride)) for stride in (16, 8)}
+    assert rows == {16: 144, 8: 528}  # maps of 4, 2, 1, 1, 1, 1 locations a side (8 first), 6 anchors each
+    truth = {"boxes": tf.constant([[0.4, 0.4, 0.5, 0.5]]), "labels": tf.constant([2])}
+    for stride in (16, 8):
+        task = tasks.get("detection", min_stride=stride)
+        targets, _ = task.target(truth, 3, shape)
+        assert targets.shape == (rows[stride], 5) and int(tf.reduce_sum(tf.cast(targets[:, 4] == 2, tf.int32))) >= 1
+        assert task.expected_outputs(3, shape)[0] == ((rows[stride], 4), (rows[stride], 3))
+        post = task.export_options(shape)["postprocess"]
+        np.testing.assert_array_equal(post.anchors, ssdlite.size_anchors(shape[:2], stride))
+        logits = np.full((1, rows[stride], 3), -9.0, np.float32)
+        logits[0, 5, 1] = 9.0  # anchor 5, class 1 (the first after the background)
+        found = detections([np.zeros((1, rows[stride], 4), np.float32), logits], shape)
+        anchor = ssdlite.size_anchors(shape[:2], stride)[5]  # decoded with the anchors of the rows' stride
+        np.testing.assert_allclose(found["boxes"][0, 0], [*(anchor[:2] - anchor[2:] / 2), *(anchor[:2] + anchor[2:] / 2)],
+                                   atol=1e-6)  # fmt: skip
+    model = tasks.get("detection", min_stride=8).build_model("small", False, 3, shape, 1.0, 0.9, None)
+    assert ssdlite.first_stride(model) == 8 and model.outputs[0].shape[1] == rows[8]
+    with pytest.raises(ValueError, match=r"--min-stride=4.*one of 16, 8"):
+        tasks.get("detection", min_stride=4)
+    assert tasks.get("detection").describe_model(((144, 4), (144, 3))) == "detection model of 3 classes and 144 anchors"
+
+
 def test_a_task_loads_its_sources_through_the_shared_pipelines():
     class Doubled(Task):  # a task of the user's own: its sources and target, the rest the defaults
         NAME = "doubled"
@@ -131,7 +158,7 @@ def test_a_task_loads_its_sources_through_the_shared_pipelines():
             return label * 2
 
     loaded = Doubled().load("mine", image_size=32, batch_size=4, holdout=2)
-    assert (loaded.task, loaded.classes, loaded.train_size, loaded.val_size) == ("doubled", 10, 8, 4)
+    assert (loaded.task.NAME, loaded.classes, loaded.train_size, loaded.val_size) == ("doubled", 10, 8, 4)
     _, targets = next(iter(loaded.val))
     _, truth = next(iter(loaded.evaluation))
     np.testing.assert_array_equal(targets, [0, 2, 4, 6])

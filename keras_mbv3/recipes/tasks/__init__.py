@@ -14,19 +14,25 @@ from keras_mbv3.recipes.settings import EMBEDDED
 NAMES = tuple(EMBEDDED)
 
 
-def get(name):
-    """The ``Task`` of ``name`` (the ``--task`` value): class ``Name`` of module ``tasks.name``, one instance."""
+def get(name, **options):
+    """The ``Task`` of ``name`` (the ``--task`` value) with ``options`` (its ``OPTIONS``, e.g. detection's
+    ``min_stride``; the defaults where left out): class ``Name`` of module ``tasks.name``, one instance per options."""
     checks.one_of("--task", name, NAMES)
-    return _instance(name)
+    return _instance(name, tuple(sorted(options.items())))
 
 
 @functools.lru_cache(maxsize=None)
-def _instance(name):
-    return getattr(importlib.import_module(f"keras_mbv3.recipes.tasks.{name}"), name.capitalize())()
+def _instance(name, options):
+    return getattr(importlib.import_module(f"keras_mbv3.recipes.tasks.{name}"), name.capitalize())(**dict(options))
+
+
+def options_of(name, settings):
+    """The ``OPTIONS`` of task ``name`` from the run's ``settings`` (those not None)."""
+    return {key: settings[key] for key in get(name).OPTIONS if settings.get(key) is not None}
 
 
 def load(data, task="classification", image_size=32, batch_size=64, data_dir=None, seed=0, holdout=0,
-         repeatable=False):  # fmt: skip
+         repeatable=False, **options):  # fmt: skip
     """The data set named by ``data`` (the ``--data`` flag) for ``task``, as ``data.Data``.
 
     Args:
@@ -37,8 +43,9 @@ def load(data, task="classification", image_size=32, batch_size=64, data_dir=Non
             takes is its ``sources``.
         task: a ``--task`` name.
         image_size, batch_size, seed, holdout, repeatable: as ``data.pipelines``.
+        options: the task's ``OPTIONS`` (detection's ``min_stride`` shapes its targets).
     """
-    return get(task).load(data, image_size, batch_size, data_dir, seed, holdout, repeatable)
+    return get(task, **options).load(data, image_size, batch_size, data_dir, seed, holdout, repeatable)
 
 
 def of_outputs(output_shapes):

@@ -6,6 +6,7 @@ import io
 import numpy as np
 import tensorflow as tf
 
+from keras_mbv3 import checks
 from keras_mbv3.applications import ssdlite
 from keras_mbv3.detection import SSDBoxLoss, SSDClassLoss, match
 from keras_mbv3.recipes import data as data_lib
@@ -33,7 +34,13 @@ class Detection(Task):
                  "max_results=10")  # fmt: skip
     DATA_FORMS = "'digits-det', a COCO-format folder or 'tfds:NAME'"
 
+    OPTIONS = ("min_stride",)
     EPOCHS_RULE = f"detection trains {DETECTION_RULE} (--epochs sets another length)"
+
+    def __init__(self, min_stride=16):
+        """``min_stride``: the first map's stride (``ssdlite.MIN_STRIDES``: 16, or 8 for small objects); the model,
+        its training targets and its post-process follow it."""
+        self.min_stride = checks.one_of("--min-stride", min_stride, tuple(ssdlite.MIN_STRIDES))
 
     # --- data
     def default_epochs(self, train_size, batch_size):
@@ -73,7 +80,7 @@ class Detection(Task):
 
     def target(self, truth, classes, image_shape):
         """The anchors' targets of ``match``, once per output (both losses read them)."""
-        targets = match(truth["boxes"], truth["labels"], ssdlite.size_anchors(tuple(image_shape[:2])))
+        targets = match(truth["boxes"], truth["labels"], ssdlite.size_anchors(tuple(image_shape[:2]), self.min_stride))
         return targets, targets
 
     def truth(self, label, classes):
@@ -89,13 +96,13 @@ class Detection(Task):
         """
         return self.CONSTRUCTORS[size](classes, input_shape=input_shape, alpha=alpha, minimalistic=minimalistic,
                                        backbone_weights=weights, reduced_tail=weights is None,
-                                       bn_momentum=bn_momentum)  # fmt: skip
+                                       bn_momentum=bn_momentum, min_stride=self.min_stride)  # fmt: skip
 
     def loss(self):
         return [SSDBoxLoss(), SSDClassLoss()]
 
     def expected_outputs(self, classes, image_shape):
-        count = len(ssdlite.size_anchors(tuple(image_shape[:2])))
+        count = len(ssdlite.size_anchors(tuple(image_shape[:2]), self.min_stride))
         return [((count, 4), (count, classes)), ((None, 4), (None,), (None,), ())]
 
     def evaluator(self, classes, image_shape):
@@ -104,7 +111,7 @@ class Detection(Task):
     def export_options(self, image_shape):
         """SSDLite's TFLite post-process, with the evaluation's thresholds (the ``.tflite`` files' mAP is the
         report's)."""
-        return {"postprocess": ssdlite.postprocess(image_shape[:2])}
+        return {"postprocess": ssdlite.postprocess(image_shape[:2], min_stride=self.min_stride)}
 
     def metadata_labels(self, labels):
         """The detected classes' names, as the post-process numbers them (the background left out)."""
@@ -113,7 +120,7 @@ class Detection(Task):
     # --- presentation
     def describe_model(self, output_shapes):
         if len(output_shapes) == 2:
-            return f"{self.MODEL_KIND} of {output_shapes[1][-1]} classes"
+            return f"{self.MODEL_KIND} of {output_shapes[1][-1]} classes and {output_shapes[0][0]:,} anchors"
         return f"{self.MODEL_KIND} with the TFLite post-process"
 
     def class_names(self, output_shapes):
@@ -144,7 +151,8 @@ def detections(outputs, image_shape, score_threshold=ssdlite.SCORE_THRESHOLD,
     """``{boxes, classes, scores, count}`` (numpy, batched) of a model's outputs in either form.
 
     Keras outputs (box encodings, class logits) are decoded with per-class NMS
-    (``decode_detections``); a ``.tflite`` with the post-process gives them as they are.
+    (``ssdlite.decode``, with the anchors their rows tell: either ``min_stride``); a ``.tflite`` with the
+    post-process gives them as they are.
     """
     if len(outputs) == 4:
         boxes, classes, scores, count = outputs
