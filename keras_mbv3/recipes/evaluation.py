@@ -11,6 +11,7 @@ from keras_mbv3 import checks
 from keras_mbv3.backend import IS_KERAS_3, keras
 from keras_mbv3.quantization.litert import interleaved_latency_ms, interpreter, predict_outputs
 from keras_mbv3.recipes import tasks
+from keras_mbv3.recipes.settings import flag as flag_of
 
 MODEL_EXTENSIONS = (".keras", ".h5", ".tflite")
 
@@ -49,8 +50,10 @@ class Predictor:
         """One clear error when the model cannot be evaluated on ``data`` (task, classes or image size)."""
         forms = data.task.expected_outputs(data.classes, data.image_shape)
         if not (any(_fits_all(self.output_shapes, form) for form in forms) and _fits(self.input_shape, data.image_shape)):
-            checks.fail(flag, self.path, f"a {describe(forms[0], data.image_shape)}, as --task {data.task.NAME} on "
-                        f"{data.name!r} needs; this file is a {describe(self.output_shapes, self.input_shape)}")  # fmt: skip
+            options = "".join(f" {flag_of(name)} {getattr(data.task, name)}" for name in data.task.OPTIONS)
+            checks.fail(flag, self.path, f"a {describe(forms[0], data.image_shape)}, as --task {data.task.NAME}"
+                        f"{options} on {data.name!r} needs; this file is a "
+                        f"{describe(self.output_shapes, self.input_shape)}")  # fmt: skip
 
 
 def _fits(shape, expected):
@@ -141,12 +144,14 @@ def keras_predictor(model, path):
 
 
 def settings_of_files(paths, flag="--file"):
-    """``{"task", "image_size"}`` that the model files share (what ``mbv3 eval FILE...`` assumes unless told)."""
+    """``{"task", "image_size"}`` (and the task's options the files tell, e.g. ``min_stride``) that the model files share (what ``mbv3 eval FILE...`` assumes unless told)."""
     found = {}
     for path in paths:
         predictor = load_predictor(path) if path.endswith(".tflite") else keras_predictor(load_keras_model(path, flag), path)
         height, width = predictor.input_shape[:2]
         own = {"task": predictor.task, "image_size": height if height is not None and height == width else None}
+        if predictor.task is not None:
+            own.update(tasks.get(predictor.task).options_of_model(predictor.input_shape, predictor.output_shapes))
         for name, value in own.items():
             if value is not None and found.setdefault(name, value) != value:
                 checks.fail(flag, path, f"a model of the same {name} as the other files ({found[name]}, not "

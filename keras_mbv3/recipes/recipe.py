@@ -93,11 +93,8 @@ def check_settings(settings):
     for name in ("batch_size", "epochs", "qat_epochs"):
         if s[name] is not None:  # epochs None: the task's rule, once the data are known (train)
             checks.positive_int(flag(name), s[name])
-    for other in tasks.NAMES:
-        for name in set(tasks.get(other).OPTIONS) - set(tasks.get(s["task"]).OPTIONS):
-            if s[name] is not None:
-                checks.fail(flag(name), s[name], f"left out for --task {s['task']} (an option of --task {other})")
-    tasks.get(s["task"], **tasks.options_of(s["task"], s))  # its own checks (e.g. --min-stride 16 or 8)
+    # another task's option refused, naming its flag; the task's own checked (e.g. --min-stride 16 or 8)
+    tasks.get(s["task"], **{name: s[name] for name in tasks.option_names() if s[name] is not None})
 
 
 def check_weights(weights):
@@ -134,6 +131,8 @@ class Run:
         for name, default in TASK_DEFAULTS[self.settings["task"]].items():
             if self.settings[name] is None:
                 self.settings[name] = default
+        for name in set(tasks.option_names()) - set(self.task.OPTIONS) - set(self.given):
+            self.settings[name] = None  # the folder's option of another task: --task then clashes, not the option
         check_settings(self.settings)
         self.distribution = distribution or training.strategy("default")
         self.chief = training.is_chief(self.distribution)
@@ -162,6 +161,9 @@ class Run:
         if not isinstance(stored, dict):
             checks.fail("--out", self.out, f"a run folder whose settings.json holds a JSON object ({stored})")
         stored.setdefault("keras", "tf_keras")  # folders of mbv3 before 0.2 ran on tf_keras
+        if stored.get("task") in tasks.NAMES:  # folders from before a task option were made with its default
+            for name in tasks.get(stored["task"]).OPTIONS:
+                stored.setdefault(name, TASK_DEFAULTS[stored["task"]][name])
         return stored
 
     def record_settings(self, keys, write=True):

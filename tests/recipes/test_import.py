@@ -136,3 +136,22 @@ def test_an_imported_runs_float_keras_is_the_weights_of_a_detection_or_segmentat
     for name, layer in shared.items():
         for mine, loaded in zip(layer.get_weights(), source[name].get_weights()):
             np.testing.assert_array_equal(mine, loaded)
+
+
+def test_a_stride_8_detection_file_tells_import_and_eval_its_min_stride(capsys, tmp_path):
+    """``--min-stride`` need not be repeated for a file that tells it (its anchor rows); a run of the other stride
+    refuses it, naming the flag's value."""
+    from keras_mbv3.applications.ssdlite import SSDLiteMobileNetV3Small
+    from keras_mbv3.recipes import data, detection_data, evaluation
+
+    folder = detection_data.write_coco_folder(tmp_path / "coco", *detection_data.digits_detection(64, 8, 4),
+                                              data.DIGIT_NAMES)  # fmt: skip
+    path = str(tmp_path / ("det8.keras" if IS_KERAS_3 else "det8.h5"))
+    SSDLiteMobileNetV3Small(11, input_shape=(64, 64, 3), bn_momentum=0.9, min_stride=8).save(path)
+    assert evaluation.settings_of_files([path]) == {"task": "detection", "image_size": 64, "min_stride": 8}
+    refused = call_cli(capsys, "import", path, "--data", folder, "--out", tmp_path / "plain", "--min-stride", "16")
+    assert_one_line_error(refused, "--task detection --min-stride 16 on", "11 classes and 144 anchors",
+                          "11 classes and 528 anchors")  # fmt: skip
+    assert not (tmp_path / "plain").exists()
+    assert call_cli(capsys, "import", path, "--data", folder, "--out", tmp_path / "run").returncode == 0
+    assert json.loads((tmp_path / "run" / "settings.json").read_text())["min_stride"] == 8

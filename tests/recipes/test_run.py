@@ -247,3 +247,20 @@ def test_min_stride_is_detections_option_checked_before_anything_is_read(tmp_pat
     run = recipe.Run(str(tmp_path / "c"), task="detection", min_stride=8)
     assert run.task.min_stride == 8 and run.records(recipe.STEPS["qat"])[-1] == "min_stride"
     assert not os.path.exists(tmp_path / "a") and not os.path.exists(tmp_path / "c")
+    assert tasks.get("detection") is tasks.get("detection", min_stride=16)  # the default filled in: one instance
+    with pytest.raises(ValueError, match=r"--min-stride=8.*left out for --task segmentation"):
+        tasks.load("digits-seg", "segmentation", min_stride=8)
+
+
+def test_a_folder_from_before_min_stride_holds_16_and_one_of_8_clashes_on_task_not_on_the_option(tmp_path):
+    old = tmp_path / "old"
+    old.mkdir()
+    (old / "settings.json").write_text(json.dumps({"task": "detection", "data": "digits-det", "image_size": 96}))
+    with pytest.raises(FileExistsError, match="--min-stride: 16 there, 8 now"):
+        recipe.Run(str(old), min_stride=8, log=lambda line: None).begin("eval")
+    eight = tmp_path / "eight"
+    eight.mkdir()
+    (eight / "settings.json").write_text(json.dumps({"task": "detection", "min_stride": 8}))
+    assert recipe.Run(str(eight)).task.min_stride == 8  # a later step given only --out
+    with pytest.raises(FileExistsError, match=r"--task: 'detection' there, 'classification' now"):
+        recipe.Run(str(eight), task="classification").begin("eval")

@@ -9,26 +9,42 @@ import functools
 import importlib
 
 from keras_mbv3 import checks
-from keras_mbv3.recipes.settings import EMBEDDED
+from keras_mbv3.recipes.settings import EMBEDDED, TASK_DEFAULTS, flag
 
 NAMES = tuple(EMBEDDED)
 
 
 def get(name, **options):
     """The ``Task`` of ``name`` (the ``--task`` value) with ``options`` (its ``OPTIONS``, e.g. detection's
-    ``min_stride``; the defaults where left out): class ``Name`` of module ``tasks.name``, one instance per options."""
+    ``min_stride``; ``settings.TASK_DEFAULTS`` where left out): class ``Name`` of module ``tasks.name``, one instance
+    per options. An option of another task is refused, naming its flag."""
     checks.one_of("--task", name, NAMES)
-    return _instance(name, tuple(sorted(options.items())))
+    own = _class(name).OPTIONS
+    for key, value in options.items():
+        if key not in own:
+            owner = next((other for other in NAMES if key in _class(other).OPTIONS), None)
+            checks.fail(flag(key), value, f"left out for --task {name}" + (f" (an option of --task {owner})"
+                                                                            if owner else ""))  # fmt: skip
+    return _instance(name, tuple((key, options.get(key, TASK_DEFAULTS[name][key])) for key in own))
+
+
+def option_names():
+    """The settings that are some task's ``OPTIONS``."""
+    return tuple(key for name in NAMES for key in _class(name).OPTIONS)
+
+
+def _class(name):
+    return getattr(importlib.import_module(f"keras_mbv3.recipes.tasks.{name}"), name.capitalize())
 
 
 @functools.lru_cache(maxsize=None)
 def _instance(name, options):
-    return getattr(importlib.import_module(f"keras_mbv3.recipes.tasks.{name}"), name.capitalize())(**dict(options))
+    return _class(name)(**dict(options))
 
 
 def options_of(name, settings):
-    """The ``OPTIONS`` of task ``name`` from the run's ``settings`` (those not None)."""
-    return {key: settings[key] for key in get(name).OPTIONS if settings.get(key) is not None}
+    """The ``OPTIONS`` of task ``name`` in the run's ``settings`` (those not None)."""
+    return {key: settings[key] for key in _class(name).OPTIONS if settings.get(key) is not None}
 
 
 def load(data, task="classification", image_size=32, batch_size=64, data_dir=None, seed=0, holdout=0,

@@ -112,6 +112,11 @@ class Task:
         """The output shapes of its model files, one tuple of shapes per form (e.g. Keras and ``.tflite``)."""
         raise NotImplementedError
 
+    def options_of_model(self, input_shape, output_shapes):
+        """The ``OPTIONS`` a model of these shapes (without the batch axis) was built with, where they tell:
+        none by default."""
+        return {}
+
     def evaluator(self, classes, image_shape):
         """A new evaluator: ``update(outputs, truth)`` per batch, then ``result()`` -> ``{METRIC: value, ...}``."""
         raise NotImplementedError

@@ -105,6 +105,13 @@ class Detection(Task):
         count = len(ssdlite.size_anchors(tuple(image_shape[:2]), self.min_stride))
         return [((count, 4), (count, classes)), ((None, 4), (None,), (None,), ())]
 
+    def options_of_model(self, input_shape, output_shapes):
+        """``{"min_stride": ...}`` of a Keras model's outputs, which its anchor rows tell (``ssdlite.stride_of``);
+        nothing for the ``.tflite`` form (its post-process holds the anchors) or a size not fixed."""
+        size = tuple(input_shape[:2])
+        stride = ssdlite.stride_of(size, output_shapes[0][0]) if len(output_shapes) == 2 and None not in size else None
+        return {} if stride is None else {"min_stride": stride}
+
     def evaluator(self, classes, image_shape):
         return MapEvaluator(classes, image_shape)
 
@@ -120,7 +127,8 @@ class Detection(Task):
     # --- presentation
     def describe_model(self, output_shapes):
         if len(output_shapes) == 2:
-            return f"{self.MODEL_KIND} of {output_shapes[1][-1]} classes and {output_shapes[0][0]:,} anchors"
+            rows = output_shapes[0][0]
+            return f"{self.MODEL_KIND} of {output_shapes[1][-1]} classes" + (f" and {rows:,} anchors" if rows else "")
         return f"{self.MODEL_KIND} with the TFLite post-process"
 
     def class_names(self, output_shapes):
