@@ -34,8 +34,9 @@ def markdown(report):
             ratios.append(f"| {ratio} | {q[metric] - f[metric]:+.2%} | {q['latency_ms'] / f['latency_ms']:.2f}x | "
                           f"{q['size_bytes'] / f['size_bytes']:.3f}x |")  # fmt: skip
     model = os.path.basename(s["imported"]) if s.get("imported") else s["model"]
+    options = "".join(f", {name.replace('_', ' ')} {s[name]}" for name in tasks.get(s["task"]).OPTIONS if name in s)
     return (
-        f"# mbv3 recipe: {model} on {s['data']} ({s['image_size']}px, {s['task']})\n\n"
+        f"# mbv3 recipe: {model} on {s['data']} ({s['image_size']}px, {s['task']}{options})\n\n"
         f"| | {metric} | LiteRT latency (1 thread) | file size |\n|---|---|---|---|\n"
         + "\n".join(rows + ratios) + "\n\n"
         f"Validation images: {report['validation_images']}. Step times (s): "

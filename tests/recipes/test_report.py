@@ -18,7 +18,7 @@ def result(metric):
         "float": {metric: 0.98, "latency_ms": 0.5, "size_bytes": 6_000_000},
         "int8": {metric: 0.975, "latency_ms": 0.2, "size_bytes": 1_790_000},
         "settings": {"model": "small", "data": "digits", "image_size": 32,
-                     "task": {"accuracy": "classification", "miou": "segmentation"}[metric]},
+                     "task": {"accuracy": "classification", "miou": "segmentation", "map": "detection"}[metric]},
         "timings_s": {"train_s": 49.3, "qat_s": 33.1},
         "validation_images": 359,
     }
@@ -41,6 +41,10 @@ def test_report_files(tmp_path, metric):
     advised = {**result(metric), "advice": "2 epochs (6 steps) are fewer than ...: train longer: --epochs 1000"}
     assert "Training: 2 epochs (6 steps) are fewer than ...: train longer: --epochs 1000.\n" in report.markdown(
         advised)  # fmt: skip
+    assert markdown.startswith("# mbv3 recipe: small on digits (32px, classification)\n" if metric == "accuracy" else
+                               "# mbv3 recipe: small on digits (32px, segmentation)\n")  # fmt: skip
+    detection = {**result("map"), "settings": {**result("map")["settings"], "min_stride": 8}}
+    assert report.markdown(detection).startswith("# mbv3 recipe: small on digits (32px, detection, min stride 8)\n")
     picture = image.imread(io.BytesIO((tmp_path / "report.png").read_bytes()), format="png")
     assert picture.shape[:2] == (342, 1440)  # 16 x 3.8 inches at 90 dpi: four panels
     assert picture[..., :3].std() > 0.1  # drawn, not blank
