@@ -161,9 +161,9 @@ class Run:
         if not isinstance(stored, dict):
             checks.fail("--out", self.out, f"a run folder whose settings.json holds a JSON object ({stored})")
         stored.setdefault("keras", "tf_keras")  # folders of mbv3 before 0.2 ran on tf_keras
-        if stored.get("task") in tasks.NAMES:  # folders from before a task option were made with its default
-            for name in tasks.get(stored["task"]).OPTIONS:
-                stored.setdefault(name, TASK_DEFAULTS[stored["task"]][name])
+        if stored.get("task") in tasks.NAMES:  # folders from before a task option: the layout they were made with
+            for name, before in tasks.get(stored["task"]).OPTIONS.items():
+                stored.setdefault(name, before)
         return stored
 
     def record_settings(self, keys, write=True):

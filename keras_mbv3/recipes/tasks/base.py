@@ -27,7 +27,9 @@ class Task:
     NEEDS_OVERLAYS = False  # mbv3 predict writes an overlay PNG per image
     MEDIAPIPE = ()  # (MediaPipe Tasks class, method, result expression, option) of the report's snippet
     DATA_FORMS = ""  # the --data values it takes, in words (the message of one it does not)
-    OPTIONS = ()  # the settings its constructor takes (model layout and targets), recorded with the data settings
+    # the settings its constructor takes (model layout and targets), recorded with the data settings -> the value
+    # of the run folders made before the option (their settings.json leaves it out)
+    OPTIONS = {}
 
     # --- data -------------------------------------------------------------------------------------------------
     def sources(self, data, image_size, data_dir, seed):

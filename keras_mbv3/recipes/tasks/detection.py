@@ -34,7 +34,7 @@ class Detection(Task):
                  "max_results=10")  # fmt: skip
     DATA_FORMS = "'digits-det', a COCO-format folder or 'tfds:NAME'"
 
-    OPTIONS = ("min_stride",)
+    OPTIONS = {"min_stride": 16}  # 16: the layout of every run before the option
     EPOCHS_RULE = f"detection trains {DETECTION_RULE} (--epochs sets another length)"
 
     def __init__(self, min_stride=16):
