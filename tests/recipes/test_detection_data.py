@@ -216,7 +216,7 @@ def test_the_task_matches_every_digit_to_anchors():
     images, (boxes_target, class_target) = next(iter(loaded.holdout))  # 8 canvases as they are
     assert detection_data.MIRRORABLE not in next(iter(loaded.evaluation))[1]
     np.testing.assert_array_equal(boxes_target.numpy(), class_target.numpy())
-    anchors = ssdlite.size_anchors((64, 64))
+    anchors = ssdlite.size_anchors((64, 64), loaded.task.min_stride)
     assert boxes_target.shape == (8, len(anchors), 5)
     assert np.all((class_target.numpy()[..., 4] > 0).sum(-1) >= 1)  # every canvas has a matched digit
 

@@ -11,7 +11,7 @@ import pytest
 from keras_mbv3.backend import keras
 from keras_mbv3.quantization.qat import is_qat_model
 from keras_mbv3.recipes import recipe, tasks, training
-from keras_mbv3.recipes.settings import DETECTION_STEPS
+from keras_mbv3.recipes.settings import DETECTION_STEPS, TASK_DEFAULTS
 from cli_helpers import three_class_folder
 
 
@@ -232,10 +232,12 @@ def test_detection_without_epochs_trains_by_the_rule_records_the_number_and_logs
     low = DETECTION_STEPS[0]  # 8 images in batches of 8: one step an epoch
     assert [plan.epochs for plan in plans] == [low]
     recorded = json.loads((tmp_path / "run" / "settings.json").read_text())
-    assert (recorded["epochs"], recorded["min_stride"]) == (low, 16)  # the task's option, recorded with its data
+    default = TASK_DEFAULTS["detection"]["min_stride"]
+    assert (recorded["epochs"], recorded["min_stride"]) == (low, default)  # the task's option, with its data
     assert f"[train] {low} epochs ({low:,} steps of 8 images): {tasks.get('detection').EPOCHS_RULE}" in lines
-    with pytest.raises(FileExistsError, match="--min-stride: 16 there, 8 now"):
-        recipe.Run(str(tmp_path / "run"), min_stride=8, log=lines.append).train()
+    other = {16: 8, 8: 16}[default]
+    with pytest.raises(FileExistsError, match=f"--min-stride: {default} there, {other} now"):
+        recipe.Run(str(tmp_path / "run"), min_stride=other, log=lines.append).train()
 
 
 def test_min_stride_is_detections_option_checked_before_anything_is_read(tmp_path):
@@ -247,7 +249,8 @@ def test_min_stride_is_detections_option_checked_before_anything_is_read(tmp_pat
     run = recipe.Run(str(tmp_path / "c"), task="detection", min_stride=8)
     assert run.task.min_stride == 8 and run.records(recipe.STEPS["qat"])[-1] == "min_stride"
     assert not os.path.exists(tmp_path / "a") and not os.path.exists(tmp_path / "c")
-    assert tasks.get("detection") is tasks.get("detection", min_stride=16)  # the default filled in: one instance
+    default = TASK_DEFAULTS["detection"]["min_stride"]
+    assert tasks.get("detection") is tasks.get("detection", min_stride=default)  # the default filled in: one instance
     with pytest.raises(ValueError, match=r"--min-stride=8.*left out for --task segmentation"):
         tasks.load("digits-seg", "segmentation", min_stride=8)
 

@@ -116,7 +116,7 @@ def test_detection_predict_keeps_boxes_over_the_show_threshold_in_pixels(tmp_pat
 
 def test_detection_export_options_are_ssdlites_post_process_at_the_evaluation_thresholds():
     post = tasks.get("detection").export_options((64, 64, 3))["postprocess"]
-    np.testing.assert_array_equal(post.anchors, ssdlite.size_anchors((64, 64)))
+    np.testing.assert_array_equal(post.anchors, ssdlite.size_anchors((64, 64), tasks.get("detection").min_stride))
     assert (post.score_threshold, post.max_detections) == (ssdlite.SCORE_THRESHOLD, ssdlite.MAX_DETECTIONS)
 
 
