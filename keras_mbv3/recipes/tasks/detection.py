@@ -37,9 +37,10 @@ class Detection(Task):
     OPTIONS = {"min_stride": 16}  # 16: the layout of every run before the option
     EPOCHS_RULE = f"detection trains {DETECTION_RULE} (--epochs sets another length)"
 
-    def __init__(self, min_stride=16):
+    def __init__(self, min_stride):
         """``min_stride``: the first map's stride (``ssdlite.MIN_STRIDES``: 16, or 8 for small objects); the model,
-        its training targets and its post-process follow it."""
+        its training targets and its post-process follow it. Made by ``tasks.get``, which gives the recipe's
+        default (``settings.TASK_DEFAULTS``) where it is left out."""
         self.min_stride = checks.one_of("--min-stride", min_stride, tuple(ssdlite.MIN_STRIDES))
 
     # --- data
