@@ -89,6 +89,16 @@ def from_arrays(images, boxes, labels):
     return tf.data.Dataset.from_tensor_slices((images, boxes, labels)).map(unpad)
 
 
+def median_box_side(pairs, sample=512):
+    """The median side of the boxes (the square root of the area, a fraction of the image's side) in the first
+    ``sample`` of the ``(image, truth)`` ``pairs``, or None where they hold no box. A sample, so that a large set
+    (TensorFlow Datasets' COCO) is not read whole."""
+    sides = [np.sqrt(np.maximum(boxes[:, 2] - boxes[:, 0], 0) * np.maximum(boxes[:, 3] - boxes[:, 1], 0))
+             for boxes in pairs.take(sample).map(lambda image, truth: truth["boxes"]).as_numpy_iterator()]  # fmt: skip
+    sides = np.concatenate(sides) if sides else np.zeros(0)
+    return float(np.median(sides)) if sides.size else None
+
+
 def write_coco_folder(root, train, val, names):
     """Write padded arrays (``digits_detection``'s) as a COCO-format folder that ``coco_folder`` reads:
     ``root/train`` and ``root/val``, each with its PNGs and an ``annotations.json``; ``names`` the classes 1.. ."""

@@ -172,7 +172,8 @@ class Run:
         A setting not given comes from the folder, so only a flag given with
         another value (or another Keras line) can clash.
         """
-        mine = {k: self.settings[k] for k in keys}
+        left = set(tasks.option_names())  # an option the data have not chosen yet (None) is not recorded
+        mine = {k: self.settings[k] for k in keys if self.settings[k] is not None or k not in left}
         clash = {k: (self.stored[k], v) for k, v in mine.items()
                  if k in self.stored and self.stored[k] != v and k not in MAY_MOVE}  # fmt: skip
         if clash:
@@ -197,7 +198,9 @@ class Run:
     def data(self):
         if self._data is None:
             s = self.settings
-            self._data = self.task.load(s["data"], s["image_size"], s["batch_size"], s["data_dir"], s["seed"])
+            self._data = self.task.load(s["data"], s["image_size"], s["batch_size"], s["data_dir"], s["seed"],
+                                        log=lambda why: self.log(f"[data] {why}"))  # fmt: skip
+            s.update(self._data.task.options)  # those left to the data (detection's min_stride), chosen
         return self._data
 
     def _step(self, name, outputs, sources=(), again=""):

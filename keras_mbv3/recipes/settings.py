@@ -27,12 +27,14 @@ SETTINGS = {
 DEFAULTS = {name: default for name, (default, _) in SETTINGS.items()}
 TYPES = {name: str if default is None else type(default) for name, default in DEFAULTS.items()} | {
     "image_size": int, "epochs": int, "min_stride": int}
-TASK_DEFAULTS = {  # the settings whose default depends on --task; epochs None: by the data set's size, at train
+TASK_DEFAULTS = {  # the settings whose default depends on --task; None: by the data (epochs: their size, at train)
     "classification": {"data": "digits", "image_size": 32, "epochs": 20},
     "segmentation": {"data": "digits-seg", "image_size": 32, "epochs": 20},
-    "detection": {"data": "digits-det", "image_size": 96, "epochs": None, "min_stride": 16},  # 32 px: SSDLite maps of 2x2 and 1x1
+    "detection": {"data": "digits-det", "image_size": 96, "epochs": None, "min_stride": None},  # 32 px: SSDLite maps of 2x2 and 1x1
 }
 DETECTION_EPOCHS, DETECTION_STEPS = 100, (3000, 50000)  # detection's default length: epochs, within these steps
+SMALL_OBJECTS_RULE = ("8 where the training boxes' median side is under 0.2 of the image's (stride 16's smallest "
+                      "anchor), else 16")  # min_stride None: by the data (tasks.Detection.options_by_data)
 DETECTION_RULE = (f"{DETECTION_EPOCHS} epochs, at least {DETECTION_STEPS[0]:,} and at most {DETECTION_STEPS[1]:,} "
                   "training steps")
 # mbv3 adapt's options (its own flags, kept in the run's adapt/search.json rather than settings.json)
@@ -53,7 +55,7 @@ def help_text(name):
         by_task = ", ".join(f"{d['image_size']} for {task}" for task, d in TASK_DEFAULTS.items())
         return f"{text} (default: the run's, else {by_task})"
     if name == "min_stride":
-        return f"{text} (default: the run's, else {TASK_DEFAULTS['detection'][name]})"
+        return f"{text} (default: the run's, else by the data: {SMALL_OBJECTS_RULE})"
     if name == "epochs":
         return f"{text} (default: the run's, else 20; for detection {DETECTION_RULE})"
     if default is None:

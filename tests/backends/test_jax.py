@@ -31,7 +31,8 @@ found = {"backend": keras.backend.backend()}
 for name in json.load(open(f"{folder}/names.json")):
     x = np.load(f"{folder}/{name}.x.npy")
     model = keras.models.load_model(f"{folder}/{name}.keras")
-    np.save(f"{folder}/{name}.tf.npy", np.asarray(model(x, training=False)))
+    outputs = model(x, training=False)
+    np.savez(f"{folder}/{name}.tf.npz", *[np.asarray(o) for o in (outputs if isinstance(outputs, list) else [outputs])])
     if name.endswith("qat"):
         content = export_tflite(model, quantization="int8")
         open(f"{folder}/{name}.tflite", "wb").write(content)
@@ -41,13 +42,16 @@ json.dump(found, open(f"{folder}/found.json", "w"))
 
 
 def models():
-    from keras_mbv3.applications import LRASPPMobileNetV3Small, MobileNetV3Large, MobileNetV3Small
+    from keras_mbv3.applications import (LRASPPMobileNetV3Small, MobileNetV3Large, MobileNetV3Small,
+                                         SSDLiteMobileNetV3Small)  # fmt: skip
 
     return {
         "small": MobileNetV3Small(input_shape=(SIZE, SIZE, 3), weights=None, classes=5, classifier_activation=None),
         "large-minimalistic-no-top": MobileNetV3Large(input_shape=(SIZE, SIZE, 3), weights=None, minimalistic=True,
                                                       include_top=False, pooling="avg", alpha=0.75),  # fmt: skip
         "lraspp-small": LRASPPMobileNetV3Small(3, input_shape=(SIZE * 2, SIZE * 2, 3)),
+        # the small-objects layout (issue 24): the C3 tap and its anchors
+        "ssdlite-small-stride-8": SSDLiteMobileNetV3Small(3, input_shape=(SIZE * 2, SIZE * 2, 3), min_stride=8),
     }
 
 
@@ -79,8 +83,9 @@ def on_both_backends(tmp_path_factory):
         model.save(folder / f"{key}.keras")
         np.save(folder / f"{key}.x.npy", images)
         output = model(images, training=False)
-        assert "jax" in type(output).__module__, key  # computed by JAX, not by TensorFlow
-        outputs[key] = np.asarray(output)
+        output = output if isinstance(output, list) else [output]
+        assert all("jax" in type(o).__module__ for o in output), key  # computed by JAX, not by TensorFlow
+        outputs[key] = [np.asarray(o) for o in output]
         names.append(key)
 
     for name, model in {**models(), "tiny": tiny()}.items():
@@ -106,10 +111,21 @@ def on_both_backends(tmp_path_factory):
 def test_float_models_saved_on_jax_give_the_same_outputs_on_tensorflow(on_both_backends):
     folder, outputs, found, _ = on_both_backends
     assert found["backend"] == "tensorflow"
-    for key, jax_output in outputs.items():
+    for key, jax_outputs in outputs.items():
         if key.endswith("float"):
-            tf_output = np.load(folder / f"{key}.tf.npy")
-            assert np.abs(tf_output - jax_output).max() <= 1e-5 * np.abs(jax_output).max(), key
+            tf_outputs = np.load(folder / f"{key}.tf.npz")
+            assert len(tf_outputs.files) == len(jax_outputs), key
+            for k, jax_output in enumerate(jax_outputs):
+                tf_output = tf_outputs[f"arr_{k}"]
+                assert np.abs(tf_output - jax_output).max() <= 1e-5 * np.abs(jax_output).max(), key
+
+
+def test_ssdlite_at_min_stride_8_on_jax_has_its_seven_maps_anchors(on_both_backends):
+    from keras_mbv3.applications import ssdlite
+
+    model = on_both_backends[3]["ssdlite-small-stride-8-float"]
+    assert ssdlite.first_stride(model) == 8
+    assert model.outputs[0].shape[1] == len(ssdlite.size_anchors((SIZE * 2, SIZE * 2), 8)) == 528
 
 
 def test_qat_models_made_and_trained_on_jax_load_on_tensorflow_and_export_as_one_partition(on_both_backends):
@@ -118,7 +134,7 @@ def test_qat_models_made_and_trained_on_jax_load_on_tensorflow_and_export_as_one
     folder, outputs, found, _ = on_both_backends
     for key in ("tiny-qat",):
         assert found[key] == 1, key
-        assert np.load(folder / f"{key}.tf.npy").shape == outputs[key].shape
+        assert np.load(folder / f"{key}.tf.npz")["arr_0"].shape == outputs[key][0].shape
 
 
 def test_space_to_depth_on_jax_is_tensorflows_order():

@@ -253,3 +253,19 @@ def test_detection_image_size_is_checked_before_any_data_is_built():
 
     with pytest.raises(ValueError, match="--image-size.*100.*multiple of 32"):
         Run(None, task="detection", image_size=100).train()  # the builder's rule, before the data loads
+
+
+def test_median_box_side_is_the_median_square_root_of_the_areas_of_a_sample():
+    """What detection's ``min_stride`` default reads (``Detection.options_by_data``)."""
+    from keras_mbv3.recipes.settings import SMALL_OBJECTS_RULE
+    from keras_mbv3.recipes.tasks.detection import SMALL_SIDE
+
+    boxes = [[[0.0, 0.0, 0.1, 0.4]], [[0.5, 0.5, 0.6, 0.6], [0.0, 0.0, 0.5, 0.5]], np.zeros((0, 4))]  # 0.2, 0.1, 0.5
+    pairs = tf.data.Dataset.from_generator(lambda: ((np.zeros((2, 2, 3), np.float32), {"boxes": np.array(b, np.float32)})
+                                                    for b in boxes), output_signature=(
+        tf.TensorSpec((2, 2, 3)), {"boxes": tf.TensorSpec((None, 4))}))  # fmt: skip
+    assert detection_data.median_box_side(pairs) == pytest.approx(0.2)
+    assert detection_data.median_box_side(pairs, sample=1) == pytest.approx(0.2)
+    assert detection_data.median_box_side(pairs.skip(1), sample=1) == pytest.approx(0.3)  # 0.1 and 0.5
+    assert detection_data.median_box_side(pairs.skip(2)) is None
+    assert f"under {SMALL_SIDE} of the image's" in SMALL_OBJECTS_RULE  # the help's rule is the task's

@@ -212,11 +212,11 @@ def test_a_run_shorter_than_the_tasks_rule_is_told_to_train_longer():
         assert tasks.get(task).length_advice(1, 800, 64, history) is None
 
 
-def test_detection_without_epochs_trains_by_the_rule_records_the_number_and_logs_it(tmp_path, monkeypatch):
+def test_detection_without_epochs_or_min_stride_trains_by_the_rules_records_both_and_logs_why(tmp_path, monkeypatch):
+    """The length by the data set's size; the first map's stride by its boxes: digits of 25-60% of the side -> 16,
+    of 6-12% (under stride 16's smallest anchor, 0.2) -> 8 (issue 24)."""
     from keras_mbv3.recipes import data, detection_data
 
-    folder = detection_data.write_coco_folder(tmp_path / "coco", *detection_data.digits_detection(64, 8, 4),
-                                              data.DIGIT_NAMES)  # fmt: skip
     plans, lines = [], []
 
     def train(plan, make_model, loaded, work_dir, log_name, distribution, callbacks, before_fit, precise_bn):
@@ -225,19 +225,27 @@ def test_detection_without_epochs_trains_by_the_rule_records_the_number_and_logs
         raise KeyboardInterrupt  # stands for the fit
 
     monkeypatch.setattr(training, "train", train)
-    run = recipe.Run(str(tmp_path / "run"), task="detection", data=str(folder), image_size=64, batch_size=8,
-                     log=lines.append)  # fmt: skip
-    with pytest.raises(KeyboardInterrupt):
-        run.train()
     low = DETECTION_STEPS[0]  # 8 images in batches of 8: one step an epoch
-    assert [plan.epochs for plan in plans] == [low]
-    recorded = json.loads((tmp_path / "run" / "settings.json").read_text())
-    default = TASK_DEFAULTS["detection"]["min_stride"]
-    assert (recorded["epochs"], recorded["min_stride"]) == (low, default)  # the task's option, with its data
+    for scales, stride in (((0.25, 0.6), 16), ((0.06, 0.12), 8)):
+        name = f"{stride}"
+        folder = detection_data.write_coco_folder(tmp_path / f"coco{name}", *detection_data.digits_detection(
+            64, 8, 4, scales=scales), data.DIGIT_NAMES)  # fmt: skip
+        run = recipe.Run(str(tmp_path / name), task="detection", data=str(folder), image_size=64, batch_size=8,
+                         log=lines.append)  # fmt: skip
+        assert run.task.min_stride is None  # left to the data, until they load
+        with pytest.raises(KeyboardInterrupt):
+            run.train()
+        recorded = json.loads((tmp_path / name / "settings.json").read_text())
+        assert (recorded["epochs"], recorded["min_stride"], run.task.min_stride) == (low, stride, stride)
+        assert any(line.startswith(f"[data] min stride {stride}, chosen by the data: the training boxes' median side, ")
+                   for line in lines)  # fmt: skip
+        other = {16: 8, 8: 16}[stride]
+        with pytest.raises(FileExistsError, match=f"--min-stride: {stride} there, {other} now"):
+            recipe.Run(str(tmp_path / name), min_stride=other, log=lines.append).train()
+    assert [plan.epochs for plan in plans] == [low, low]
     assert f"[train] {low} epochs ({low:,} steps of 8 images): {tasks.get('detection').EPOCHS_RULE}" in lines
-    other = {16: 8, 8: 16}[default]
-    with pytest.raises(FileExistsError, match=f"--min-stride: {default} there, {other} now"):
-        recipe.Run(str(tmp_path / "run"), min_stride=other, log=lines.append).train()
+    given = tasks.load(str(folder), "detection", image_size=64, min_stride=16, log=lines.append)  # a flag: no choice
+    assert given.task.min_stride == 16 and TASK_DEFAULTS["detection"]["min_stride"] is None
 
 
 def test_min_stride_is_detections_option_checked_before_anything_is_read(tmp_path):
@@ -249,8 +257,7 @@ def test_min_stride_is_detections_option_checked_before_anything_is_read(tmp_pat
     run = recipe.Run(str(tmp_path / "c"), task="detection", min_stride=8)
     assert run.task.min_stride == 8 and run.records(recipe.STEPS["qat"])[-1] == "min_stride"
     assert not os.path.exists(tmp_path / "a") and not os.path.exists(tmp_path / "c")
-    default = TASK_DEFAULTS["detection"]["min_stride"]
-    assert tasks.get("detection") is tasks.get("detection", min_stride=default)  # the default filled in: one instance
+    assert tasks.get("detection") is tasks.get("detection", min_stride=None)  # the default filled in: one instance
     with pytest.raises(ValueError, match=r"--min-stride=8.*left out for --task segmentation"):
         tasks.load("digits-seg", "segmentation", min_stride=8)
 

@@ -48,7 +48,7 @@ def options_of(name, settings):
 
 
 def load(data, task="classification", image_size=32, batch_size=64, data_dir=None, seed=0, holdout=0,
-         repeatable=False, **options):  # fmt: skip
+         repeatable=False, log=None, **options):  # fmt: skip
     """The data set named by ``data`` (the ``--data`` flag) for ``task``, as ``data.Data``.
 
     Args:
@@ -59,9 +59,11 @@ def load(data, task="classification", image_size=32, batch_size=64, data_dir=Non
             takes is its ``sources``.
         task: a ``--task`` name.
         image_size, batch_size, seed, holdout, repeatable: as ``data.pipelines``.
-        options: the task's ``OPTIONS`` (detection's ``min_stride`` shapes its targets).
+        log: told the options the data chose (``Task.options_by_data``), and why.
+        options: the task's ``OPTIONS`` (detection's ``min_stride`` shapes its targets); those left out or None
+            that the task leaves to the data are chosen from the training pairs (``Data.task`` has them).
     """
-    return get(task, **options).load(data, image_size, batch_size, data_dir, seed, holdout, repeatable)
+    return get(task, **options).load(data, image_size, batch_size, data_dir, seed, holdout, repeatable, log)
 
 
 def of_outputs(output_shapes):

@@ -94,10 +94,25 @@ class Task:
         """What the evaluator compares the outputs with: the training target by default."""
         return self.target(label, classes, None)
 
-    def load(self, data, image_size=32, batch_size=64, data_dir=None, seed=0, holdout=0, repeatable=False):
-        """``data_lib.Data`` of the ``--data`` value ``data`` for this task (see ``data_lib.pipelines``)."""
+    def options_by_data(self, train):
+        """``(options, why)``: the ``OPTIONS`` this task leaves to the data (those None), chosen from the training
+        pairs ``train`` (a ``sources`` split), and why, in words: none by default."""
+        return {}, ""
+
+    @property
+    def options(self):
+        """``{option: value}`` of its ``OPTIONS`` (the constructor's arguments)."""
+        return {key: getattr(self, key) for key in self.OPTIONS}
+
+    def load(self, data, image_size=32, batch_size=64, data_dir=None, seed=0, holdout=0, repeatable=False, log=None):
+        """``data_lib.Data`` of the ``--data`` value ``data`` for this task (see ``data_lib.pipelines``); its ``task``
+        has the options left to the data chosen (``options_by_data``), and ``log`` is told why."""
         train, val, labels = self.sources(data, image_size, data_dir, seed)
-        return data_lib.pipelines(self, data, train, val, labels, image_size, batch_size, seed, holdout, repeatable)
+        chosen, why = self.options_by_data(train)
+        task = type(self)(**{**self.options, **chosen}) if chosen else self
+        if chosen and log:
+            log(why)
+        return data_lib.pipelines(task, data, train, val, labels, image_size, batch_size, seed, holdout, repeatable)
 
     # --- model and evaluation ---------------------------------------------------------------------------------
     def build_model(self, size, minimalistic, classes, input_shape, alpha, bn_momentum, weights):
