@@ -91,7 +91,7 @@ def check_settings(settings):
         checks.fail("--alpha", s["alpha"], "a number in (0, 4], e.g. 0.75 or 1.0")
     sizes.CLASSIFICATION.check_side("--image-size", s["image_size"])  # any model; a builder's own rule: at train
     for name in ("batch_size", "epochs", "qat_epochs"):
-        if s[name] is not None:  # epochs None: the task's rule, once the data are known (train)
+        if s[name] is not None:  # epochs None: the length rule, once the data are known (train)
             checks.positive_int(flag(name), s[name])
     # another task's option refused, naming its flag; the task's own checked (e.g. --min-stride 16 or 8)
     tasks.get(s["task"], **{name: s[name] for name in tasks.option_names() if s[name] is not None})

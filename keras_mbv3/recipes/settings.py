@@ -21,22 +21,23 @@ SETTINGS = {
     "weights": (None, "initial backbone weights: imagenet, a weights file or a .keras model (its layers matched by name; default: from scratch)"),
     "min_stride": (None, "detection: the first map's stride, 16 (SSDLite's C4 and C5) or 8 (C3 too, with anchors "
                    "from 0.1 of the side, for small objects)"),
-    "epochs": (None, "float training epochs"),
+    "epochs": (None, "float training epochs"),  # None: by the data set's size, at train (LENGTH_RULE)
     "qat_epochs": (3, "QAT fine-tuning epochs"),
 }
 DEFAULTS = {name: default for name, (default, _) in SETTINGS.items()}
 TYPES = {name: str if default is None else type(default) for name, default in DEFAULTS.items()} | {
     "image_size": int, "epochs": int, "min_stride": int}
-TASK_DEFAULTS = {  # the settings whose default depends on --task; None: by the data (epochs: their size, at train)
-    "classification": {"data": "digits", "image_size": 32, "epochs": 20},
-    "segmentation": {"data": "digits-seg", "image_size": 32, "epochs": 20},
-    "detection": {"data": "digits-det", "image_size": 96, "epochs": None, "min_stride": None},  # 32 px: SSDLite maps of 2x2 and 1x1
+TASK_DEFAULTS = {  # the settings whose default depends on --task; None: by the data
+    "classification": {"data": "digits", "image_size": 32},
+    "segmentation": {"data": "digits-seg", "image_size": 32},
+    "detection": {"data": "digits-det", "image_size": 96, "min_stride": None},  # 32 px: SSDLite maps of 2x2 and 1x1
 }
-DETECTION_EPOCHS, DETECTION_STEPS = 100, (3000, 50000)  # detection's default length: epochs, within these steps
+# the default length of float training (epochs None), every task: epochs, within these steps (tasks.Task.default_epochs)
+LENGTH_EPOCHS, LENGTH_STEPS = 100, (3000, 50000)
 SMALL_OBJECTS_RULE = ("8 where the training boxes' median side is under 0.2 of the image's (stride 16's smallest "
                       "anchor), else 16")  # min_stride None: by the data (tasks.Detection.options_by_data)
-DETECTION_RULE = (f"{DETECTION_EPOCHS} epochs, at least {DETECTION_STEPS[0]:,} and at most {DETECTION_STEPS[1]:,} "
-                  "training steps")
+LENGTH_RULE = (f"{LENGTH_EPOCHS} epochs, at least {LENGTH_STEPS[0]:,} and at most {LENGTH_STEPS[1]:,} training "
+               "steps")
 # mbv3 adapt's options (its own flags, kept in the run's adapt/search.json rather than settings.json)
 ADAPT_DEFAULTS = {"step_fraction": 0.05, "proposal_steps": 20, "finetune_epochs": 3, "threads": 1,
                   "max_iterations": None, "time_budget": None, "max_accuracy_drop": 0.01}
@@ -57,7 +58,7 @@ def help_text(name):
     if name == "min_stride":
         return f"{text} (default: the run's, else by the data: {SMALL_OBJECTS_RULE})"
     if name == "epochs":
-        return f"{text} (default: the run's, else 20; for detection {DETECTION_RULE})"
+        return f"{text} (default: the run's, else by the data set's size: {LENGTH_RULE})"
     if default is None:
         return text
     return f"{text} (default: the run's, else {default})"

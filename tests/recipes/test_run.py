@@ -11,7 +11,7 @@ import pytest
 from keras_mbv3.backend import keras
 from keras_mbv3.quantization.qat import is_qat_model
 from keras_mbv3.recipes import recipe, tasks, training
-from keras_mbv3.recipes.settings import DETECTION_STEPS, TASK_DEFAULTS
+from keras_mbv3.recipes.settings import LENGTH_STEPS, TASK_DEFAULTS
 from cli_helpers import three_class_folder
 
 
@@ -187,29 +187,29 @@ def test_qat_takes_the_adapted_model_once_adapt_wrote_it(run_folder, monkeypatch
     assert any("adapted_head" in layer.name for layer in made[0].layers) and is_qat_model(made[0])  # tfmot: quant_
 
 
-def test_detection_trains_100_epochs_within_its_step_bounds_and_the_others_20():
-    detection = tasks.get("detection")
-    low, high = DETECTION_STEPS
-    assert detection.default_epochs(4000, 64) == 100  # 63 steps an epoch: 6,300 steps
-    assert detection.default_epochs(800, 64) == -(-low // 13)  # 13 steps an epoch: at least `low` steps
-    assert detection.default_epochs(800, 64) * 13 >= low > (detection.default_epochs(800, 64) - 1) * 13
-    assert detection.default_epochs(10 ** 6, 64) == high // 15625  # at most `high` steps, whole epochs
-    assert detection.default_epochs(1, 64) == low  # one step an epoch
-    for task in ("classification", "segmentation"):
-        assert recipe.Run(None, task=task, log=lambda line: None).settings["epochs"] == 20
-    assert recipe.Run(None, task="detection", log=lambda line: None).settings["epochs"] is None  # known at train
-    assert recipe.Run(None, task="detection", epochs=7, log=lambda line: None).settings["epochs"] == 7
+def test_every_task_trains_100_epochs_within_the_rules_step_bounds():
+    low, high = LENGTH_STEPS
+    for name in tasks.NAMES:
+        task = tasks.get(name)
+        assert task.default_epochs(4000, 64) == 100  # 63 steps an epoch: 6,300 steps
+        assert task.default_epochs(800, 64) == -(-low // 13)  # 13 steps an epoch: at least `low` steps
+        assert task.default_epochs(800, 64) * 13 >= low > (task.default_epochs(800, 64) - 1) * 13
+        assert task.default_epochs(10 ** 6, 64) == high // 15625  # at most `high` steps, whole epochs
+        assert task.default_epochs(1, 64) == low  # one step an epoch
+        assert recipe.Run(None, task=name, log=lambda line: None).settings["epochs"] is None  # known at train
+        assert recipe.Run(None, task=name, epochs=7, log=lambda line: None).settings["epochs"] == 7
 
 
-def test_a_run_shorter_than_the_tasks_rule_is_told_to_train_longer():
-    detection, history = tasks.get("detection"), {"val_loss": [9.0, 6.0, 5.0, 4.9, 4.8, 4.7, 4.6, 4.5]}
-    advice = detection.length_advice(8, 800, 64, history)  # 13 steps an epoch; the rule: 231 epochs
-    assert advice == ("8 epochs (104 steps) are fewer than the 231 (3,003 steps) of detection's rule for 800 training "
-                      "images; the validation loss fell 4.3% over the last 2 epoch(s): train longer: --epochs 231")
-    assert detection.length_advice(231, 800, 64, history) is None and detection.length_advice(300, 800, 64, {}) is None
-    assert detection.length_advice(1, 800, 64, {}).endswith("800 training images: train longer: --epochs 231")
-    for task in ("classification", "segmentation"):  # 20 epochs, no rule to measure against
-        assert tasks.get(task).length_advice(1, 800, 64, history) is None
+def test_a_run_shorter_than_the_rule_is_told_to_train_longer():
+    history = {"val_loss": [9.0, 6.0, 5.0, 4.9, 4.8, 4.7, 4.6, 4.5]}
+    for name in tasks.NAMES:
+        task = tasks.get(name)
+        advice = task.length_advice(8, 800, 64, history)  # 13 steps an epoch; the rule: 231 epochs
+        assert advice == ("8 epochs (104 steps) are fewer than the 231 (3,003 steps) of the length rule for 800 "
+                          "training images; the validation loss fell 4.3% over the last 2 epoch(s): train longer: "
+                          "--epochs 231")  # fmt: skip
+        assert task.length_advice(231, 800, 64, history) is None and task.length_advice(300, 800, 64, {}) is None
+        assert task.length_advice(1, 800, 64, {}).endswith("800 training images: train longer: --epochs 231")
 
 
 def test_detection_without_epochs_or_min_stride_trains_by_the_rules_records_both_and_logs_why(tmp_path, monkeypatch):
@@ -225,7 +225,7 @@ def test_detection_without_epochs_or_min_stride_trains_by_the_rules_records_both
         raise KeyboardInterrupt  # stands for the fit
 
     monkeypatch.setattr(training, "train", train)
-    low = DETECTION_STEPS[0]  # 8 images in batches of 8: one step an epoch
+    low = LENGTH_STEPS[0]  # 8 images in batches of 8: one step an epoch
     for scales, stride in (((0.25, 0.6), 16), ((0.06, 0.12), 8)):
         name = f"{stride}"
         folder = detection_data.write_coco_folder(tmp_path / f"coco{name}", *detection_data.digits_detection(

@@ -11,7 +11,6 @@ from keras_mbv3.applications import ssdlite
 from keras_mbv3.detection import SSDBoxLoss, SSDClassLoss, match
 from keras_mbv3.recipes import data as data_lib
 from keras_mbv3.recipes import detection_data, overlays
-from keras_mbv3.recipes.settings import DETECTION_EPOCHS, DETECTION_RULE, DETECTION_STEPS
 from keras_mbv3.recipes.tasks.base import Task
 
 SHOW_THRESHOLD = 0.3  # mbv3 predict's boxes
@@ -36,7 +35,6 @@ class Detection(Task):
     DATA_FORMS = "'digits-det', a COCO-format folder or 'tfds:NAME'"
 
     OPTIONS = {"min_stride": 16}  # 16: the layout of every run before the option
-    EPOCHS_RULE = f"detection trains {DETECTION_RULE} (--epochs sets another length)"
 
     def __init__(self, min_stride):
         """``min_stride``: the first map's stride (``ssdlite.MIN_STRIDES``: 16, or 8 for small objects); the model,
@@ -53,18 +51,6 @@ class Detection(Task):
         return self.min_stride
 
     # --- data
-    def default_epochs(self, train_size, batch_size):
-        """``settings.DETECTION_RULE``: 100 epochs, at least 3,000 and at most 50,000 steps, in whole epochs
-        (at least 3,000 rounds up, at most 50,000 rounds down).
-
-        800 canvases of 160 px with digits of 15-45% of the side, Small at 96 px
-        (benchmarks/detection_small_data.py): the 20 epochs of classification (260
-        steps) gave float mAP@.5 0.144; this rule's 231 epochs (3,003 steps) 0.865.
-        """
-        per_epoch = data_lib.steps_per_epoch(train_size, batch_size)
-        steps = min(max(DETECTION_EPOCHS * per_epoch, DETECTION_STEPS[0]), DETECTION_STEPS[1])
-        return max(1, -(-steps // per_epoch) if steps > DETECTION_EPOCHS * per_epoch else steps // per_epoch)
-
     def options_by_data(self, train):
         """``min_stride`` left to the data: 8 where the training boxes' median side (``detection_data.median_box_side``)
         is under ``SMALL_SIDE``, stride 16's smallest anchor, else 16.
