@@ -452,7 +452,7 @@ def test_detection_recipe_reports_map_of_one_partition_int8_with_the_post_proces
     for kind in ("float", "int8"):
         assert 0 <= report[kind]["map"] <= report[kind]["map50"] <= 1 and report[kind]["latency_ms"] > 0
     assert "| | map |" in (out / "report.md").read_text() and "ObjectDetector" in (out / "report.md").read_text()
-    # 96 canvases in batches of 32: 3 steps an epoch; detection's rule: 1,000 epochs (3,000 steps), 2 given
+    # 96 canvases in batches of 32: 3 steps an epoch; the length rule: 1,000 epochs (3,000 steps), 2 given
     advice = "train longer: --epochs 1000"
     assert advice in report["advice"] and advice in (out / "report.md").read_text() and advice in result.stdout
     content = (out / "int8.tflite").read_bytes()

@@ -9,7 +9,7 @@ from keras_mbv3.recipes.settings import ADAPT_DEFAULTS, SETTINGS, TYPES, flag, h
 
 COMMANDS = {
     "train": ("train a float model into RUN_DIR/float.keras",
-              "mbv3 train --data digits --model small --out runs/demo --epochs 20"),
+              "mbv3 train --data digits --model small --out runs/demo [--epochs 131]"),
     "qat": ("fine-tune RUN_DIR/float.keras with quantization-aware training into RUN_DIR/qat.keras",
             "mbv3 qat --out runs/demo --qat-epochs 3 (the run's data and settings)"),
     "export": ("export RUN_DIR/float.tflite (float32) and RUN_DIR/int8.tflite (fully int8), or with --ptq "
@@ -27,7 +27,7 @@ COMMANDS = {
                "data; qat, export (--ptq), eval, bench and recipe then work as on a trained run",
                "mbv3 import my_model.keras --data ~/data/flowers --out runs/mine [--overwrite]"),
     "recipe": ("train, qat, export, eval and bench in order, then report.json/.md/.png",
-               "mbv3 recipe --data digits --model small --out runs/demo --epochs 20 --qat-epochs 3"),
+               "mbv3 recipe --data digits --model small --out runs/demo [--epochs 131] [--qat-epochs 3]"),
 }  # fmt: skip
 # The flag groups each command takes (same names everywhere).
 USES = {

@@ -144,7 +144,8 @@ class Run:
 
     @property
     def task(self):
-        """The run's ``tasks.Task``, with its options from the settings (detection's ``min_stride``)."""
+        """The run's ``tasks.Task``, with its options from the settings (detection's ``min_stride``); one left to
+        the data is None until ``data`` loads (``data.task`` has it chosen)."""
         return tasks.get(self.settings["task"], **tasks.options_of(self.settings["task"], self.settings))
 
     def records(self, step):
@@ -172,7 +173,7 @@ class Run:
         A setting not given comes from the folder, so only a flag given with
         another value (or another Keras line) can clash.
         """
-        left = set(tasks.option_names())  # an option the data have not chosen yet (None) is not recorded
+        left = {"epochs", *tasks.option_names()}  # a setting the data have not chosen yet (None) is not recorded
         mine = {k: self.settings[k] for k in keys if self.settings[k] is not None or k not in left}
         clash = {k: (self.stored[k], v) for k, v in mine.items()
                  if k in self.stored and self.stored[k] != v and k not in MAY_MOVE}  # fmt: skip
@@ -256,7 +257,7 @@ class Run:
             self.log(f"[train] {s['epochs']} epochs ({steps:,} steps of {s['batch_size']} images): "
                      f"{self.task.EPOCHS_RULE}")  # fmt: skip
         self._fit_step("train", "float", self.paths["float"], s["epochs"], FLOAT_RATE, lambda steps: training.build_model(
-            s["model"], s["alpha"], s["image_size"], data.classes, steps, self.task, s["weights"]), self.records(step),
+            s["model"], s["alpha"], s["image_size"], data.classes, steps, data.task, s["weights"]), self.records(step),
             precise_bn=True)  # fmt: skip
         advice = self.training_advice()
         if advice:
@@ -268,7 +269,8 @@ class Run:
         if s["epochs"] is None or "imported" in self.stored:
             return None
         history = training.read_history(self.path("float_history.csv"))
-        return self.task.length_advice(s["epochs"], self.data.train_size, s["batch_size"], history)
+        advice = self.task.length_advice(s["epochs"], self.data.train_size, s["batch_size"], history)
+        return advice and f"{advice} (with a new --out: a run folder keeps its length)"
 
     def import_model(self, path, overwrite=False):
         """A user's model file (``.keras``, or ``.h5`` whole models) as the run's ``float.keras``.
@@ -386,7 +388,7 @@ class Run:
             return
         start = time.time()
         metadata = self.metadata()
-        options = self.task.export_options(self.data.image_shape)  # e.g. the post-process
+        options = self.data.task.export_options(self.data.image_shape)  # e.g. the post-process (the data's options)
         shipped = dict(strip_names=True, overwrite=overwrite, metadata=metadata, **options)
         if overwrite or not os.path.exists(self.paths["float_tflite"]):
             export_tflite(keras.models.load_model(self.paths[source]), self.paths["float_tflite"],

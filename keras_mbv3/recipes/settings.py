@@ -56,7 +56,7 @@ def help_text(name):
         by_task = ", ".join(f"{d['image_size']} for {task}" for task, d in TASK_DEFAULTS.items())
         return f"{text} (default: the run's, else {by_task})"
     if name == "min_stride":
-        return f"{text} (default: the run's, else by the data: {SMALL_OBJECTS_RULE})"
+        return f"{text} (default: the run's, else a Keras file's own, else by the data: {SMALL_OBJECTS_RULE})"
     if name == "epochs":
         return f"{text} (default: the run's, else by the data set's size: {LENGTH_RULE})"
     if default is None:

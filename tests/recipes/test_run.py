@@ -239,6 +239,7 @@ def test_detection_without_epochs_or_min_stride_trains_by_the_rules_records_both
         assert (recorded["epochs"], recorded["min_stride"], run.task.min_stride) == (low, stride, stride)
         assert any(line.startswith(f"[data] min stride {stride}, chosen by the data: the training boxes' median side, ")
                    for line in lines)  # fmt: skip
+        assert recipe.Run(str(tmp_path / name)).task.min_stride == stride  # a later step reads the folder's
         other = {16: 8, 8: 16}[stride]
         with pytest.raises(FileExistsError, match=f"--min-stride: {stride} there, {other} now"):
             recipe.Run(str(tmp_path / name), min_stride=other, log=lines.append).train()
@@ -246,6 +247,23 @@ def test_detection_without_epochs_or_min_stride_trains_by_the_rules_records_both
     assert f"[train] {low} epochs ({low:,} steps of 8 images): {tasks.get('detection').EPOCHS_RULE}" in lines
     given = tasks.load(str(folder), "detection", image_size=64, min_stride=16, log=lines.append)  # a flag: no choice
     assert given.task.min_stride == 16 and TASK_DEFAULTS["detection"]["min_stride"] is None
+
+
+def test_classification_without_epochs_trains_by_the_rule_and_records_the_number(folder, tmp_path, monkeypatch):
+    plans, lines = [], []
+
+    def train(plan, make_model, loaded, work_dir, log_name, distribution, callbacks, before_fit, precise_bn):
+        plans.append(plan)
+        before_fit()  # the settings are recorded
+        raise KeyboardInterrupt  # stands for the fit
+
+    monkeypatch.setattr(training, "train", train)
+    with pytest.raises(KeyboardInterrupt):
+        recipe.Run(str(tmp_path / "run"), data=str(folder), image_size=32, batch_size=8, log=lines.append).train()
+    epochs = -(-LENGTH_STEPS[0] // 5)  # 36 training images in batches of 8: 5 steps an epoch
+    assert [plan.epochs for plan in plans] == [epochs]
+    assert json.loads((tmp_path / "run" / "settings.json").read_text())["epochs"] == epochs
+    assert f"[train] {epochs} epochs ({epochs * 5:,} steps of 8 images): {tasks.get('classification').EPOCHS_RULE}" in lines
 
 
 def test_min_stride_is_detections_option_checked_before_anything_is_read(tmp_path):

@@ -144,6 +144,8 @@ def test_detections_min_stride_sets_its_model_targets_outputs_and_post_process_a
     assert ssdlite.first_stride(model) == 8 and model.outputs[0].shape[1] == rows[8]
     with pytest.raises(ValueError, match=r"--min-stride=4.*one of 16, 8"):
         tasks.get("detection", min_stride=4)
+    with pytest.raises(ValueError, match="min_stride is chosen by the data"):  # left to the data, not yet chosen
+        tasks.get("detection").export_options(shape)
     assert tasks.get("detection").describe_model(((144, 4), (144, 3))) == "detection model of 3 classes and 144 anchors"
 
 

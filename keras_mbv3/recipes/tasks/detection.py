@@ -58,7 +58,7 @@ class Detection(Task):
         Measured (benchmarks/detection_small_data.py; Small at 96 px, 800 canvases of
         160 px, 3,003 steps): digits of 6-20% of the side (median 0.10) reach int8
         mAP@.5 0.650 at stride 8 against 0.534 at 16, and against 0.659 at 128 px and
-        stride 16 for 1.28x stride 8's int8 time; digits of 15-45% (median 0.23)
+        stride 16 for 1.28x stride 8's int8 time; digits of 15-45% (median 0.24)
         reach 0.918 at stride 8 against 0.857, where 128 px at stride 16 gives 0.934 for
         1.28x the time: there the larger input is the better spend.
         """
