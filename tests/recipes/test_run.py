@@ -212,12 +212,10 @@ def test_a_run_shorter_than_the_rule_is_told_to_train_longer():
         assert task.length_advice(1, 800, 64, {}).endswith("800 training images: train longer: --epochs 231")
 
 
-def test_detection_without_epochs_or_min_stride_trains_by_the_rules_records_both_and_logs_why(tmp_path, monkeypatch):
-    """The length by the data set's size; the first map's stride by its boxes: digits of 25-60% of the side -> 16,
-    of 6-12% (under stride 16's smallest anchor, 0.2) -> 8 (issue 24)."""
-    from keras_mbv3.recipes import data, detection_data
-
-    plans, lines = [], []
+@pytest.fixture
+def stopped_before_fit(monkeypatch):
+    """``training.train`` recording its plans, then stopping once the run has recorded its settings."""
+    plans = []
 
     def train(plan, make_model, loaded, work_dir, log_name, distribution, callbacks, before_fit, precise_bn):
         plans.append(plan)
@@ -225,6 +223,15 @@ def test_detection_without_epochs_or_min_stride_trains_by_the_rules_records_both
         raise KeyboardInterrupt  # stands for the fit
 
     monkeypatch.setattr(training, "train", train)
+    return plans
+
+
+def test_detection_takes_the_length_rule_and_the_datas_stride_records_both_logs_why(tmp_path, stopped_before_fit):
+    """The length by the data set's size; the first map's stride by its boxes: digits of 25-60% of the side -> 16,
+    of 6-12% (under stride 16's smallest anchor, 0.2) -> 8 (issue 24)."""
+    from keras_mbv3.recipes import data, detection_data
+
+    plans, lines = stopped_before_fit, []
     low = LENGTH_STEPS[0]  # 8 images in batches of 8: one step an epoch
     for scales, stride in (((0.25, 0.6), 16), ((0.06, 0.12), 8)):
         name = f"{stride}"
@@ -249,15 +256,8 @@ def test_detection_without_epochs_or_min_stride_trains_by_the_rules_records_both
     assert given.task.min_stride == 16 and TASK_DEFAULTS["detection"]["min_stride"] is None
 
 
-def test_classification_without_epochs_trains_by_the_rule_and_records_the_number(folder, tmp_path, monkeypatch):
-    plans, lines = [], []
-
-    def train(plan, make_model, loaded, work_dir, log_name, distribution, callbacks, before_fit, precise_bn):
-        plans.append(plan)
-        before_fit()  # the settings are recorded
-        raise KeyboardInterrupt  # stands for the fit
-
-    monkeypatch.setattr(training, "train", train)
+def test_classification_without_epochs_trains_by_the_rule_and_records_the_number(folder, tmp_path, stopped_before_fit):
+    plans, lines = stopped_before_fit, []
     with pytest.raises(KeyboardInterrupt):
         recipe.Run(str(tmp_path / "run"), data=str(folder), image_size=32, batch_size=8, log=lines.append).train()
     epochs = -(-LENGTH_STEPS[0] // 5)  # 36 training images in batches of 8: 5 steps an epoch
