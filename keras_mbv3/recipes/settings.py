@@ -34,10 +34,10 @@ TASK_DEFAULTS = {  # the settings whose default depends on --task; None: by the 
 }
 # the default length of float training (epochs None), every task: epochs, within these steps (tasks.Task.default_epochs)
 LENGTH_EPOCHS, LENGTH_STEPS = 100, (3000, 50000)
-SMALL_OBJECTS_RULE = ("8 where the training boxes' median side is under 0.2 of the image's (stride 16's smallest "
-                      "anchor), else 16")  # min_stride None: by the data (tasks.Detection.options_by_data)
 LENGTH_RULE = (f"{LENGTH_EPOCHS} epochs, at least {LENGTH_STEPS[0]:,} and at most {LENGTH_STEPS[1]:,} training "
                "steps")
+SMALL_OBJECTS_RULE = ("8 where the training boxes' median side is under 0.2 of the image's (stride 16's smallest "
+                      "anchor), else 16")  # min_stride None: by the data (tasks.Detection.options_by_data)
 # mbv3 adapt's options (its own flags, kept in the run's adapt/search.json rather than settings.json)
 ADAPT_DEFAULTS = {"step_fraction": 0.05, "proposal_steps": 20, "finetune_epochs": 3, "threads": 1,
                   "max_iterations": None, "time_budget": None, "max_accuracy_drop": 0.01}
