@@ -13,12 +13,12 @@ STAMP_TFMOT := $(VENV_TFMOT)/.installed
 export TF_CPP_MIN_LOG_LEVEL ?= 2
 
 .PHONY: test check test-keras3 test-legacy test-jax test-keras3-rest test-keras3-runs test-legacy-rest \
-	test-legacy-runs test-jax-runs test-jax-rest demo demo-seg demo-det bench clean
+	test-legacy-runs test-jax-runs test-jax-rest test-torch demo demo-seg demo-det bench clean
 
 $(STAMP): setup.cfg pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q -c constraints.txt pip setuptools
-	PIP_CONSTRAINT=$(CURDIR)/constraints.txt $(PY) -m pip install -q -e '.[test,mediapipe,compare,jax]'
+	PIP_CONSTRAINT=$(CURDIR)/constraints.txt $(PY) -m pip install -q -e '.[test,mediapipe,compare,jax,torch]'
 	touch $(STAMP)
 
 $(STAMP_TFMOT): setup.cfg pyproject.toml constraints-tfmot.txt
@@ -27,18 +27,20 @@ $(STAMP_TFMOT): setup.cfg pyproject.toml constraints-tfmot.txt
 	PIP_CONSTRAINT=$(CURDIR)/constraints-tfmot.txt $(PY_TFMOT) -m pip install -q -e '.[test,tfmot]'
 	touch $(STAMP_TFMOT)
 
-# Three lines: Keras 3 and tf_keras (every test), and Keras 3 on the JAX backend
-# (tests/backends, written for it, the detection library and the optimizer). Each line
-# runs as two pytest processes, its end-to-end runs (the CLI, the README, the adapt CLI)
-# apart from the rest, so that the six share the two cores evenly: make starts them in
-# the order below, the longest first, each on the core that frees first. Each prints
-# its own pytest summary when it is done.
+# Four lines: Keras 3 and tf_keras (every test), and Keras 3 on the JAX and PyTorch backends
+# (tests/backends, written for them, the detection library and the optimizer; the layers on
+# PyTorch). The long lines run as two pytest processes each, their end-to-end runs (the CLI,
+# the README, the adapt CLI) apart from the rest, so that the seven share the two cores
+# evenly: make starts them in the order below, the longest first, each on the core that
+# frees first. Each prints its own pytest summary when it is done.
 RUNS := tests/test_cli.py tests/test_readme.py tests/adapt/test_adapt_cli.py
 JAX_RUNS := tests/backends/test_jax_cli.py
+NEUTRAL := tests/backends tests/detection tests/test_optimizers.py
 PYTEST := -m pytest -q -p no:cacheprovider --durations=10
 KERAS3 := TF_USE_LEGACY_KERAS=0 $(PY) $(PYTEST)
 LEGACY := TF_USE_LEGACY_KERAS=1 $(PY_TFMOT) $(PYTEST)
 JAX := KERAS_BACKEND=jax TF_USE_LEGACY_KERAS=0 $(PY) $(PYTEST)
+TORCH := KERAS_BACKEND=torch TF_USE_LEGACY_KERAS=0 $(PY) $(PYTEST)
 
 # A pytest process that dies in a native library (an abort) prints no summary: the test it was in is named
 # (tests/conftest.py writes each test's id into .last-test-TARGET as it starts).
@@ -47,7 +49,7 @@ named = MBV3_LAST_TEST=.last-test-$@ $(1) || { status=$$?; echo "$@: exit $$stat
 
 test: $(STAMP) $(STAMP_TFMOT)
 	$(MAKE) -j2 --output-sync=target test-legacy-rest test-keras3-rest test-keras3-runs test-legacy-runs \
-		test-jax-runs test-jax-rest
+		test-jax-runs test-jax-rest test-torch
 
 test-keras3: test-keras3-rest test-keras3-runs
 test-legacy: test-legacy-rest test-legacy-runs
@@ -73,7 +75,10 @@ test-jax-runs: $(STAMP)
 	$(call named,$(JAX) $(JAX_RUNS))
 
 test-jax-rest: $(STAMP)
-	$(call named,$(JAX) tests/backends tests/detection tests/test_optimizers.py $(addprefix --ignore=,$(JAX_RUNS)))
+	$(call named,$(JAX) $(NEUTRAL) $(addprefix --ignore=,$(JAX_RUNS)))
+
+test-torch: $(STAMP)
+	$(call named,$(TORCH) $(NEUTRAL) tests/layers)
 
 demo: $(STAMP)
 	$(PY) -m keras_mbv3 recipe --data digits --model small --out runs/demo

@@ -27,3 +27,16 @@ FLAVOUR = "keras3" if IS_KERAS_3 else "tf_keras"
 def register(cls):
     """Register ``cls`` for serialization as ``keras_mbv3>ClassName``."""
     return keras.saving.register_keras_serializable(package="keras_mbv3")(cls)
+
+
+def to_numpy(value):
+    """``value`` (a tensor of any backend, or array-like) as a numpy array.
+
+    ``np.asarray`` refuses a PyTorch tensor that carries a gradient (a model's output on the torch backend):
+    Keras 3's ``ops.convert_to_numpy`` detaches it first.
+    """
+    if IS_KERAS_3:
+        return keras.ops.convert_to_numpy(value)
+    import numpy as np
+
+    return np.asarray(value)

@@ -18,7 +18,7 @@ import statistics
 import numpy as np
 
 from keras_mbv3 import graph
-from keras_mbv3.backend import keras
+from keras_mbv3.backend import keras, to_numpy
 from keras_mbv3.files import write_atomically
 
 
@@ -149,7 +149,7 @@ def unit_inputs(model, images):
     """
     nodes = [node for node in graph.Graph(model).nodes if not node.is_input]
     probe = keras.Model(model.inputs[0], [node.inputs[0] for node in nodes])
-    return {node.layer.name: np.asarray(value) for node, value in zip(nodes, probe(images, training=False))}
+    return {node.layer.name: to_numpy(value) for node, value in zip(nodes, probe(images, training=False))}
 
 
 def measure_units(unit_list, activations, threads=1, rounds=7):

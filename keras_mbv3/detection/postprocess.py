@@ -6,6 +6,7 @@ numpy, so that evaluation needs no TensorFlow on any backend (it feeds pycocotoo
 import numpy as np
 
 from keras_mbv3 import checks
+from keras_mbv3.backend import to_numpy
 from keras_mbv3.detection.boxes import decode
 
 
@@ -97,8 +98,9 @@ def decode_detections(box_encodings, class_logits, anchors, score_threshold=0.01
     iou_threshold = checks.in_range("iou_threshold", iou_threshold, 0, 1, low_open=True, high_open=False)
     max_detections = checks.positive_int("max_detections", max_detections)
     max_per_class = max_detections if max_per_class is None else checks.positive_int("max_per_class", max_per_class)
-    all_boxes = np.asarray(decode(np.asarray(box_encodings, np.float32), np.asarray(anchors, np.float32)))
-    all_scores = softmax(np.asarray(class_logits, np.float32))[..., 1:]
+    box_encodings, class_logits = (to_numpy(x).astype(np.float32) for x in (box_encodings, class_logits))
+    all_boxes = to_numpy(decode(box_encodings, np.asarray(anchors, np.float32)))
+    all_scores = softmax(class_logits)[..., 1:]
     batch = len(all_boxes)
     result = {
         "boxes": np.zeros((batch, max_detections, 4), np.float32),

@@ -8,7 +8,7 @@ from typing import Callable
 import numpy as np
 
 from keras_mbv3 import checks
-from keras_mbv3.backend import IS_KERAS_3, keras
+from keras_mbv3.backend import IS_KERAS_3, keras, to_numpy
 from keras_mbv3.quantization.litert import interleaved_latency_ms, interpreter, predict_outputs
 from keras_mbv3.recipes import tasks
 from keras_mbv3.recipes.settings import flag as flag_of
@@ -138,7 +138,7 @@ def keras_predictor(model, path):
 
     def run(images):
         outputs = model(images, training=False)
-        return _one_or_list([np.asarray(o) for o in (outputs if isinstance(outputs, (list, tuple)) else [outputs])])
+        return _one_or_list([to_numpy(o) for o in (outputs if isinstance(outputs, (list, tuple)) else [outputs])])
 
     return Predictor(path, run, tuple(model.input_shape[1:]), tuple(tuple(o.shape[1:]) for o in model.outputs))
 

@@ -163,8 +163,9 @@ def strategy(name, cpu_devices=1, cluster=(None, 1, 0)):
     if backend_name() != "tensorflow":
         if name != "default" or cpu_devices > 1:
             flag, value = ("--strategy", name) if name != "default" else ("--cpu-devices", cpu_devices)
-            checks.fail(flag, value, f"the defaults or 'data-parallel' on the {backend_name()} backend "
-                        "(tf.distribute strategies need KERAS_BACKEND=tensorflow)")  # fmt: skip
+            allowed = "the defaults or 'data-parallel'" if backend_name() == "jax" else "the defaults"
+            checks.fail(flag, value, f"{allowed} on the {backend_name()} backend (tf.distribute strategies need "
+                        "KERAS_BACKEND=tensorflow)")  # fmt: skip
         return OneDevice()
     if cpu_devices > 1:
         cpu = tf.config.list_physical_devices("CPU")[0]

@@ -12,7 +12,7 @@ from keras_mbv3.applications.ssdlite import (
     first_stride,
     size_anchors,
 )
-from keras_mbv3.backend import keras
+from keras_mbv3.backend import keras, to_numpy
 from keras_mbv3.layers.flatten import flatten_model
 from keras_mbv3.layers.ssdlite import SSDLiteExtraBlock, SSDLiteHead
 
@@ -97,11 +97,11 @@ def test_head_rows_are_y_then_x_then_anchor(rng):
     """Row (y * W + x) * A + a of the head is channel block a of location (y, x): the anchors' order."""
     head = SSDLiteHead(2, 3, name="head")
     features = rng.normal(size=(1, 2, 3, 4)).astype("float32")
-    rows = np.asarray(head(features))
+    rows = to_numpy(head(features))
     conv = features
     for layer in head.parts[:-1]:
         conv = layer(conv)
-    conv = np.asarray(conv)
+    conv = to_numpy(conv)
     for y in range(2):
         for col in range(3):
             for a in range(2):

@@ -78,6 +78,12 @@ def class_loss_gradient(y_true, logits):
         import jax
 
         return np.asarray(jax.grad(lambda x: SSDClassLoss()(y_true, x))(logits))
+    if keras.backend.backend() == "torch":
+        import torch
+
+        logits = torch.tensor(logits, requires_grad=True)
+        SSDClassLoss()(torch.tensor(y_true), logits).backward()
+        return logits.grad.numpy()
     import tensorflow as tf
 
     logits = tf.constant(logits)

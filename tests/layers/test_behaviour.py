@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from keras_mbv3.backend import keras
+from keras_mbv3.backend import keras, to_numpy
 from keras_mbv3.layers import LRASPP, InvertedResidual, SpaceToDepth, SqueezeExcite, make_divisible
 from keras_mbv3.layers.composite import sublayers
 
@@ -64,8 +64,8 @@ def test_dilation_keeps_resolution_and_widens_receptive_field(rng):
         layer.build((None, 15, 15, 4))
         layer.depthwise.set_weights([np.ones_like(w) for w in layer.depthwise.get_weights()])
     assert dilated.depthwise.dilation_rate == (2, 2)
-    delta_dilated = np.abs(np.asarray(dilated(x)) - x).sum(-1)[0]
-    delta_plain = np.abs(np.asarray(plain(x)) - x).sum(-1)[0]
+    delta_dilated = np.abs(to_numpy(dilated(x)) - x).sum(-1)[0]
+    delta_plain = np.abs(to_numpy(plain(x)) - x).sum(-1)[0]
     # The impulse reaches two pixels away with dilation 2, one pixel without.
     assert delta_dilated[7, 9] > 0 and delta_dilated[7, 8] == 0
     assert delta_plain[7, 8] > 0 and delta_plain[7, 9] == 0
@@ -74,7 +74,7 @@ def test_dilation_keeps_resolution_and_widens_receptive_field(rng):
 def test_squeeze_excite_gates_channels(rng):
     layer = SqueezeExcite(se_ratio=0.25)
     x = rng.uniform(0, 1, (2, 6, 6, 32)).astype("float32")
-    y = np.asarray(layer(x))
+    y = to_numpy(layer(x))
     gate = y / x
     # One gate value per (sample, channel), in [0, 1].
     np.testing.assert_allclose(gate, gate[:, :1, :1, :] * np.ones_like(gate), rtol=1e-5)
@@ -83,7 +83,7 @@ def test_squeeze_excite_gates_channels(rng):
 
 def test_space_to_depth_moves_patches_into_channels(rng):
     x = rng.normal(size=(2, 6, 4, 3)).astype("float32")
-    y = np.asarray(build(SpaceToDepth(2), (6, 4, 3))(x))
+    y = to_numpy(build(SpaceToDepth(2), (6, 4, 3))(x))
     assert y.shape == (2, 3, 2, 12)
     for i, j in [(0, 0), (0, 1), (1, 0), (1, 1)]:  # channel (i * 2 + j) * 3 + c is pixel (2r + i, 2s + j, c)
         np.testing.assert_array_equal(y[..., (i * 2 + j) * 3:(i * 2 + j + 1) * 3], x[:, i::2, j::2])
@@ -94,14 +94,14 @@ def test_lraspp_matches_its_definition(rng):
     layer = LRASPP(num_classes=3, filters=8)
     low = rng.normal(size=(2, 8, 8, 4)).astype("float32")
     high = rng.normal(size=(2, 4, 4, 6)).astype("float32")
-    out = np.asarray(layer([low, high]))
+    out = to_numpy(layer([low, high]))
     assert out.shape == (2, 8, 8, 3)
-    features = np.asarray(layer.cbr_relu(layer.cbr_bn(layer.cbr_conv(high), training=False)))
-    scale = 1 / (1 + np.exp(-np.asarray(layer.scale_conv(high.mean(axis=(1, 2), keepdims=True)))))
+    features = to_numpy(layer.cbr_relu(layer.cbr_bn(layer.cbr_conv(high), training=False)))
+    scale = 1 / (1 + np.exp(-to_numpy(layer.scale_conv(high.mean(axis=(1, 2), keepdims=True)))))
     import tensorflow as tf
 
     up = tf.image.resize(features * scale, (8, 8), method="bilinear").numpy()
-    expected = np.asarray(layer.high_classifier(up)) + np.asarray(layer.low_classifier(low))
+    expected = to_numpy(layer.high_classifier(up)) + to_numpy(layer.low_classifier(low))
     np.testing.assert_allclose(out, expected, rtol=1e-4, atol=1e-5)
 
 

@@ -1,8 +1,9 @@
-"""Issue 22 (part): the layers, applications and QAT engine on the JAX backend of Keras 3.
+"""Issue 22 (part): the layers, applications and QAT engine on the JAX and PyTorch backends of Keras 3.
 
-Run by ``make test``'s JAX line (``KERAS_BACKEND=jax``); skipped on the other lines. A model
-built and trained on JAX is saved as ``.keras`` and loaded by a TensorFlow process (a
-subprocess: one process has one backend), which must give the same outputs and export it.
+Run by ``make test``'s JAX and PyTorch lines (``KERAS_BACKEND=jax`` / ``torch``); skipped on the
+TensorFlow lines. A model built and trained on this backend is saved as ``.keras`` and loaded by a
+TensorFlow process (a subprocess: one process has one backend), which must give the same outputs
+and export it.
 """
 
 import json
@@ -13,10 +14,11 @@ import sys
 import numpy as np
 import pytest
 
-from keras_mbv3.backend import IS_KERAS_3, keras
+from keras_mbv3.backend import IS_KERAS_3, keras, to_numpy
 
-pytestmark = pytest.mark.skipif(not IS_KERAS_3 or keras.backend.backend() != "jax",
-                                reason="the JAX line of make test (KERAS_BACKEND=jax)")  # fmt: skip
+BACKEND = keras.backend.backend() if IS_KERAS_3 else "tensorflow"
+pytestmark = pytest.mark.skipif(BACKEND not in ("jax", "torch"),
+                                reason="the JAX and PyTorch lines of make test (KERAS_BACKEND=jax or torch)")  # fmt: skip
 
 SIZE = 32
 TENSORFLOW_SIDE = r"""
@@ -56,7 +58,7 @@ def models():
 
 
 def tiny(size=16):
-    """Our layers in a small user model: its QAT train step compiles in seconds on XLA (Small's took 84 s)."""
+    """Our layers in a small user model: its QAT train step compiles in seconds on JAX's XLA (Small's took 84 s)."""
     from keras_mbv3.layers import HardSwish, InvertedResidual
 
     inputs = keras.Input((size, size, 3))
@@ -69,12 +71,13 @@ def tiny(size=16):
 
 @pytest.fixture(scope="module")
 def on_both_backends(tmp_path_factory):
-    """Models built (and QAT models made, one trained a step) on JAX, then run by TensorFlow from their .keras files."""
+    """Models built (and QAT models made, one trained a step) on this backend, then run by TensorFlow from their
+    .keras files."""
     from conftest import randomize_batchnorm
 
     from keras_mbv3.quantization import quantize_model
 
-    folder = tmp_path_factory.mktemp("jax")
+    folder = tmp_path_factory.mktemp(BACKEND)
     rng = np.random.default_rng(0)
     outputs, names, made = {}, [], {}
 
@@ -84,8 +87,8 @@ def on_both_backends(tmp_path_factory):
         np.save(folder / f"{key}.x.npy", images)
         output = model(images, training=False)
         output = output if isinstance(output, list) else [output]
-        assert all("jax" in type(o).__module__ for o in output), key  # computed by JAX, not by TensorFlow
-        outputs[key] = [np.asarray(o) for o in output]
+        assert all(BACKEND in type(o).__module__ for o in output), key  # computed by this backend, not TensorFlow
+        outputs[key] = [to_numpy(o) for o in output]
         names.append(key)
 
     for name, model in {**models(), "tiny": tiny()}.items():
@@ -93,11 +96,11 @@ def on_both_backends(tmp_path_factory):
         images = rng.uniform(0, 255, (4, size, size, 3)).astype("float32")
         randomize_batchnorm(model)  # statistics fitted to 4 images amplify float rounding (1% on Large)
         keep(f"{name}-float", model, images)
-        if name == "tiny":  # (Small's QAT on JAX: test_jax_cli)
+        if name == "tiny":  # (Small's QAT: test_jax_cli, test_torch_cli)
             qat = quantize_model(model, representative_dataset=images)
             before = [float(w) for w in qat.non_trainable_weights if w.shape == ()]
             qat.compile(keras.optimizers.SGD(1e-3), "mse")
-            qat.train_on_batch(images, np.asarray(qat(images)) * 0.9)  # QAT trains on JAX: the ranges move
+            qat.train_on_batch(images, to_numpy(qat(images)) * 0.9)  # QAT trains on this backend: the ranges move
             assert before != [float(w) for w in qat.non_trainable_weights if w.shape == ()]
             keep(f"{name}-qat", qat, images)
     (folder / "names.json").write_text(json.dumps(names))
@@ -108,19 +111,19 @@ def on_both_backends(tmp_path_factory):
     return folder, outputs, json.loads((folder / "found.json").read_text()), made
 
 
-def test_float_models_saved_on_jax_give_the_same_outputs_on_tensorflow(on_both_backends):
+def test_float_models_saved_on_this_backend_give_the_same_outputs_on_tensorflow(on_both_backends):
     folder, outputs, found, _ = on_both_backends
     assert found["backend"] == "tensorflow"
-    for key, jax_outputs in outputs.items():
+    for key, our_outputs in outputs.items():
         if key.endswith("float"):
             tf_outputs = np.load(folder / f"{key}.tf.npz")
-            assert len(tf_outputs.files) == len(jax_outputs), key
-            for k, jax_output in enumerate(jax_outputs):
+            assert len(tf_outputs.files) == len(our_outputs), key
+            for k, our_output in enumerate(our_outputs):
                 tf_output = tf_outputs[f"arr_{k}"]
-                assert np.abs(tf_output - jax_output).max() <= 1e-5 * np.abs(jax_output).max(), key
+                assert np.abs(tf_output - our_output).max() <= 1e-5 * np.abs(our_output).max(), key
 
 
-def test_ssdlite_at_min_stride_8_on_jax_has_its_seven_maps_anchors(on_both_backends):
+def test_ssdlite_at_min_stride_8_has_its_seven_maps_anchors(on_both_backends):
     from keras_mbv3.applications import ssdlite
 
     model = on_both_backends[3]["ssdlite-small-stride-8-float"]
@@ -128,7 +131,7 @@ def test_ssdlite_at_min_stride_8_on_jax_has_its_seven_maps_anchors(on_both_backe
     assert model.outputs[0].shape[1] == len(ssdlite.size_anchors((SIZE * 2, SIZE * 2), 8)) == 528
 
 
-def test_qat_models_made_and_trained_on_jax_load_on_tensorflow_and_export_as_one_partition(on_both_backends):
+def test_qat_models_made_and_trained_here_load_on_tensorflow_and_export_as_one_partition(on_both_backends):
     """(Their outputs on the two backends are not yet identical: Small's fake-quantized logits differed by up to
     5 int8 steps, measured; the issue's bar is identical, still open.)"""
     folder, outputs, found, _ = on_both_backends
@@ -137,18 +140,18 @@ def test_qat_models_made_and_trained_on_jax_load_on_tensorflow_and_export_as_one
         assert np.load(folder / f"{key}.tf.npz")["arr_0"].shape == outputs[key][0].shape
 
 
-def test_space_to_depth_on_jax_is_tensorflows_order():
+def test_space_to_depth_is_tensorflows_order():
     from keras_mbv3.layers import SpaceToDepth
 
     x = np.arange(2 * 4 * 6 * 3, dtype="float32").reshape(2, 4, 6, 3)
-    y = np.asarray(SpaceToDepth(2)(x))
+    y = to_numpy(SpaceToDepth(2)(x))
     # TensorFlow's order: channel (i * 2 + j) * C + c of output pixel (r, s) is input (2r + i, 2s + j, c)
     expected = x.reshape(2, 2, 2, 3, 2, 3).transpose(0, 1, 3, 2, 4, 5).reshape(2, 2, 3, 12)
     np.testing.assert_array_equal(y, expected)
 
 
-def test_export_tflite_on_jax_runs_a_tensorflow_worker_with_the_same_result(on_both_backends, tmp_path):
-    """export_tflite called in this JAX process gives the int8 file a TensorFlow process makes of the same model."""
+def test_export_tflite_here_runs_a_tensorflow_worker_with_the_same_result(on_both_backends, tmp_path):
+    """export_tflite called in this process gives the int8 file a TensorFlow process makes of the same model."""
     from keras_mbv3.quantization import export_tflite
     from keras_mbv3.quantization.litert import graph_report
 
@@ -169,11 +172,12 @@ def test_the_workers_errors_come_back_with_their_class_and_message():
         export_in_tensorflow(tiny(), {"quantization": "int8", "representative_dataset": None})
 
 
-@pytest.mark.parametrize("images, batch_size, steps", [(36, 8, 4), (6, 8, 1)])
-def test_the_fit_routine_takes_whole_training_batches_on_jax(images, batch_size, steps, tmp_path):
-    """Each batch shape compiles the train step anew on XLA: the partial last batch is left out where there is a
-    whole one (36 images in 8s: 4 steps, not 5), and the schedule spans the steps taken; all 6 of 6 images in 8s
-    remain one batch."""
+@pytest.mark.parametrize("images, batch_size, steps", [(36, 8, {"jax": 4, "torch": 5}), (6, 8, {"jax": 1, "torch": 1})])
+def test_the_fit_routine_takes_whole_batches_on_jax_and_every_batch_on_torch(images, batch_size, steps, tmp_path):
+    """Each batch shape compiles the train step anew on XLA: on JAX the partial last batch is left out where there
+    is a whole one (36 images in 8s: 4 steps, not 5), and the schedule spans the steps taken; all 6 of 6 images in
+    8s remain one batch. PyTorch runs eagerly: every image, 5 steps."""
+    steps = steps[BACKEND]
     from cli_helpers import three_class_folder
     from keras_mbv3.recipes import tasks, training
 
