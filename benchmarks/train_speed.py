@@ -1,17 +1,18 @@
-"""Train step times on TensorFlow and on JAX, in one run: keras.applications' MobileNetV3Small, ours, ours QAT.
+"""Train step times on TensorFlow, JAX and PyTorch, in one run: keras.applications' MobileNetV3Small, ours, ours QAT.
 
 MobileNetV3Small at 224x224, batch 32, ``train_on_batch`` on random images, the
-compile settings of the recipe (Keras' default ``jit_compile``: XLA on both).
-One worker process per backend (one process has one backend), each pinned to
-the same single core; both compile first, then the workers alternate for
+compile settings of the recipe (Keras' default ``jit_compile``: XLA on TensorFlow
+and JAX, eager on PyTorch). One worker process per backend (one process has one
+backend), each pinned to the same single core with one thread; all compile first,
+then the workers alternate for
 ``--rounds`` rounds, and in each a worker times its three models' steps
 interleaved. Prints the medians and the ratios, and writes
 ``benchmarks/results/train_speed.md``.
 
-Targets (issue 22): ours on JAX within 1.1x of keras.applications' on JAX;
-QAT at most 1.1x float on each backend.
+Targets (issue 22): ours on JAX (and PyTorch) within 1.1x of keras.applications'
+on the same backend; QAT at most 1.1x float on each backend.
 
-    python benchmarks/train_speed.py [--rounds 3] [--steps 3] [--size 224] [--batch 32]
+    python benchmarks/train_speed.py [--rounds 3] [--steps 3] [--size 224] [--batch 32] [--backends tensorflow,jax,torch]
 """
 
 import argparse
@@ -61,7 +62,7 @@ def worker(steps, batch, size):
 
 def start_worker(backend, steps, batch, size):
     env = {**os.environ, "KERAS_BACKEND": backend, "TF_USE_LEGACY_KERAS": "0", "TF_CPP_MIN_LOG_LEVEL": "3",
-           "XLA_FLAGS": "--xla_cpu_multi_thread_eigen=false"}  # fmt: skip
+           "XLA_FLAGS": "--xla_cpu_multi_thread_eigen=false", "OMP_NUM_THREADS": "1"}  # fmt: skip
     command = [sys.executable, os.path.abspath(__file__), "--worker", "--steps", str(steps), "--batch", str(batch),
                "--size", str(size)]  # fmt: skip
     process = subprocess.Popen(command, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, env=env,
@@ -87,12 +88,13 @@ def main():
     parser.add_argument("--steps", type=int, default=3)
     parser.add_argument("--batch", type=int, default=32)
     parser.add_argument("--size", type=int, default=224)
+    parser.add_argument("--backends", default="tensorflow,jax,torch", help="comma-separated; tensorflow first")
     parser.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.worker:
         return worker(args.steps, args.batch, args.size)
     workers = {}
-    for backend in ("tensorflow", "jax"):  # one after the other: compilation is timed by nobody
+    for backend in args.backends.split(","):  # one after the other: compilation is timed by nobody
         print(f"compiling on {backend} ...", flush=True)
         workers[backend] = start_worker(backend, args.steps, args.batch, args.size)
     samples = {backend: {name: [] for name in MODELS} for backend in workers}
@@ -112,14 +114,15 @@ def main():
     medians = {b: {name: statistics.median(s[name]) for name in MODELS} for b, s in samples.items()}
     rows = [[backend, *(f"{m[name]:.3f}" for name in MODELS), f"{m['ours'] / m['keras.applications']:.2f}",
              f"{m['ours QAT'] / m['ours']:.2f}"] for backend, m in medians.items()]  # fmt: skip
-    rows.append(["jax / tensorflow", *(f"{medians['jax'][n] / medians['tensorflow'][n]:.2f}x" for n in MODELS), "", ""])
+    rows += [[f"{b} / tensorflow", *(f"{medians[b][n] / medians['tensorflow'][n]:.2f}x" for n in MODELS), "", ""]
+             for b in medians if b != "tensorflow" and "tensorflow" in medians]  # fmt: skip
     header = ["backend", *(f"{name} step (s)" for name in MODELS), "ours / keras.applications", "QAT / float"]
     body = markdown_table(header, rows)
     body += (f"\n\nMobileNetV3Small {args.size}x{args.size}, batch {args.batch}, train_on_batch, one core "
              f"(sched_setaffinity, one XLA thread), medians of {args.rounds} x {args.steps} steps, backends "
              "alternating, models interleaved.")  # fmt: skip
     print(body)
-    print("written to", write_result("train_speed.md", "Train step time on TensorFlow and JAX", body))
+    print("written to", write_result("train_speed.md", "Train step time on each backend", body))
 
 
 if __name__ == "__main__":

@@ -5,7 +5,8 @@ wrappers need tf_keras). They are ordinary registered layers: a QAT model
 trains, saves to ``.keras`` and loads like any other. Fake quantization is
 ``keras.quantizers.fake_quant_with_min_max_vars``, which lowers to
 ``tf.quantization.fake_quant_with_min_max_vars(_per_channel)``: the ops that
-the TFLite converter reads as the ranges of an int8 model.
+the TFLite converter reads as the ranges of an int8 model; on JAX and PyTorch,
+the same computation (``keras_mbv3.layers.fake_quant``).
 
 * ``FakeQuant``: a per-tensor int8 range for an activation, moving with the
   data in training (or fixed, for a gate whose range is known).
@@ -16,9 +17,9 @@ the TFLite converter reads as the ranges of an int8 model.
 
 from keras_mbv3 import checks
 from keras_mbv3.backend import keras, register
+from keras_mbv3.layers.fake_quant import fake_quant
 
 ops = keras.ops
-NUM_BITS = 8
 EMA_DECAY = 0.999  # tfmot's
 
 
@@ -29,14 +30,12 @@ def fake_quant_kernel(kernel, axis):
     """
     rank = len(kernel.shape)
     if axis is not None and axis % rank != rank - 1:
-        # Keras' non-TensorFlow path broadcasts a per-channel range against the last axis whatever ``axis`` is
-        # (a depthwise kernel (1, 1, 12, 1) came out (1, 1, 12, 12) on JAX); its TensorFlow path swaps the same way.
+        # TensorFlow's per-channel op quantizes the last axis (Keras' non-TensorFlow path broadcast a range against
+        # it whatever ``axis`` was: a depthwise kernel (1, 1, 12, 1) came out (1, 1, 12, 12) on JAX)
         return ops.swapaxes(fake_quant_kernel(ops.swapaxes(kernel, axis, -1), -1), axis, -1)
     reduce = None if axis is None else [a for a in range(rank) if a != axis % rank]
     bound = ops.maximum(ops.max(ops.abs(kernel), axis=reduce), 1e-8)  # an all-zero channel still has a scale
-    return keras.quantizers.fake_quant_with_min_max_vars(
-        kernel, -bound, bound, num_bits=NUM_BITS, narrow_range=True, axis=axis
-    )
+    return fake_quant(kernel, -bound, bound, narrow_range=True, axis=axis)
 
 
 @register
@@ -91,9 +90,7 @@ class FakeQuant(keras.layers.Layer):
             decay = self.ema_decay
             self.range_min.assign(decay * self.range_min + (1.0 - decay) * ops.minimum(low, 0.0))
             self.range_max.assign(decay * self.range_max + (1.0 - decay) * ops.maximum(high, 0.0))
-        return keras.quantizers.fake_quant_with_min_max_vars(
-            inputs, self.range_min, self.range_max, num_bits=NUM_BITS, narrow_range=False
-        )
+        return fake_quant(inputs, self.range_min, self.range_max)
 
     def compute_output_shape(self, input_shape):
         return input_shape
