@@ -7,6 +7,7 @@ PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
+STAMP_TORCH := $(VENV)/.installed-torch
 VENV_TFMOT := .venv-tfmot
 PY_TFMOT := $(VENV_TFMOT)/bin/python
 STAMP_TFMOT := $(VENV_TFMOT)/.installed
@@ -18,8 +19,15 @@ export TF_CPP_MIN_LOG_LEVEL ?= 2
 $(STAMP): setup.cfg pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q -c constraints.txt pip setuptools
-	PIP_CONSTRAINT=$(CURDIR)/constraints.txt $(PY) -m pip install -q -e '.[test,mediapipe,compare,jax,torch]'
+	PIP_CONSTRAINT=$(CURDIR)/constraints.txt $(PY) -m pip install -q -e '.[test,mediapipe,compare,jax]'
 	touch $(STAMP)
+
+# PyTorch for its line of the tests only (not for make demo): constraints.txt pins the CPU build
+# (torch==2.13.0+cpu, 192 MB), which pip finds where the machine keeps it or on PyTorch's own index
+# (PIP_EXTRA_INDEX_URL=https://download.pytorch.org/whl/cpu); PyPI's torch is a CUDA build of several GB.
+$(STAMP_TORCH): $(STAMP) constraints.txt
+	PIP_CONSTRAINT=$(CURDIR)/constraints.txt $(PY) -m pip install -q -e '.[torch]'
+	touch $(STAMP_TORCH)
 
 $(STAMP_TFMOT): setup.cfg pyproject.toml constraints-tfmot.txt
 	$(PYTHON) -m venv $(VENV_TFMOT)
@@ -47,7 +55,7 @@ TORCH := KERAS_BACKEND=torch TF_USE_LEGACY_KERAS=0 $(PY) $(PYTEST)
 named = MBV3_LAST_TEST=.last-test-$@ $(1) || { status=$$?; echo "$@: exit $$status in $$(cat .last-test-$@)"; \
 	rm -f .last-test-$@; exit $$status; }; rm -f .last-test-$@
 
-test: $(STAMP) $(STAMP_TFMOT)
+test: $(STAMP) $(STAMP_TFMOT) $(STAMP_TORCH)
 	$(MAKE) -j2 --output-sync=target test-legacy-rest test-keras3-rest test-keras3-runs test-legacy-runs \
 		test-jax-runs test-jax-rest test-torch
 
@@ -77,7 +85,7 @@ test-jax-runs: $(STAMP)
 test-jax-rest: $(STAMP)
 	$(call named,$(JAX) $(NEUTRAL) $(addprefix --ignore=,$(JAX_RUNS)))
 
-test-torch: $(STAMP)
+test-torch: $(STAMP_TORCH)
 	$(call named,$(TORCH) $(NEUTRAL) tests/layers)
 
 demo: $(STAMP)

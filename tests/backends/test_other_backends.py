@@ -219,14 +219,46 @@ def test_fake_quant_gives_tensorflows_values_per_tensor_and_per_channel(low, hig
         np.testing.assert_array_equal(a, b)
 
 
-@pytest.mark.skipif(BACKEND != "torch", reason="PyTorch's own fake quantization")
-def test_fake_quant_on_torch_passes_the_gradient_inside_the_range_only():
+def gradients_here(function, *arrays):
+    """The gradients of ``sum(function(*arrays))`` with respect to each array, by this backend's autodiff."""
+    if BACKEND == "jax":
+        import jax
+
+        grad = jax.grad(lambda *a: function(*a).sum(), argnums=tuple(range(len(arrays))))
+        return [np.asarray(g) for g in grad(*[jax.numpy.asarray(a) for a in arrays])]
     import torch
 
-    from keras_mbv3.layers.quantized import fake_quant
+    tensors = [torch.tensor(a, requires_grad=True) for a in arrays]
+    function(*tensors).sum().backward()
+    return [t.grad.numpy() for t in tensors]
 
-    x = torch.tensor(np.linspace(-5, 5, 41, dtype="float32"), requires_grad=True)
-    weights = torch.arange(41, dtype=torch.float32)
-    (fake_quant(x, -2.0, 3.0) * weights).sum().backward()
-    inside = (x.detach() >= -2.0) & (x.detach() <= 3.0)
-    np.testing.assert_array_equal(x.grad.numpy(), torch.where(inside, weights, 0.0).numpy())
+
+@pytest.mark.parametrize("low, high, per_channel", [(-1.0, 1.5, False), (-0.37, 0.81, False), (None, None, True)])
+def test_fake_quant_gradients_are_tensorflows_for_the_input_and_the_range(low, high, per_channel):
+    """Inside the nudged range the input's; beyond it, the range's (summed per channel), as TensorFlow's op gives."""
+    import tensorflow as tf
+
+    from keras_mbv3.layers.fake_quant import fake_quant
+
+    rng = np.random.default_rng(1)
+    x = rng.normal(0, 2, (3, 5, 5, 4)).astype("float32")
+    weights = rng.normal(size=x.shape).astype("float32")
+    if per_channel:  # symmetric and narrow, as a kernel's range; values beyond each channel's bounds
+        high = np.array([0.5, 1.0, 2.0, 3.0], "float32")
+        low = -high
+    low, high = np.asarray(low, "float32"), np.asarray(high, "float32")
+    variables = [tf.Variable(v) for v in (x, low, high)]
+    with tf.GradientTape() as tape:
+        if per_channel:
+            y = tf.quantization.fake_quant_with_min_max_vars_per_channel(*variables, narrow_range=True)
+        else:
+            y = tf.quantization.fake_quant_with_min_max_vars(*variables)
+        total = tf.reduce_sum(y * weights)
+    theirs = [g.numpy() for g in tape.gradient(total, variables)]
+    weighted = keras.ops.convert_to_tensor(weights)
+    ours = gradients_here(lambda a, b, c: fake_quant(a, b, c, narrow_range=per_channel,
+                                                     axis=-1 if per_channel else None) * weighted, x, low, high)  # fmt: skip
+    np.testing.assert_array_equal(ours[0], theirs[0])
+    assert np.all(theirs[1] != 0) and np.all(theirs[2] != 0)  # values beyond both bounds (of each channel)
+    np.testing.assert_allclose(ours[1], theirs[1], rtol=1e-5)  # sums: their order may differ
+    np.testing.assert_allclose(ours[2], theirs[2], rtol=1e-5)
