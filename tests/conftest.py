@@ -59,6 +59,30 @@ def mixed_precision():
 NO_XLA = {"jit_compile": False} if IS_KERAS_3 else {}
 
 
+def backend_gradients(function, *arrays):
+    """The gradients of ``sum(function(*arrays))`` with respect to each numpy array, by the autodiff of the backend
+    in use (TensorFlow's on tf_keras), as numpy arrays."""
+    backend = keras.backend.backend() if IS_KERAS_3 else "tensorflow"
+    if backend == "jax":
+        import jax
+
+        grad = jax.grad(lambda *a: function(*a).sum(), argnums=tuple(range(len(arrays))))
+        return [np.asarray(g) for g in grad(*[jax.numpy.asarray(a) for a in arrays])]
+    if backend == "torch":
+        import torch
+
+        tensors = [torch.tensor(a, requires_grad=True) for a in arrays]
+        function(*tensors).sum().backward()
+        return [t.grad.numpy() for t in tensors]
+    import tensorflow as tf
+
+    tensors = [tf.constant(a) for a in arrays]
+    with tf.GradientTape() as tape:
+        tape.watch(tensors)
+        total = tf.reduce_sum(function(*tensors))
+    return [g.numpy() for g in tape.gradient(total, tensors)]
+
+
 def assert_clear_error(call, error, argument, value):
     """``call()`` raises ``error`` whose message names ``argument``, its ``value`` (unless None) and what is allowed."""
     with pytest.raises(error) as info:

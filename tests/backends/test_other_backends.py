@@ -219,24 +219,12 @@ def test_fake_quant_gives_tensorflows_values_per_tensor_and_per_channel(low, hig
         np.testing.assert_array_equal(a, b)
 
 
-def gradients_here(function, *arrays):
-    """The gradients of ``sum(function(*arrays))`` with respect to each array, by this backend's autodiff."""
-    if BACKEND == "jax":
-        import jax
-
-        grad = jax.grad(lambda *a: function(*a).sum(), argnums=tuple(range(len(arrays))))
-        return [np.asarray(g) for g in grad(*[jax.numpy.asarray(a) for a in arrays])]
-    import torch
-
-    tensors = [torch.tensor(a, requires_grad=True) for a in arrays]
-    function(*tensors).sum().backward()
-    return [t.grad.numpy() for t in tensors]
-
-
 @pytest.mark.parametrize("low, high, per_channel", [(-1.0, 1.5, False), (-0.37, 0.81, False), (None, None, True)])
 def test_fake_quant_gradients_are_tensorflows_for_the_input_and_the_range(low, high, per_channel):
     """Inside the nudged range the input's; beyond it, the range's (summed per channel), as TensorFlow's op gives."""
     import tensorflow as tf
+
+    from conftest import backend_gradients
 
     from keras_mbv3.layers.fake_quant import fake_quant
 
@@ -256,7 +244,7 @@ def test_fake_quant_gradients_are_tensorflows_for_the_input_and_the_range(low, h
         total = tf.reduce_sum(y * weights)
     theirs = [g.numpy() for g in tape.gradient(total, variables)]
     weighted = keras.ops.convert_to_tensor(weights)
-    ours = gradients_here(lambda a, b, c: fake_quant(a, b, c, narrow_range=per_channel,
+    ours = backend_gradients(lambda a, b, c: fake_quant(a, b, c, narrow_range=per_channel,
                                                      axis=-1 if per_channel else None) * weighted, x, low, high)  # fmt: skip
     np.testing.assert_array_equal(ours[0], theirs[0])
     assert np.all(theirs[1] != 0) and np.all(theirs[2] != 0)  # values beyond both bounds (of each channel)

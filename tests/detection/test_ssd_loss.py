@@ -6,8 +6,8 @@ import math
 import numpy as np
 import pytest
 
-from conftest import NO_XLA
-from keras_mbv3.backend import keras
+from conftest import NO_XLA, backend_gradients
+from keras_mbv3.backend import IS_KERAS_3, keras
 from keras_mbv3.detection import SSDBoxLoss, SSDClassLoss, anchors_per_location, default_anchors, match
 
 
@@ -74,23 +74,9 @@ def test_no_match_in_the_batch_gives_zero():
 
 def class_loss_gradient(y_true, logits):
     """The gradient of SSDClassLoss with respect to the logits, by the backend in use."""
-    if keras.backend.backend() == "jax":
-        import jax
-
-        return np.asarray(jax.grad(lambda x: SSDClassLoss()(y_true, x))(logits))
-    if keras.backend.backend() == "torch":
-        import torch
-
-        logits = torch.tensor(logits, requires_grad=True)
-        SSDClassLoss()(torch.tensor(y_true), logits).backward()
-        return logits.grad.numpy()
-    import tensorflow as tf
-
-    logits = tf.constant(logits)
-    with tf.GradientTape() as tape:
-        tape.watch(logits)
-        value = SSDClassLoss()(y_true, logits)
-    return tape.gradient(value, logits).numpy()
+    y_true = keras.ops.convert_to_tensor(y_true) if IS_KERAS_3 else y_true  # (PyTorch's loss takes tensors only)
+    (gradient,) = backend_gradients(lambda x: SSDClassLoss()(y_true, x), logits)
+    return gradient
 
 
 def test_hard_negative_mining_takes_the_highest_loss_negatives(rng):

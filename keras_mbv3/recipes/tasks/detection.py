@@ -7,7 +7,6 @@ import numpy as np
 import tensorflow as tf
 
 from keras_mbv3 import checks
-from keras_mbv3.backend import to_numpy
 from keras_mbv3.applications import ssdlite
 from keras_mbv3.detection import SSDBoxLoss, SSDClassLoss, match
 from keras_mbv3.recipes import data as data_lib
@@ -185,7 +184,7 @@ def detections(outputs, image_shape, score_threshold=ssdlite.SCORE_THRESHOLD,
         return {"boxes": boxes, "classes": classes.astype(int), "scores": scores, "count": count.astype(int)}
     found = ssdlite.decode(outputs[0], outputs[1], image_shape[:2], score_threshold=score_threshold,
                            max_detections=max_detections)
-    return {name: to_numpy(value) for name, value in found.items()}
+    return {name: np.asarray(value) for name, value in found.items()}
 
 
 class MapEvaluator:
