@@ -12,7 +12,7 @@ from keras_mbv3.quantization import export_tflite, quantize_model
 from keras_mbv3.quantization.canonical import canonical_form
 from keras_mbv3.quantization.litert import graph_report, interpreter, predict
 
-from conftest import randomize_batchnorm
+from conftest import outputs, randomize_batchnorm
 
 
 pytestmark = pytest.mark.slow  # trains, converts or starts processes: `make test`, not `make check`
@@ -62,11 +62,6 @@ KERAS_MODELS = {
 
 def relative_difference(a, b):
     return np.abs(a - b).max() / np.abs(b).max()
-
-
-def outputs(model, x):
-    """Eager outputs (no predict: its tracing costs seconds per small model)."""
-    return np.asarray(model(x, training=False))
 
 
 @pytest.mark.parametrize("kind", KERAS_MODELS)
@@ -138,8 +133,8 @@ def test_keras_applications_int8_equals_ours_op_for_op(kind, rng):
     assert theirs["ops"] == mine["ops"] and theirs["partitions"] == mine["partitions"] == 1
     assert "HARD_SWISH" not in theirs["ops"]
     scale = interpreter(contents[0]).get_output_details()[0]["quantization"][0]
-    outputs = [predict(interpreter(c), x) for c in contents]
-    assert np.abs(outputs[0] - outputs[1]).mean() <= scale
+    found = [predict(interpreter(c), x) for c in contents]
+    assert np.abs(found[0] - found[1]).mean() <= scale
 
 
 OTHER_CNNS = {
