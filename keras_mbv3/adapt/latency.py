@@ -133,10 +133,17 @@ def unit_model(unit):
 
 
 def _int8(model, images):
-    from keras_mbv3.quantization import export_tflite, quantize_model
+    return _int8_all([(model, images)])[0]
 
-    quantized = quantize_model(model, representative_dataset=images.astype("float32"))
-    return export_tflite(quantized, quantization="int8", input_type="int8", output_type="int8")
+
+def _int8_all(pairs):
+    """The int8 ``.tflite`` bytes of each ``(model, calibration images)``: quantized here, converted by one
+    ``export_all`` (on JAX or PyTorch, one TensorFlow worker for all)."""
+    from keras_mbv3.quantization import quantize_model
+    from keras_mbv3.quantization.export import export_all
+
+    quantized = [quantize_model(model, representative_dataset=images.astype("float32")) for model, images in pairs]
+    return export_all(quantized, quantization="int8", input_type="int8", output_type="int8")
 
 
 def unit_inputs(model, images):
@@ -157,11 +164,9 @@ def measure_units(unit_list, activations, threads=1, rounds=7):
     ``activations[name of its first layer]`` (its first channels, for a unit that reads fewer)."""
     from keras_mbv3.quantization.litert import interleaved_latency_ms
 
-    contents = {}
-    for unit in unit_list:
-        sample = activations[unit[0].config["name"]][..., : unit[0].input_shape[-1]]
-        contents[key(unit)] = _int8(unit_model(unit), sample)
-    return interleaved_latency_ms(contents, rounds=rounds, num_threads=threads)
+    contents = _int8_all([(unit_model(unit), activations[unit[0].config["name"]][..., : unit[0].input_shape[-1]])
+                          for unit in unit_list])  # fmt: skip
+    return interleaved_latency_ms(dict(zip(map(key, unit_list), contents)), rounds=rounds, num_threads=threads)
 
 
 class LatencyTable:

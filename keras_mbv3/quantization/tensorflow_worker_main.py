@@ -1,8 +1,10 @@
-"""The TensorFlow worker's side of ``tensorflow_worker.export_in_tensorflow``: ``python -m`` this module ``FOLDER``.
+"""The TensorFlow worker's side of ``tensorflow_worker.export_all_in_tensorflow``: ``python -m`` this module
+``FOLDER``.
 
-It loads ``FOLDER/model.keras`` on the TensorFlow backend, runs ``export_tflite`` with
-the pickled arguments, and leaves the bytes, its own warnings, or the error in
-``FOLDER/result.pkl`` (written whole, then renamed).
+It loads each ``FOLDER/model_I.keras`` on the TensorFlow backend in turn, runs
+``export_tflite`` with the pickled arguments, and leaves the bytes (a list, one per
+model), its own warnings, or the first error in ``FOLDER/result.pkl`` (written whole,
+then renamed).
 """
 
 import os
@@ -15,9 +17,11 @@ def work(folder):
     """The worker's side: load, export, and leave the bytes or the error in ``result.pkl``."""
     from keras_mbv3 import keras  # registers the layers for loading
     from keras_mbv3.quantization.export import export_tflite
+    from keras_mbv3.quantization.tensorflow_worker import model_file
 
     with open(os.path.join(folder, "arguments.pkl"), "rb") as file:
-        arguments = pickle.load(file)
+        job = pickle.load(file)
+    arguments = job["arguments"]
     if isinstance(arguments["representative_dataset"], list):
         samples = arguments["representative_dataset"]
         arguments["representative_dataset"] = lambda: iter(samples)
@@ -25,8 +29,8 @@ def work(folder):
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         try:
-            result["content"] = export_tflite(keras.models.load_model(os.path.join(folder, "model.keras")),
-                                              **arguments)  # fmt: skip
+            result["contents"] = [export_tflite(keras.models.load_model(os.path.join(folder, model_file(index))),
+                                                **arguments) for index in range(job["models"])]  # fmt: skip
         except Exception as error:  # raised again in the caller, with its class when it survives a pickle
             result["error"] = _portable_error(error)
     own = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))  # ours only, as a TensorFlow process shows

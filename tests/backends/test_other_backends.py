@@ -165,6 +165,23 @@ def test_export_tflite_here_runs_a_tensorflow_worker_with_the_same_result(on_bot
     assert content == (folder / "tiny-qat.tflite").read_bytes()
 
 
+def test_netadapts_latency_table_converts_its_units_in_one_tensorflow_worker(monkeypatch):
+    """``mbv3 adapt``'s table on this backend: each unit is quantized here and all are converted by one worker (one
+    TensorFlow start, not one a unit), then timed in LiteRT."""
+    from keras_mbv3.adapt import latency
+    from keras_mbv3.quantization import export
+
+    workers, convert = [], export.export_all_in_tensorflow
+    monkeypatch.setattr(export, "export_all_in_tensorflow", lambda models, arguments: workers.append(len(models))
+                        or convert(models, arguments))  # fmt: skip
+    model = tiny()
+    images = np.random.default_rng(0).uniform(0, 255, (8, 16, 16, 3)).astype("float32")
+    unit_list = latency.units(latency.links(model))
+    found = latency.measure_units(unit_list, latency.unit_inputs(model, images), rounds=3)
+    assert len(unit_list) == 3 and workers == [3]
+    assert set(found) == {latency.key(unit) for unit in unit_list} and all(ms > 0 for ms in found.values())
+
+
 def test_the_workers_errors_come_back_with_their_class_and_message():
     """The worker's own checks raise here, as on TensorFlow: a float model's int8 export without calibration
     images (export_tflite refuses it before starting a worker; the worker is called directly)."""
