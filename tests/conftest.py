@@ -33,7 +33,7 @@ def randomize_batchnorm(model, seed=0, batchnorm_class=None):
 
 
 def outputs(model, x):
-    """``model``'s inference outputs on ``x``, called eagerly as numpy: ``predict`` traces a function first, 0.5-0.9 s
+    """The inference output of a one-output ``model`` on ``x``, called eagerly, as numpy: ``predict`` traces a function first, 0.5-0.9 s
     for each new 32-64 px model (measured on Small, Large and LR-ASPP), where the call takes 0.1-0.2 s."""
     return to_numpy(model(x, training=False))
 

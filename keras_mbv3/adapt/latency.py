@@ -164,8 +164,11 @@ def measure_units(unit_list, activations, threads=1, rounds=7):
     ``activations[name of its first layer]`` (its first channels, for a unit that reads fewer)."""
     from keras_mbv3.quantization.litert import interleaved_latency_ms
 
-    contents = _int8_all([(unit_model(unit), activations[unit[0].config["name"]][..., : unit[0].input_shape[-1]])
-                          for unit in unit_list])  # fmt: skip
+    pairs = []
+    for unit in unit_list:  # each calibrated on what its first layer reads (its first channels)
+        sample = activations[unit[0].config["name"]][..., : unit[0].input_shape[-1]]
+        pairs.append((unit_model(unit), sample))
+    contents = _int8_all(pairs)
     return interleaved_latency_ms(dict(zip(map(key, unit_list), contents)), rounds=rounds, num_threads=threads)
 
 

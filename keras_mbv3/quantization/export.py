@@ -16,7 +16,7 @@ from keras_mbv3.quantization.flatbuffer import finish
 from keras_mbv3.quantization.graph_check import Int8GraphError, check_int8_graph  # noqa: F401
 from keras_mbv3.quantization.metadata import ImageModelMetadata
 from keras_mbv3.quantization.postprocess import FLOAT_TAIL, DetectionPostProcess
-from keras_mbv3.quantization.tensorflow_worker import export_all_in_tensorflow, export_in_tensorflow
+from keras_mbv3.quantization.tensorflow_worker import export_all_in_tensorflow
 
 
 def export_tflite(model, path=None, *, quantization="int8", representative_dataset=None, input_type="int8",
@@ -62,28 +62,41 @@ def export_tflite(model, path=None, *, quantization="int8", representative_datas
     a TensorFlow worker process that loads the model from its ``.keras`` file
     (``tensorflow_worker``): the same bytes, about 6 s more for the worker's start (measured).
     """
-    arguments = dict(quantization=quantization, representative_dataset=representative_dataset, input_type=input_type,
-                     output_type=output_type, strip_names=strip_names, check_graph=check_graph, metadata=metadata,
-                     postprocess=postprocess)  # fmt: skip
+    given = locals()
+    arguments = {name: given[name] for name in _DEFAULTS}
     _check_arguments(model, **arguments)
     if path is not None:
         refuse_existing(os.fspath(path), overwrite)  # before the (long) conversion
-    content = export_in_tensorflow(model, arguments) if _elsewhere() else _export_here(model, **arguments)
+    if _elsewhere():
+        content = export_all_in_tensorflow([model], arguments)[0]
+    else:
+        content = convert(model, quantization, representative_dataset, input_type, output_type, postprocess)
+        content = finish(content, [input_name(t) for t in model.inputs], strip_names, metadata, postprocess)
+        if quantization == "int8":
+            check_int8_graph(content, check_graph, FLOAT_TAIL if postprocess is not None else ())
     if path is not None:
         write_atomically(content, path, overwrite)
     return content
 
 
 def export_all(models, **arguments):
-    """``[export_tflite(model, **arguments) for model in models]``: the bytes, no files. On a Keras 3 backend other
-    than TensorFlow one worker converts them all: NetAdapt's latency table exports tens of unit models, and a
-    worker each would start TensorFlow (5-8 s) that many times."""
+    """``[export_tflite(model, **arguments) for model in models]``: the bytes, no files (``arguments``: those of
+    ``export_tflite`` but ``path`` and ``overwrite``). On a Keras 3 backend other than TensorFlow one worker converts
+    them all: NetAdapt's latency table exports tens of unit models, and a worker each would start TensorFlow
+    (5-8 s) that many times."""
+    unknown = sorted(set(arguments) - set(_DEFAULTS))
+    if unknown:
+        checks.fail("arguments", unknown, f"export_tflite's keyword arguments but path and overwrite: {sorted(_DEFAULTS)}",
+                    TypeError)  # fmt: skip
+    if not _elsewhere():
+        contents = []
+        for model in models:
+            contents.append(export_tflite(model, **arguments))
+        return contents
     arguments = {**_DEFAULTS, **arguments}
     for model in models:
         _check_arguments(model, **arguments)
-    if _elsewhere():
-        return export_all_in_tensorflow(models, arguments)
-    return [_export_here(model, **arguments) for model in models]
+    return export_all_in_tensorflow(models, arguments) if models else []
 
 
 def _elsewhere():
@@ -103,16 +116,6 @@ def _check_arguments(model, *, quantization, representative_dataset, input_type,
     if postprocess is not None and not isinstance(postprocess, DetectionPostProcess):
         checks.fail("postprocess", postprocess, "None or a keras_mbv3.quantization.DetectionPostProcess", TypeError)
     check_calibration(model, quantization, representative_dataset)
-
-
-def _export_here(model, *, quantization, representative_dataset, input_type, output_type, strip_names, check_graph,
-                 metadata, postprocess):  # fmt: skip
-    """The conversion in this (TensorFlow) process, the flatbuffer pass and the int8 graph check."""
-    content = convert(model, quantization, representative_dataset, input_type, output_type, postprocess)
-    content = finish(content, [input_name(t) for t in model.inputs], strip_names, metadata, postprocess)
-    if quantization == "int8":
-        check_int8_graph(content, check_graph, FLOAT_TAIL if postprocess is not None else ())
-    return content
 
 
 _DEFAULTS = {name: parameter.default for name, parameter in inspect.signature(export_tflite).parameters.items()

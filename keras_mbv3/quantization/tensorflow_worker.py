@@ -22,7 +22,7 @@ import warnings
 
 import numpy as np
 
-WORKER_TIMEOUT_S = 3600
+WORKER_TIMEOUT_S = 3600  # the worker's whole run, all of its models
 WORKER = "keras_mbv3.quantization.tensorflow_worker_main"  # the worker's side, run with python -m
 
 
@@ -37,14 +37,10 @@ def _portable(representative_dataset):
     return representative_images(representative_dataset)
 
 
-def export_in_tensorflow(model, arguments):
-    """``export_tflite(model, **arguments)`` (no path) in a TensorFlow worker process: the ``.tflite`` bytes."""
-    return export_all_in_tensorflow([model], arguments)[0]
-
-
 def export_all_in_tensorflow(models, arguments):
     """``[export_tflite(model, **arguments) for model in models]`` (no paths) in one TensorFlow worker process,
-    which starts once (TensorFlow's imports: 5-8 s) for all of them; the first error is raised here."""
+    which starts once (TensorFlow's imports: 5-8 s) for all of them. The first error is raised here (a note names
+    the model's index); each warning is given once, whichever models raised it."""
     arguments = {**arguments, "representative_dataset": _portable(arguments.get("representative_dataset"))}
     with tempfile.TemporaryDirectory(prefix="mbv3-export-") as folder:
         for index, model in enumerate(models):

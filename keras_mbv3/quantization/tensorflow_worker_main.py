@@ -14,7 +14,8 @@ import warnings
 
 
 def work(folder):
-    """The worker's side: load, export, and leave the bytes or the error in ``result.pkl``."""
+    """The worker's side: load and export each model, and leave their bytes (a list) or the first error in
+    ``result.pkl``."""
     from keras_mbv3 import keras  # registers the layers for loading
     from keras_mbv3.quantization.export import export_tflite
     from keras_mbv3.quantization.tensorflow_worker import model_file
@@ -28,11 +29,18 @@ def work(folder):
     result = {}
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
-        try:
-            result["contents"] = [export_tflite(keras.models.load_model(os.path.join(folder, model_file(index))),
-                                                **arguments) for index in range(job["models"])]  # fmt: skip
-        except Exception as error:  # raised again in the caller, with its class when it survives a pickle
-            result["error"] = _portable_error(error)
+        contents = []
+        for index in range(job["models"]):
+            try:
+                contents.append(export_tflite(keras.models.load_model(os.path.join(folder, model_file(index))),
+                                              **arguments))  # fmt: skip
+            except Exception as error:  # raised again in the caller, with its class when it survives a pickle
+                if job["models"] > 1:
+                    error.add_note(f"(the worker's model {index} of {job['models']})")
+                result["error"] = _portable_error(error)
+                break
+        else:
+            result["contents"] = contents
     own = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))  # ours only, as a TensorFlow process shows
     result["warnings"] = list(dict.fromkeys((w.category, str(w.message)) for w in caught
                                             if os.path.abspath(w.filename).startswith(own)))  # fmt: skip

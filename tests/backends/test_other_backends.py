@@ -185,10 +185,10 @@ def test_netadapts_latency_table_converts_its_units_in_one_tensorflow_worker(mon
 def test_the_workers_errors_come_back_with_their_class_and_message():
     """The worker's own checks raise here, as on TensorFlow: a float model's int8 export without calibration
     images (export_tflite refuses it before starting a worker; the worker is called directly)."""
-    from keras_mbv3.quantization.tensorflow_worker import export_in_tensorflow
+    from keras_mbv3.quantization.tensorflow_worker import export_all_in_tensorflow
 
     with pytest.raises(ValueError, match="representative_dataset"):
-        export_in_tensorflow(tiny(), {"quantization": "int8", "representative_dataset": None})
+        export_all_in_tensorflow([tiny()], {"quantization": "int8", "representative_dataset": None})
 
 
 @pytest.mark.parametrize("images, batch_size, steps", [(36, 8, {"jax": 4, "torch": 5}), (6, 8, {"jax": 1, "torch": 1})])

@@ -208,9 +208,10 @@ def test_int8_export_that_splits_raises_or_warns_naming_the_ops(rng, tmp_path):
     with pytest.raises(Int8GraphError, match="MAXIMUM"):
         export_tflite(model, str(path), quantization="int8", representative_dataset=images)
     assert not path.exists()
-    with pytest.warns(UserWarning, match="XNNPACK partitions, not 1.*MAXIMUM"):
+    with pytest.warns(UserWarning, match="XNNPACK partitions, not 1.*MAXIMUM") as caught:
         content = export_tflite(model, str(path), quantization="int8", representative_dataset=images, check_graph="warn")
     assert path.read_bytes() == content and graph_report(content)["partitions"] > 1
+    assert {record.filename for record in caught if "MAXIMUM" in str(record.message)} == {__file__}  # the caller's line
 
 
 @pytest.mark.skipif(not IS_KERAS_3, reason="built from the Keras 3 engine's layers")
