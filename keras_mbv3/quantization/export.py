@@ -90,7 +90,7 @@ def export_all(models, **arguments):
                     TypeError)  # fmt: skip
     if not _elsewhere():
         contents = []
-        for model in models:
+        for model in models:  # a loop, not a comprehension (a frame of its own): warnings name the caller's line
             contents.append(export_tflite(model, **arguments))
         return contents
     arguments = {**_DEFAULTS, **arguments}

@@ -160,6 +160,16 @@ def grey_to_rgb(images):
     return np.stack([images] * 3, axis=-1)
 
 
+def resized_by_side(scans, sides):
+    """Yields ``(indices, digits (n, side, side))``: each scan resized (bilinear) to its square ``sides[index]``,
+    one ``tf.image.resize`` call per distinct side, batch by batch (the same pixels as a call per scan, which took
+    about 4 s for digits-det's 9,000 digits at 96 px)."""
+    for side in sorted(set(sides)):
+        indices = [index for index, s in enumerate(sides) if s == side]
+        batch = np.stack([scans[index] for index in indices])[..., None]
+        yield indices, tf.image.resize(batch, (side, side), method="bilinear").numpy()[..., 0]
+
+
 def digits(image_size=32, val_fraction=0.2, seed=0):
     """scikit-learn's handwritten digits (1,797 real 8x8 scans, shipped in its wheel) as RGB images.
 
@@ -182,12 +192,15 @@ def digits_segmentation(image_size=64, val_fraction=0.2, seed=0):
     rng = np.random.default_rng(seed)
     images = np.zeros((len(scans), image_size, image_size), "float32")
     masks = np.zeros((len(scans), image_size, image_size), "int32")
-    for i, (scan, label) in enumerate(zip(scans, labels)):
+    places = []  # (side, top, left) of each scan, drawn first: no draw depends on a resized scan
+    for _ in scans:
         side = int(rng.integers(int(0.4 * image_size), int(0.6 * image_size) + 1))
-        digit = tf.image.resize(scan[..., None], (side, side), method="bilinear").numpy()[..., 0]
-        top, left = rng.integers(0, image_size - side + 1, size=2)
-        images[i, top : top + side, left : left + side] = digit
-        masks[i, top : top + side, left : left + side] = np.where(digit > 96, label + 1, 0)
+        places.append((side, *rng.integers(0, image_size - side + 1, size=2)))
+    for indices, resized in resized_by_side(scans, [side for side, _, _ in places]):
+        for i, digit in zip(indices, resized):
+            side, top, left = places[i]
+            images[i, top : top + side, left : left + side] = digit
+            masks[i, top : top + side, left : left + side] = np.where(digit > 96, labels[i] + 1, 0)
     return split_pairs(grey_to_rgb(images), masks, val_fraction, seed)
 
 

@@ -47,9 +47,8 @@ def digits_detection(image_size=96, train_images=4000, val_images=500, val_fract
 
 
 def _canvases(scans, digits, count, size, scales, rng, tries=20):
-    """``count`` canvases: every digit's place drawn first, then the scans resized in one batch per side (the
-    draws never depend on a resized scan). One ``tf.image.resize`` call per digit (about 9,000 for the default
-    4,500 canvases at 96 px) took about 4 s; one call per side gives the same pixels."""
+    """``count`` canvases: every digit's place drawn first (no draw depends on a resized scan), then the scans
+    resized by ``data.resized_by_side`` and painted."""
     places = []  # (canvas, slot, scan, side, top, left)
     for i in range(count):
         placed = []
@@ -67,11 +66,10 @@ def _canvases(scans, digits, count, size, scales, rng, tries=20):
     images = np.zeros((count, size, size), "float32")
     boxes = np.zeros((count, MAX_DIGITS, 4), "float32")
     labels = np.zeros((count, MAX_DIGITS), "int32")
-    for side in sorted({place[3] for place in places}):  # painting in any order: np.maximum, a box per digit
-        at = [place for place in places if place[3] == side]
-        resized = tf.image.resize(np.stack([scans[k] for _, _, k, *_ in at])[..., None], (side, side),
-                                  method="bilinear").numpy()[..., 0]  # fmt: skip
-        for (i, slot, k, _, top, left), digit in zip(at, resized):
+    chosen = [scans[k] for _, _, k, *_ in places]
+    for indices, resized in data_lib.resized_by_side(chosen, [side for _, _, _, side, _, _ in places]):
+        for n, digit in zip(indices, resized):  # painted in any order: np.maximum, a box per digit
+            i, slot, k, side, top, left = places[n]
             region = images[i, top : top + side, left : left + side]
             np.maximum(region, digit, out=region)
             rows, columns = np.nonzero(digit > STROKE)
