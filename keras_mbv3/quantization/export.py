@@ -60,7 +60,8 @@ def export_tflite(model, path=None, *, quantization="int8", representative_datas
 
     On a Keras 3 backend other than TensorFlow (JAX, PyTorch), the conversion runs in
     a TensorFlow worker process that loads the model from its ``.keras`` file
-    (``tensorflow_worker``): the same bytes, about 6 s more for the worker's start (measured).
+    (``tensorflow_worker``): the same bytes, about 6 s more for the worker's start (measured), once for all
+    the exports inside a ``tensorflow_worker.shared_worker()`` block.
     """
     given = locals()
     arguments = {name: given[name] for name in _DEFAULTS}

@@ -8,13 +8,21 @@ arguments as a pickle, the calibration images as arrays. The worker runs
 or its error, which is raised again here with its own class. The worker's side is
 ``tensorflow_worker_main`` (it imports ``export``, which imports this module).
 
+A worker starts TensorFlow once (5-8 s). Inside ``shared_worker()`` every export
+goes to one worker, started at the first and stopped at the end of the block: the
+``mbv3`` commands run in it, and NetAdapt's search on JAX, which converts its unit
+models 20-odd times, spent 169 s of its 387 s starting workers before it did.
+
 A ``.keras`` file is the model's whole state, so the worker's export equals the
 one of the same model built on TensorFlow; a QAT model's ranges widened to
 XNNPACK's limits are widened in the worker's copy, not in the caller's.
 """
 
+import contextlib
+import contextvars
 import os
 import pickle
+import select
 import subprocess
 import sys
 import tempfile
@@ -22,8 +30,67 @@ import warnings
 
 import numpy as np
 
-WORKER_TIMEOUT_S = 3600  # the worker's whole run, all of its models
+WORKER_TIMEOUT_S = 3600  # one job of the worker, all of its models
 WORKER = "keras_mbv3.quantization.tensorflow_worker_main"  # the worker's side, run with python -m
+DONE = "done"  # the worker's line on its reply pipe after each job
+_SHARED = contextvars.ContextVar("shared_tensorflow_worker", default=None)
+
+
+class _Worker:
+    """A TensorFlow worker process: it reads job folders, one a line, on its stdin and answers each with ``DONE``
+    on its stdout once the folder's ``result.pkl`` is written; its log goes to a file (a full pipe would stall it)."""
+
+    def __init__(self):
+        # the conversion needs no accelerator (the caller's backend may hold it); the worker imports what we import
+        env = {**os.environ, "KERAS_BACKEND": "tensorflow", "TF_USE_LEGACY_KERAS": "0", "CUDA_VISIBLE_DEVICES": "-1",
+               "PYTHONPATH": os.pathsep.join(p for p in sys.path if p)}  # fmt: skip
+        self.log = tempfile.TemporaryFile(mode="w+")
+        self.process = subprocess.Popen([sys.executable, "-m", WORKER], env=env, stdin=subprocess.PIPE,
+                                        stdout=subprocess.PIPE, stderr=self.log, text=True)  # fmt: skip
+
+    def run(self, folder):
+        """Have the worker do the job in ``folder``; raise RuntimeError with its log if it died or timed out."""
+        try:
+            self.process.stdin.write(folder + "\n")
+            self.process.stdin.flush()
+            ready, _, _ = select.select([self.process.stdout], [], [], WORKER_TIMEOUT_S)
+            answer = self.process.stdout.readline().strip() if ready else "no answer in time"
+        except BrokenPipeError:
+            answer = "its input closed"
+        if answer != DONE:
+            self.process.kill()
+            self.close()
+            self.log.seek(0)
+            raise RuntimeError(f"the TensorFlow export worker failed (exit code {self.process.returncode}, "
+                               f"{answer or 'it ended'}):\n{self.log.read()[-4000:]}")  # fmt: skip
+
+    def close(self):
+        if self.process.poll() is None:
+            with contextlib.suppress(OSError):
+                self.process.stdin.close()  # the worker ends at the end of its input
+            try:
+                self.process.wait(timeout=60)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+        self.process.wait()
+        self.process.stdout.close()
+
+
+@contextlib.contextmanager
+def shared_worker():
+    """Within the block, exports in a TensorFlow worker share one worker process (started at the first export,
+    stopped at the end; nested blocks share the outer one's)."""
+    if _SHARED.get() is not None:
+        yield
+        return
+    workers = []
+    token = _SHARED.set(workers)
+    try:
+        yield
+    finally:
+        _SHARED.reset(token)
+        for worker in workers:
+            worker.close()
 
 
 def _portable(representative_dataset):
@@ -38,26 +105,28 @@ def _portable(representative_dataset):
 
 
 def export_all_in_tensorflow(models, arguments):
-    """``[export_tflite(model, **arguments) for model in models]`` (no paths) in one TensorFlow worker process,
-    which starts once (TensorFlow's imports: 5-8 s) for all of them. The first error is raised here (a note names
-    the model's index); each warning is given once, whichever models raised it."""
+    """``[export_tflite(model, **arguments) for model in models]`` (no paths) in a TensorFlow worker process: one
+    for all of them, or the ``shared_worker()`` one. The first error is raised here (a note names the model's
+    index); each warning is given once, whichever models raised it."""
     arguments = {**arguments, "representative_dataset": _portable(arguments.get("representative_dataset"))}
     with tempfile.TemporaryDirectory(prefix="mbv3-export-") as folder:
         for index, model in enumerate(models):
             model.save(os.path.join(folder, model_file(index)))
         with open(os.path.join(folder, "arguments.pkl"), "wb") as file:
             pickle.dump({"arguments": arguments, "models": len(models)}, file)
-        # the conversion needs no accelerator (the caller's backend may hold it); the worker imports what we import
-        env = {**os.environ, "KERAS_BACKEND": "tensorflow", "TF_USE_LEGACY_KERAS": "0", "CUDA_VISIBLE_DEVICES": "-1",
-               "PYTHONPATH": os.pathsep.join(p for p in sys.path if p)}  # fmt: skip
-        done = subprocess.run([sys.executable, "-m", WORKER, folder], env=env, capture_output=True, text=True,
-                              timeout=WORKER_TIMEOUT_S)  # fmt: skip
-        try:
-            with open(os.path.join(folder, "result.pkl"), "rb") as file:
-                result = pickle.load(file)
-        except (OSError, pickle.UnpicklingError, EOFError) as error:
-            raise RuntimeError(f"the TensorFlow export worker failed (exit code {done.returncode}, {error}):\n"
-                               f"{done.stderr[-4000:]}") from None  # fmt: skip
+        shared = _SHARED.get()
+        if shared is None:
+            worker = _Worker()
+            try:
+                worker.run(folder)
+            finally:
+                worker.close()
+        else:
+            if not shared or shared[0].process.poll() is not None:  # none yet, or it failed a job before
+                shared[:] = [_Worker()]
+            shared[0].run(folder)
+        with open(os.path.join(folder, "result.pkl"), "rb") as file:
+            result = pickle.load(file)
     for category, message in result["warnings"]:
         warnings.warn(message, category, stacklevel=3)
     if "error" in result:

@@ -1,10 +1,11 @@
-"""The TensorFlow worker's side of ``tensorflow_worker.export_all_in_tensorflow``: ``python -m`` this module
-``FOLDER``.
+"""The TensorFlow worker's side of ``tensorflow_worker``: ``python -m`` this module.
 
-It loads each ``FOLDER/model_I.keras`` on the TensorFlow backend in turn, runs
-``export_tflite`` with the pickled arguments, and leaves the bytes (a list, one per
+It reads job folders, one a line, on its stdin until the end of its input. For each
+it loads every ``FOLDER/model_I.keras`` on the TensorFlow backend in turn, runs
+``export_tflite`` with the pickled arguments, leaves the bytes (a list, one per
 model), its own warnings, or the first error in ``FOLDER/result.pkl`` (written whole,
-then renamed).
+then renamed), and answers ``DONE`` on its stdout. Anything else the job prints goes
+to its stderr, so the answers stay alone on their pipe.
 """
 
 import os
@@ -14,8 +15,7 @@ import warnings
 
 
 def work(folder):
-    """The worker's side: load and export each model, and leave their bytes (a list) or the first error in
-    ``result.pkl``."""
+    """One job: load and export each model, and leave their bytes (a list) or the first error in ``result.pkl``."""
     from keras_mbv3 import keras  # registers the layers for loading
     from keras_mbv3.quantization.export import export_tflite
     from keras_mbv3.quantization.tensorflow_worker import model_file
@@ -41,6 +41,7 @@ def work(folder):
                 break
         else:
             result["contents"] = contents
+    keras.backend.clear_session()  # a shared worker converts hundreds of models: their graphs go with each job
     own = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))  # ours only, as a TensorFlow process shows
     result["warnings"] = list(dict.fromkeys((w.category, str(w.message)) for w in caught
                                             if os.path.abspath(w.filename).startswith(own)))  # fmt: skip
@@ -61,5 +62,17 @@ def _portable_error(error):
         return RuntimeError(f"{type(error).__name__}: {error}\n{''.join(traceback.format_exception(error))}")
 
 
+def serve():
+    """Do the jobs named on stdin, answering each on the original stdout; stdout becomes stderr meanwhile."""
+    from keras_mbv3.quantization.tensorflow_worker import DONE
+
+    answers = os.fdopen(os.dup(sys.stdout.fileno()), "w")
+    os.dup2(sys.stderr.fileno(), sys.stdout.fileno())
+    for line in sys.stdin:
+        work(line.strip())
+        answers.write(DONE + "\n")
+        answers.flush()
+
+
 if __name__ == "__main__":
-    work(sys.argv[1])
+    serve()

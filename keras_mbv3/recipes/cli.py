@@ -201,7 +201,10 @@ def main(argv=None):
     args = parser().parse_args(argv)
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # Keras 3 unless the user set TF_USE_LEGACY_KERAS=1
     try:
-        execute(args)
+        from keras_mbv3.quantization.tensorflow_worker import shared_worker
+
+        with shared_worker():  # on JAX or PyTorch, a command's exports start TensorFlow once
+            execute(args)
     except (ValueError, TypeError, OSError, RuntimeError) as error:
         print(f"mbv3: error: {error}", file=sys.stderr)
         return 2

@@ -73,7 +73,7 @@ TRAINED = ("float", "train")
 STEPS = {
     "train": Step(records=("data", "task", "model", "alpha", "image_size", "batch_size", "seed", "epochs", "weights",
                            "keras", "backend", "data_dir")),  # fmt: skip
-    "import": Step(records=(*DATA_SETTINGS, "keras", "data_dir")),
+    "import": Step(records=(*DATA_SETTINGS, "keras", "backend", "data_dir")),
     "adapt": Step(needs=(TRAINED,), records=(*DATA_SETTINGS, "data_dir")),  # its own options: adapt.json
     "qat": Step(needs=(TRAINED,), records=(*DATA_SETTINGS, "qat_epochs", "keras", "backend", "data_dir")),
     "export": Step(needs=(TRAINED, ("qat", "qat"))),

@@ -106,7 +106,7 @@ def test_each_step_records_the_settings_it_runs_with_in_this_order():
     assert {name: step.records for name, step in recipe.STEPS.items()} == {
         "train": ("data", "task", "model", "alpha", "image_size", "batch_size", "seed", "epochs", "weights", "keras",
                   "backend", "data_dir"),
-        "import": (*data, "keras", "data_dir"),
+        "import": (*data, "keras", "backend", "data_dir"),
         "adapt": (*data, "data_dir"),
         "qat": (*data, "qat_epochs", "keras", "backend", "data_dir"),
         "export": (),
