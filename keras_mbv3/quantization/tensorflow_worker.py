@@ -22,17 +22,19 @@ import contextlib
 import contextvars
 import os
 import pickle
-import select
+import selectors
 import subprocess
 import sys
 import tempfile
+import threading
+import time
 import warnings
 
 import numpy as np
 
 WORKER_TIMEOUT_S = 3600  # one job of the worker, all of its models
 WORKER = "keras_mbv3.quantization.tensorflow_worker_main"  # the worker's side, run with python -m
-DONE = "done"  # the worker's line on its reply pipe after each job
+DONE = "done"  # the worker's line on its stdout after each job (lines printed before it are passed over)
 _SHARED = contextvars.ContextVar("shared_tensorflow_worker", default=None)
 
 
@@ -49,48 +51,98 @@ class _Worker:
                                         stdout=subprocess.PIPE, stderr=self.log, text=True)  # fmt: skip
 
     def run(self, folder):
-        """Have the worker do the job in ``folder``; raise RuntimeError with its log if it died or timed out."""
+        """Have the worker do the job in ``folder``; raise RuntimeError with its log if it died or timed out. A job
+        left unanswered (an error or an interrupt here) stops the worker: its answer would come to the next job."""
         try:
             self.process.stdin.write(folder + "\n")
             self.process.stdin.flush()
-            ready, _, _ = select.select([self.process.stdout], [], [], WORKER_TIMEOUT_S)
-            answer = self.process.stdout.readline().strip() if ready else "no answer in time"
+            answer = self._answer()
         except BrokenPipeError:
             answer = "its input closed"
-        if answer != DONE:
+        except BaseException:
             self.process.kill()
             self.close()
+            raise
+        if answer != DONE:
+            self.process.kill()
+            self.process.wait()
             self.log.seek(0)
+            log = self.log.read()[-4000:]
+            self.close()
             raise RuntimeError(f"the TensorFlow export worker failed (exit code {self.process.returncode}, "
-                               f"{answer or 'it ended'}):\n{self.log.read()[-4000:]}")  # fmt: skip
+                               f"{answer}):\n{log}")  # fmt: skip
+
+    def _answer(self):
+        deadline = time.monotonic() + WORKER_TIMEOUT_S
+        with selectors.DefaultSelector() as selector:
+            selector.register(self.process.stdout, selectors.EVENT_READ)
+            while selector.select(max(0.0, deadline - time.monotonic())):
+                line = self.process.stdout.readline()
+                if not line:
+                    return "it ended"
+                if line.strip() == DONE:
+                    return DONE
+        return f"no answer in {WORKER_TIMEOUT_S} s"
 
     def close(self):
-        if self.process.poll() is None:
-            with contextlib.suppress(OSError):
-                self.process.stdin.close()  # the worker ends at the end of its input
-            try:
-                self.process.wait(timeout=60)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-        self.process.wait()
+        """Stop the worker (at the end of its input; killed after 60 s) and close its pipes and log."""
+        with contextlib.suppress(OSError):
+            self.process.stdin.close()
+        try:
+            self.process.wait(timeout=60)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            self.process.wait()
         self.process.stdout.close()
+        self.log.close()
+
+
+class _Shared:
+    """The worker of a ``shared_worker()`` block: started at its first job, again if it died; none once closed."""
+
+    def __init__(self):
+        self.lock, self.worker, self.closed = threading.Lock(), None, False
+
+    def run(self, folder):
+        with self.lock:
+            if self.closed:  # a context copied from the block, used after it ended: a worker of its own
+                return _run_once(folder)
+            if self.worker is None or self.worker.process.poll() is not None:
+                if self.worker is not None:
+                    self.worker.close()
+                self.worker = _Worker()
+            self.worker.run(folder)
+
+    def close(self):
+        with self.lock:
+            self.closed = True
+            if self.worker is not None:
+                self.worker.close()
+
+
+def _run_once(folder):
+    worker = _Worker()
+    try:
+        worker.run(folder)
+    finally:
+        worker.close()
 
 
 @contextlib.contextmanager
 def shared_worker():
     """Within the block, exports in a TensorFlow worker share one worker process (started at the first export,
-    stopped at the end; nested blocks share the outer one's)."""
+    again if it died, stopped at the end; nested blocks share the outer one's). The block belongs to its context:
+    another thread's exports start workers of their own."""
     if _SHARED.get() is not None:
         yield
         return
-    workers = []
-    token = _SHARED.set(workers)
+    shared = _Shared()
+    token = _SHARED.set(shared)
     try:
         yield
     finally:
+        shared.close()
         _SHARED.reset(token)
-        for worker in workers:
-            worker.close()
 
 
 def _portable(representative_dataset):
@@ -116,15 +168,9 @@ def export_all_in_tensorflow(models, arguments):
             pickle.dump({"arguments": arguments, "models": len(models)}, file)
         shared = _SHARED.get()
         if shared is None:
-            worker = _Worker()
-            try:
-                worker.run(folder)
-            finally:
-                worker.close()
+            _run_once(folder)
         else:
-            if not shared or shared[0].process.poll() is not None:  # none yet, or it failed a job before
-                shared[:] = [_Worker()]
-            shared[0].run(folder)
+            shared.run(folder)
         with open(os.path.join(folder, "result.pkl"), "rb") as file:
             result = pickle.load(file)
     for category, message in result["warnings"]:
