@@ -98,15 +98,13 @@ class _Worker:
 
 
 class _Shared:
-    """The worker of a ``shared_worker()`` block: started at its first job, again if it died; none once closed."""
+    """The worker of a ``shared_worker()`` block: started at its first job, again if it died."""
 
     def __init__(self):
         self.lock, self.worker, self.closed = threading.Lock(), None, False
 
     def run(self, folder):
         with self.lock:
-            if self.closed:  # a context copied from the block, used after it ended: a worker of its own
-                return _run_once(folder)
             if self.worker is None or self.worker.process.poll() is not None:
                 if self.worker is not None:
                     self.worker.close()
@@ -120,20 +118,13 @@ class _Shared:
                 self.worker.close()
 
 
-def _run_once(folder):
-    worker = _Worker()
-    try:
-        worker.run(folder)
-    finally:
-        worker.close()
-
-
 @contextlib.contextmanager
 def shared_worker():
     """Within the block, exports in a TensorFlow worker share one worker process (started at the first export,
     again if it died, stopped at the end; nested blocks share the outer one's). The block belongs to its context:
-    another thread's exports start workers of their own."""
-    if _SHARED.get() is not None:
+    another thread's exports start workers of their own, and so does a context copied from it after it ended."""
+    outer = _SHARED.get()
+    if outer is not None and not outer.closed:
         yield
         return
     shared = _Shared()
@@ -157,8 +148,8 @@ def _portable(representative_dataset):
 
 
 def export_all_in_tensorflow(models, arguments):
-    """``[export_tflite(model, **arguments) for model in models]`` (no paths) in a TensorFlow worker process: one
-    for all of them, or the ``shared_worker()`` one. The first error is raised here (a note names the model's
+    """``[export_tflite(model, **arguments) for model in models]`` (no paths) in a TensorFlow worker process: the
+    ``shared_worker()`` block's, else one for these models alone. The first error is raised here (a note names the model's
     index); each warning is given once, whichever models raised it."""
     arguments = {**arguments, "representative_dataset": _portable(arguments.get("representative_dataset"))}
     with tempfile.TemporaryDirectory(prefix="mbv3-export-") as folder:
@@ -166,11 +157,8 @@ def export_all_in_tensorflow(models, arguments):
             model.save(os.path.join(folder, model_file(index)))
         with open(os.path.join(folder, "arguments.pkl"), "wb") as file:
             pickle.dump({"arguments": arguments, "models": len(models)}, file)
-        shared = _SHARED.get()
-        if shared is None:
-            _run_once(folder)
-        else:
-            shared.run(folder)
+        with shared_worker():  # outside a block, a block of this job alone
+            _SHARED.get().run(folder)
         with open(os.path.join(folder, "result.pkl"), "rb") as file:
             result = pickle.load(file)
     for category, message in result["warnings"]:
