@@ -89,8 +89,13 @@ def test_post_training_int8_with_the_post_process_is_one_partition(detector):
 
 
 def test_a_stride_8_detector_is_one_int8_partition_with_the_post_process(detector):
-    """The seventh map (C3, ``min_stride=8``) keeps the int8 network one XNNPACK partition, QAT and post-training,
-    and the post-process reads its anchors (``anchors(model)`` tells the layout by the anchor count)."""
+    """The seventh map (C3, ``min_stride=8``) keeps the int8 network one XNNPACK partition, and the post-process
+    reads its anchors (``anchors(model)`` tells the layout by the anchor count).
+
+    ``quantize_model(model, representative_dataset=images)`` is also what post-training int8 of the float model
+    exports (``converter.post_training_model``), so this covers both; the post-training route itself, with the
+    post-process, is tested on the stride-16 detector above (exporting it here too: 17.9 s against 11.8 s on Keras 3,
+    36.2 s against 19.4 s on tf_keras, for the same model)."""
     from keras_mbv3.applications.ssdlite import SSDLiteMobileNetV3Small
     from keras_mbv3.batchnorm import precise_batchnorm
     from keras_mbv3.quantization import quantize_model
@@ -99,16 +104,13 @@ def test_a_stride_8_detector_is_one_int8_partition_with_the_post_process(detecto
     model = SSDLiteMobileNetV3Small(4, input_shape=(64, 64, 3), bn_momentum=0.9, min_stride=8)
     precise_batchnorm(model, images)
     qat = quantize_model(model, representative_dataset=images)
-    shipped = {}
-    for kind, source, options in (("qat", qat, {}), ("ptq", model, {"representative_dataset": images})):
-        shipped[kind] = export_tflite(source, quantization="int8", input_type="float32",
-                                      postprocess=postprocess(model), **options)  # fmt: skip
-        report = graph_report(shipped[kind])
-        assert report["partitions"] == 1 and report["undelegated"] == {CUSTOM_OP: 1}, kind
+    shipped = export_tflite(qat, quantization="int8", input_type="float32", postprocess=postprocess(model))
+    report = graph_report(shipped)
+    assert report["partitions"] == 1 and report["undelegated"] == {CUSTOM_OP: 1}
     network = export_tflite(qat, quantization="int8", input_type="float32", output_type="float32")
     boxes, logits = predict_outputs(interpreter(network), images[:2])
     expected = decode_detections(boxes, logits, anchors(model), score_threshold=0.3, max_detections=10)
-    same_detections(detect(shipped["qat"], images[:2]), expected)
+    same_detections(detect(shipped, images[:2]), expected)
 
 
 @pytest.mark.parametrize("arguments, name", [
