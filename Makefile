@@ -49,8 +49,8 @@ PYTEST := -m pytest -q -p no:cacheprovider --durations=10
 # and a second thread each only contends for them. tests/quantization/test_qat.py on both lines side by side took
 # 249 s of process time with one, 270-279 s with TensorFlow's default (user CPU 237 s against 254-261 s); in the
 # e86cce0 rehearsal the rest lines took 618 and 777 s (651 and 813 s before), PyTorch's (OMP_NUM_THREADS=1 too)
-# 180 s (198 s). Not the lines of end-to-end runs
-# (their subprocesses train on tf.data and logical devices): they took 507 and 380 s with it, 496 and 365 s without.
+# 180 s (198 s). Not the lines of end-to-end runs (their subprocesses train on tf.data and logical devices):
+# they took 507 and 380 s with it, 496 and 365 s without.
 ONE_THREAD := TF_NUM_INTRAOP_THREADS=1
 KERAS3 := TF_USE_LEGACY_KERAS=0 $(PY) $(PYTEST)
 LEGACY := TF_USE_LEGACY_KERAS=1 $(PY_TFMOT) $(PYTEST)
