@@ -45,16 +45,15 @@ RUNS := tests/test_cli.py tests/test_readme.py tests/adapt/test_adapt_cli.py
 JAX_RUNS := tests/backends/test_jax_cli.py
 NEUTRAL := tests/backends tests/detection tests/test_optimizers.py
 PYTEST := -m pytest -q -p no:cacheprovider --durations=10
-# The in-process lines take one TensorFlow intra-op thread per pytest process: two processes share the two cores,
-# and a second thread each only contends for them. tests/quantization/test_qat.py on both lines side by side took
-# 249 s of process time with one, 270-279 s with TensorFlow's default (user CPU 237 s against 254-261 s); in the
-# e86cce0 rehearsal the rest lines took 618 and 777 s (651 and 813 s before), PyTorch's (OMP_NUM_THREADS=1 too)
-# 180 s (198 s). Not the lines of end-to-end runs (their subprocesses train on tf.data and logical devices):
-# they took 507 and 380 s with it, 496 and 365 s without.
+# One TensorFlow intra-op thread per pytest process: two processes share the two cores, and a second thread each
+# only contends for them. tests/quantization/test_qat.py on both lines side by side took 249 s of process time with
+# one, 270-279 s with TensorFlow's default (user CPU 237 s against 254-261 s). Clean-clone rehearsals, the four
+# Keras lines summed: 2,282 s with it on every line (e86cce0), 2,463 s with it on the rest lines only (9fa19a4),
+# 2,325 and 2,417 s without it (b6c7a60, 5c4cbd7).
 ONE_THREAD := TF_NUM_INTRAOP_THREADS=1
-KERAS3 := TF_USE_LEGACY_KERAS=0 $(PY) $(PYTEST)
-LEGACY := TF_USE_LEGACY_KERAS=1 $(PY_TFMOT) $(PYTEST)
-JAX := KERAS_BACKEND=jax TF_USE_LEGACY_KERAS=0 $(PY) $(PYTEST)
+KERAS3 := $(ONE_THREAD) TF_USE_LEGACY_KERAS=0 $(PY) $(PYTEST)
+LEGACY := $(ONE_THREAD) TF_USE_LEGACY_KERAS=1 $(PY_TFMOT) $(PYTEST)
+JAX := $(ONE_THREAD) KERAS_BACKEND=jax TF_USE_LEGACY_KERAS=0 $(PY) $(PYTEST)
 TORCH := $(ONE_THREAD) OMP_NUM_THREADS=1 KERAS_BACKEND=torch TF_USE_LEGACY_KERAS=0 $(PY) $(PYTEST)
 
 # A pytest process that dies in a native library (an abort) prints no summary: the test it was in is named
@@ -75,13 +74,13 @@ check: $(STAMP)
 	TF_USE_LEGACY_KERAS=0 $(PY) -m pytest -q -p no:cacheprovider -m "not slow" --durations=5 tests
 
 test-keras3-rest: $(STAMP)
-	$(call named,$(ONE_THREAD) $(KERAS3) tests $(addprefix --ignore=,$(RUNS)))
+	$(call named,$(KERAS3) tests $(addprefix --ignore=,$(RUNS)))
 
 test-keras3-runs: $(STAMP)
 	$(call named,$(KERAS3) $(RUNS))
 
 test-legacy-rest: $(STAMP_TFMOT)
-	$(call named,$(ONE_THREAD) $(LEGACY) tests $(addprefix --ignore=,$(RUNS)))
+	$(call named,$(LEGACY) tests $(addprefix --ignore=,$(RUNS)))
 
 test-legacy-runs: $(STAMP_TFMOT)
 	$(call named,$(LEGACY) $(RUNS))
