@@ -49,7 +49,8 @@ PYTEST := -m pytest -q -p no:cacheprovider --durations=10
 # only contends for them. tests/quantization/test_qat.py on both lines side by side took 249 s of process time with
 # one, 270-279 s with TensorFlow's default (user CPU 237 s against 254-261 s). Clean-clone rehearsals, the four
 # Keras lines summed: 2,282 s with it on every line (e86cce0), 2,463 s with it on the rest lines only (9fa19a4),
-# 2,325 and 2,417 s without it (b6c7a60, 5c4cbd7).
+# 2,325 and 2,417 s without it (b6c7a60, 5c4cbd7). PyTorch's line also takes one OpenMP thread: 180 and 144 s in
+# those two rehearsals, 198 s in b6c7a60's without either setting.
 ONE_THREAD := TF_NUM_INTRAOP_THREADS=1
 KERAS3 := $(ONE_THREAD) TF_USE_LEGACY_KERAS=0 $(PY) $(PYTEST)
 LEGACY := $(ONE_THREAD) TF_USE_LEGACY_KERAS=1 $(PY_TFMOT) $(PYTEST)
