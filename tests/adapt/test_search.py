@@ -4,7 +4,7 @@ import dataclasses
 
 import pytest
 
-from keras_mbv3.adapt import search, widths
+from keras_mbv3.adapt import latency, search, widths
 from keras_mbv3.backend import IS_KERAS_3, keras
 from keras_mbv3.layers import InvertedResidual
 from keras_mbv3.applications.complexity import count_madds
@@ -18,8 +18,33 @@ same_on_both_lines = pytest.mark.skipif(not IS_KERAS_3, reason="the search loop 
 slow = pytest.mark.slow  # whole searches: each rebuilds tens of models
 
 
-def madds_ms(model):
-    return count_madds(model) / 1e6
+_UNIT_MADDS = {}  # latency.key(unit): MAdds in millions
+
+
+def madds_ms(model, changes=None):
+    """MAdds in millions standing in for the latency table: the table's own units of ``model`` (with ``changes``,
+    ``{layer name: {argument: value}}``, as ``LatencyTable.latency`` takes them), each counted once per shape.
+
+    As the adapt step's table, it prices a width without building the model at that width: the searches here
+    built one model per width tried (``search.built_latency``), 31 of the 43 s of the no-cut test on Keras 3.
+    """
+    total = 0.0
+    for unit in latency.units(latency.links(model, changes)):
+        key = latency.key(unit)
+        if key not in _UNIT_MADDS:
+            _UNIT_MADDS[key] = count_madds(latency.unit_model(unit)) / 1e6
+        total += _UNIT_MADDS[key]
+    return total
+
+
+def madds_at(model, new_widths, setters):
+    """``latency_at`` of the searches: ``madds_ms`` of ``model`` at ``new_widths``, not built (as the adapt step's)."""
+    return madds_ms(model, widths.changes(model, new_widths, setters))
+
+
+def adapt(model, target_ms, latency_of, finetune, score, **options):
+    """``search.search`` pricing the widths it tries with ``madds_at`` unless told otherwise."""
+    return search.search(model, target_ms, latency_of, finetune, score, **{"latency_at": madds_at, **options})
 
 
 def start_model():
@@ -33,6 +58,19 @@ def start_model():
     return keras.Model(inputs, keras.layers.Dense(4, name="logits")(x))
 
 
+
+def test_the_tables_unit_madds_are_the_models_madds_at_any_widths():
+    """What makes ``madds_ms`` a stand-in for the table: its units sum to the whole model's MAdds, at the start's
+    widths and at widths priced without building the model."""
+    model = start_model()
+    setters, found = widths.cuttable(model), widths.widths(model)
+    new_widths = {space: width - 8 for space, width in found.items() if setters[space][0][1] == "expanded_filters"}
+    new_widths[next(s for s in found if widths.describe(setters[s]) == "conv output")] = 8
+    cut = widths.rebuild(model, new_widths, transfer_weights=False)
+    assert madds_ms(model) == pytest.approx(count_madds(model) / 1e6)
+    assert madds_at(model, new_widths, setters) == pytest.approx(count_madds(cut) / 1e6)
+    assert count_madds(cut) < count_madds(model)
+
 @slow
 def test_each_iteration_saves_the_step_and_keeps_the_best_score_per_latency_saved():
     model = start_model()
@@ -44,7 +82,7 @@ def test_each_iteration_saves_the_step_and_keeps_the_best_score_per_latency_save
 
     start_ms = madds_ms(model)
     log = []
-    result = search.search(model, 0.9 * start_ms, madds_ms, tuned.append, score, step_fraction=0.04, log=log.append)
+    result = adapt(model, 0.9 * start_ms, madds_ms, tuned.append, score, step_fraction=0.04, log=log.append)
     adapted, iterations = result.model, result.iterations
     assert madds_ms(adapted) <= 0.9 * start_ms < madds_ms(model)
     assert result.stopped_by == "target" and result.kept == len(iterations) - 1
@@ -73,23 +111,23 @@ def test_the_start_is_scored_after_the_proposals_fine_tune_and_equal_scores_keep
 
     tuned = []
     start_ms = madds_ms(model)
-    iterations = search.search(model, 0.97 * start_ms, madds_ms, tuned.append, score, step_fraction=0.02,
-                               log=lambda line: None).iterations  # fmt: skip
+    iterations = adapt(model, 0.97 * start_ms, madds_ms, tuned.append, score, step_fraction=0.02,
+                       log=lambda line: None).iterations  # fmt: skip
     assert scored[0] is tuned[0] and scored[0] is not model  # the start's score is that of a fine-tuned copy
     found = widths.cuttable(model)
     savings = []
     for space in found:
-        width = search.smallest_cut(model, space, search.built_latency(madds_ms), 0.98 * start_ms, 8, start_ms)
+        width = search.smallest_cut(model, space, madds_at, 0.98 * start_ms, 8, start_ms)
         if width is not None:
-            savings.append(start_ms - madds_ms(widths.rebuild(model, {space: width}, transfer_weights=False)))
+            savings.append(start_ms - madds_at(model, {space: width}, found))
     assert len(savings) == iterations[0].proposals >= 2 and len(set(savings)) >= 2
     assert start_ms - iterations[0].latency_ms == pytest.approx(max(savings))
 
     def score_and_tie_break(candidate):  # equal scores; the tie-break prefers the slower model
         return 0.5, madds_ms(candidate)
 
-    iterations = search.search(model, 0.97 * start_ms, madds_ms, lambda m: None, score_and_tie_break,
-                               step_fraction=0.02, log=lambda line: None).iterations  # fmt: skip
+    iterations = adapt(model, 0.97 * start_ms, madds_ms, lambda m: None, score_and_tie_break,
+                       step_fraction=0.02, log=lambda line: None).iterations  # fmt: skip
     assert start_ms - iterations[0].latency_ms == pytest.approx(min(savings)) and iterations[0].score == 0.5
 
 
@@ -116,10 +154,10 @@ def test_a_stopped_search_resumes_from_its_last_iteration():
         return sum(widths.widths(candidate).values()) / 1e3
 
     options = dict(step_fraction=0.02, log=lambda line: None)
-    full = search.search(model, target, madds_ms, lambda m: None, channels_kept,
-                         save=lambda m, i: saved.append((m, list(i))), **options)  # fmt: skip
+    full = adapt(model, target, madds_ms, lambda m: None, channels_kept,
+                 save=lambda m, i: saved.append((m, list(i))), **options)  # fmt: skip
     assert len(saved) == len(full.iterations) >= 2
-    resumed = search.search(model, target, madds_ms, lambda m: None, channels_kept, resume=saved[0], **options)
+    resumed = adapt(model, target, madds_ms, lambda m: None, channels_kept, resume=saved[0], **options)
     untimed = lambda iterations: [dataclasses.replace(i, elapsed_s=None, seconds=None) for i in iterations]  # noqa: E731
     assert untimed(resumed.iterations) == untimed(full.iterations)
     assert widths.widths(resumed.model) == widths.widths(full.model)
@@ -129,15 +167,15 @@ def test_a_stopped_search_resumes_from_its_last_iteration():
 @same_on_both_lines
 def test_a_target_no_cut_can_reach_ends_where_the_widths_end_and_a_model_with_nothing_to_cut_is_a_clear_error():
     lines = []
-    result = search.search(start_model(), 1e-6, madds_ms, lambda m: None, lambda m: 0.5, step_fraction=0.5,
-                           log=lines.append)  # fmt: skip
+    result = adapt(start_model(), 1e-6, madds_ms, lambda m: None, lambda m: 0.5, step_fraction=0.5,
+                   log=lines.append)  # fmt: skip
     assert result.stopped_by == "no-cut" and len(result.iterations) >= 3 and "the step is halved to" in "".join(lines)
     assert result.kept == len(result.iterations) - 1  # the fastest; no score lost
-    scored = search.search(start_model(), 1e-6, madds_ms, lambda m: None, madds_ms, step_fraction=0.5,
-                           log=lines.append)  # fmt: skip
+    scored = adapt(start_model(), 1e-6, madds_ms, lambda m: None, madds_ms, step_fraction=0.5,
+                   log=lines.append)  # fmt: skip
     assert scored.kept is None and "keeps the start's widths (no iteration within" in lines[-1]  # MAdds as score
     with pytest.raises(RuntimeError, match="above the target"):
-        search.search(start_model(), 1e-6, madds_ms, lambda m: None, madds_ms, divisor=128, log=lambda line: None)
+        adapt(start_model(), 1e-6, madds_ms, lambda m: None, madds_ms, divisor=128, log=lambda line: None)
 
 
 @pytest.mark.parametrize("arguments, name", [(dict(target_ms=0), "target_ms"), (dict(step_fraction=1.5),
@@ -145,7 +183,7 @@ def test_a_target_no_cut_can_reach_ends_where_the_widths_end_and_a_model_with_no
 def test_bad_search_arguments_name_themselves(arguments, name):
     options = {"target_ms": 1.0, **arguments}
     with pytest.raises(ValueError, match=name):
-        search.search(start_model(), options.pop("target_ms"), madds_ms, lambda m: None, madds_ms, **options)
+        adapt(start_model(), options.pop("target_ms"), madds_ms, lambda m: None, madds_ms, **options)
 
 
 def test_the_smallest_cut_skips_a_width_that_would_join_a_residual():
@@ -197,8 +235,9 @@ def test_a_noisy_table_and_noisy_measurements_end_and_never_keep_a_cut_measured_
     start_ms = madds_ms(model)
     table = lambda m: 0.5 * madds_ms(m) + 0.5 * start_ms  # noqa: E731  (half of each saving)
     measure, lines = noisy_measure(seed, 0.06), []
-    result = search.search(model, 0.8 * start_ms, table, lambda m: None, lambda m: 0.5, step_fraction=0.02,
-                           measure=measure, log=lines.append)  # fmt: skip
+    table_at = lambda m, new_widths, setters: 0.5 * madds_at(m, new_widths, setters) + 0.5 * start_ms  # noqa: E731
+    result = adapt(model, 0.8 * start_ms, table, lambda m: None, lambda m: 0.5, step_fraction=0.02,
+                   latency_at=table_at, measure=measure, log=lines.append)  # fmt: skip
     assert result.stopped_by in search.STOPS and lines[-1].startswith("[adapt] stopped after")
     kept = [line for line in lines if "refused" not in line][:-1]
     assert len(kept) == len(result.iterations) and all(i.rejected >= 0 for i in result.iterations)
@@ -223,8 +262,8 @@ def test_a_cut_measured_slower_than_the_model_before_is_refused_and_the_next_bes
         return search.Measurement(madds_ms(candidate), 0.0, 15, 1.03 if slower else 0.97)
 
     lines = []
-    result = search.search(model, 0.97 * start_ms, madds_ms, lambda m: None, lambda m: 0.5, step_fraction=0.02,
-                           measure=measure, log=lines.append)  # fmt: skip
+    result = adapt(model, 0.97 * start_ms, madds_ms, lambda m: None, lambda m: 0.5, step_fraction=0.02,
+                   measure=measure, log=lines.append)  # fmt: skip
     first = result.iterations[0]
     assert first.rejected == 1 and "3.0% slower than the model before it: refused" in lines[0]
     assert widths.widths(result.model) != widths.widths(measured[0]) or len(result.iterations) > 1
@@ -240,8 +279,8 @@ def test_all_cuts_measured_slower_stop_the_search_at_the_model_before():
         faster = madds_ms(candidate) > 0.96 * start_ms  # the first iteration's cuts only
         return search.Measurement(madds_ms(candidate), 0.0, 15, 0.98 if faster else 1.01)
 
-    result = search.search(model, 0.5 * start_ms, madds_ms, lambda m: None, lambda m: 0.5, step_fraction=0.03,
-                           measure=measure, log=lambda line: None)  # fmt: skip
+    result = adapt(model, 0.5 * start_ms, madds_ms, lambda m: None, lambda m: 0.5, step_fraction=0.03,
+                   measure=measure, log=lambda line: None)  # fmt: skip
     assert result.stopped_by == "no-faster-cut" and len(result.iterations) == 1 and result.kept == 0
     assert madds_ms(result.model) == pytest.approx(result.iterations[0].latency_ms)
 
@@ -256,16 +295,16 @@ def test_a_measurement_whose_interval_reaches_the_target_stops_the_search():
         return lambda candidate, before: search.Measurement(max(madds_ms(candidate), 1.02 * target), half * target,
                                                             15, 0.9)  # fmt: skip
 
-    result = search.search(model, target, madds_ms, lambda m: None, lambda m: 0.5, step_fraction=0.02,
-                           measure=measured(0.03), log=lambda line: None)  # fmt: skip
+    result = adapt(model, target, madds_ms, lambda m: None, lambda m: 0.5, step_fraction=0.02,
+                   measure=measured(0.03), log=lambda line: None)  # fmt: skip
     assert result.stopped_by == "target" and len(result.iterations) == 1
     assert result.iterations[0].latency_ms == pytest.approx(1.02 * target)
-    narrow = search.search(model, target, madds_ms, lambda m: None, lambda m: 0.5, step_fraction=0.02,
-                           measure=measured(0.01), limits=search.Limits(max_iterations=3), log=lambda line: None)
+    narrow = adapt(model, target, madds_ms, lambda m: None, lambda m: 0.5, step_fraction=0.02,
+                   measure=measured(0.01), limits=search.Limits(max_iterations=3), log=lambda line: None)
     assert narrow.stopped_by == "max-iterations"  # never measured within the target: it went on
     start_ms = madds_ms(model)
-    start_within = search.search(model, 0.97 * start_ms, madds_ms, lambda m: None, lambda m: 0.5,
-                                 start_half_ms=0.04 * start_ms, log=lambda line: None)  # fmt: skip
+    start_within = adapt(model, 0.97 * start_ms, madds_ms, lambda m: None, lambda m: 0.5,
+                         start_half_ms=0.04 * start_ms, log=lambda line: None)  # fmt: skip
     assert start_within.stopped_by == "target" and start_within.iterations == [] and start_within.kept is None
 
 
@@ -286,8 +325,8 @@ def test_the_time_budget_stops_before_an_iteration_that_would_overrun_and_keeps_
     # the start's score 10 s; iterations of 6, 5, 5 and 4 proposals end at 70, 120, 170 and 210 s; the 5th
     # (about 47 s, as the last three) would end after 230 s
     limits = search.Limits(time_budget_s=230.0, max_accuracy_drop=0.02)
-    result = search.search(model, 0.3 * start_ms, madds_ms, clock.finetune, score, step_fraction=0.02, clock=clock,
-                           limits=limits, log=lines.append)  # fmt: skip
+    result = adapt(model, 0.3 * start_ms, madds_ms, clock.finetune, score, step_fraction=0.02, clock=clock,
+                   limits=limits, log=lines.append)  # fmt: skip
     assert result.stopped_by == "time-budget" and [i.proposals for i in result.iterations] == [6, 5, 5, 4]
     assert [i.elapsed_s for i in result.iterations] == [70.0, 120.0, 170.0, 210.0]
     assert [round(i.score, 3) for i in result.iterations] == [0.9, 0.9, 0.885, 0.87]  # the 4th is 3 points under
@@ -308,12 +347,12 @@ def test_max_iterations_stops_the_search_and_a_resume_may_raise_it():
         models[len(iterations) - 1] = m
 
     options = dict(step_fraction=0.02, log=lambda line: None)
-    first = search.search(model, 0.3 * start_ms, madds_ms, lambda m: None, lambda m: 0.5, save=save,
-                          limits=search.Limits(max_iterations=2), **options)  # fmt: skip
+    first = adapt(model, 0.3 * start_ms, madds_ms, lambda m: None, lambda m: 0.5, save=save,
+                  limits=search.Limits(max_iterations=2), **options)  # fmt: skip
     assert first.stopped_by == "max-iterations" and len(first.iterations) == 2 and first.kept == 1
-    more = search.search(model, 0.3 * start_ms, madds_ms, lambda m: None, lambda m: 0.5, load=models.get,
-                         resume=(first.model, first.iterations), limits=search.Limits(max_iterations=4),
-                         **options)  # fmt: skip
+    more = adapt(model, 0.3 * start_ms, madds_ms, lambda m: None, lambda m: 0.5, load=models.get,
+                 resume=(first.model, first.iterations), limits=search.Limits(max_iterations=4),
+                 **options)  # fmt: skip
     assert more.stopped_by == "max-iterations" and more.iterations[:2] == first.iterations and len(more.iterations) == 4
 
 
