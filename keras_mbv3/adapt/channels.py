@@ -145,8 +145,9 @@ def keep(scores, size):
     return np.sort(np.argsort(-scores, kind="stable")[:size])
 
 
-def transfer(source, target):
-    """Copy ``source``'s weights into ``target``, a model of the same layers with fewer channels in some spaces.
+def transfer(source, target, before=None):
+    """Copy ``source``'s weights into ``target``, a model of the same layers with fewer channels in some spaces
+    (``before``: ``spaces(source)``, if already known).
 
     Each space that shrank keeps its channels of highest L1 norm (``importance``);
     every weight axis of that space is sliced with the same indices.
@@ -154,7 +155,7 @@ def transfer(source, target):
     Returns:
         ``{space: kept channel indices}`` of the spaces that shrank.
     """
-    before, after = spaces(source), spaces(target)
+    before, after = before or spaces(source), spaces(target)
     if set(after.sizes) != set(before.sizes):
         raise ValueError(f"Invalid `target`: its channel spaces are not the source's (new or joined: "
                          f"{sorted(set(after.sizes) ^ set(before.sizes))}), e.g. a residual add appeared")  # fmt: skip

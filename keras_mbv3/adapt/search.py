@@ -232,7 +232,7 @@ def search(model, target_ms, latency, finetune, score, *, latency_at=None, step_
             if limits.time_budget_s is not None and clock() - began >= limits.time_budget_s:
                 stopped_by = "time-budget"  # this iteration is abandoned
                 break
-            candidate = widths_lib.rebuild(model, {space: width}, setters=cuttable)
+            candidate = widths_lib.rebuild(model, {space: width}, setters=cuttable, found=found)
             finetune(candidate)
             ranked = _ranked(score(candidate))
             proposals.append(_Proposal(space, cuttable[space], width, candidate, latency(candidate), *ranked))

@@ -2,7 +2,7 @@
 
 import numpy as np
 import pytest
-from conftest import randomize_batchnorm
+from conftest import outputs, randomize_batchnorm
 
 from keras_mbv3.adapt import channels, widths
 from keras_mbv3.applications import MobileNetV3Large, MobileNetV3Small
@@ -17,11 +17,11 @@ def small(size=32):
     return model
 
 
-def silence(model, space, indices):
+def silence(model, space, indices, found=None):
     """Make the channels ``indices`` of ``space`` the weakest and without effect: zero in every kernel that writes
     them (so their L1 norm is lowest) and in every kernel that reads them into another space. A model without
-    them computes the same outputs."""
-    found = channels.spaces(model)
+    them computes the same outputs. ``found``: ``channels.spaces(model)``, if already known."""
+    found = found or channels.spaces(model)
     leaves = {layer.name: layer for layer in sublayers(model)}
     for name, axes_of_weights in found.of_axes.items():
         layer = leaves[name]
@@ -59,13 +59,14 @@ def test_large_first_block_shares_the_stem_width():
 @pytest.mark.slow
 def test_cutting_silenced_channels_keeps_the_outputs(cut, rng):
     model = small()
-    setters = widths.cuttable(model)
+    found = channels.spaces(model)  # read once (each reading flattens the model), as the search does
+    setters = widths.cuttable(model, found)
     (space,) = [s for s in setters if widths.describe(setters[s]) == cut]
-    width = widths.widths(model)[space]
+    width = found.sizes[space]
     removed = rng.choice(width, 8, replace=False)
-    silence(model, space, removed)
+    silence(model, space, removed, found)
     x = rng.uniform(0, 255, (2, 32, 32, 3)).astype("float32")
-    cut_model = widths.rebuild(model, {space: width - 8})
+    cut_model = widths.rebuild(model, {space: width - 8}, setters=setters, found=found)
     assert widths.widths(cut_model)[space] == width - 8
     assert cut_model.count_params() < model.count_params()
     np.testing.assert_allclose(to_numpy(cut_model(x)), to_numpy(model(x)), atol=1e-5)
@@ -130,11 +131,11 @@ def test_a_cut_model_saves_loads_flattens_and_quantizes_to_one_int8_partition(tm
     cut = widths.rebuild(model, {named["expanded_conv_4 expansion"]: 120, named["expanded_conv_3..5 output"]: 24,
                                  named["conv_2 output"]: 512})  # fmt: skip
     x = rng.uniform(0, 255, (4, 32, 32, 3)).astype("float32")
-    expected = cut.predict(x, verbose=0)
+    expected = outputs(cut, x)  # eager calls: a traced predict per model cost 1-2 s here
     cut.save(tmp_path / "cut.keras")
     loaded = keras.models.load_model(tmp_path / "cut.keras")
     assert widths.widths(loaded)[named["expanded_conv_3..5 output"]] == 24
     for other in (loaded, flatten_model(cut)):
-        np.testing.assert_allclose(other.predict(x, verbose=0), expected, atol=1e-5)
+        np.testing.assert_allclose(outputs(other, x), expected, atol=1e-5)
     report = graph_report(export_tflite(quantize_model(loaded, representative_dataset=x), quantization="int8"))
     assert report["partitions"] == 1 and not report["float_ops"]
