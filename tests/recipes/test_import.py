@@ -12,7 +12,7 @@ from keras_mbv3.quantization import read_metadata
 from keras_mbv3.quantization.litert import graph_report
 from cli_helpers import assert_one_line_error, call_cli, call_cli_captured, keras_3_only
 
-from conftest import randomize_batchnorm
+from conftest import outputs, randomize_batchnorm
 
 
 pytestmark = pytest.mark.slow  # trains, converts or starts processes: `make test`, not `make check`
@@ -51,7 +51,7 @@ def test_import_writes_float_keras_with_its_sha256_and_the_models_settings(impor
     loaded = keras.models.load_model(out / "float.keras")
     assert "InvertedResidual" in {type(layer).__name__ for layer in loaded.layers}  # from_keras: ours, one flat model
     x = rng.uniform(0, 255, (4, 32, 32, 3)).astype("float32")
-    np.testing.assert_allclose(loaded.predict(x, verbose=0), model.predict(x, verbose=0), atol=1e-5)
+    np.testing.assert_allclose(outputs(loaded, x), outputs(model, x), atol=1e-5)
 
 
 def test_export_ptq_ships_one_partition_int8_with_metadata_then_eval_reads_it(imported, capsys):
