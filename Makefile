@@ -57,10 +57,11 @@ LEGACY := $(ONE_THREAD) TF_USE_LEGACY_KERAS=1 $(PY_TFMOT) $(PYTEST)
 JAX := $(ONE_THREAD) KERAS_BACKEND=jax TF_USE_LEGACY_KERAS=0 $(PY) $(PYTEST)
 TORCH := $(ONE_THREAD) OMP_NUM_THREADS=1 KERAS_BACKEND=torch TF_USE_LEGACY_KERAS=0 $(PY) $(PYTEST)
 
-# A pytest process that dies in a native library (an abort) prints no summary: the test it was in is named
-# (tests/conftest.py writes each test's id into .last-test-TARGET as it starts).
-named = MBV3_LAST_TEST=.last-test-$@ $(1) || { status=$$?; echo "$@: exit $$status in $$(cat .last-test-$@)"; \
-	rm -f .last-test-$@; exit $$status; }; rm -f .last-test-$@
+# A pytest process that dies in a native library (an abort, exit status 128 + the signal) prints no summary: the test
+# it was in is named (tests/conftest.py writes each test's id into .last-test-TARGET as it starts). Failed tests
+# (status 1) are in pytest's own summary; the last test started is then not the one that failed.
+named = MBV3_LAST_TEST=.last-test-$@ $(1) || { status=$$?; [ $$status -lt 128 ] || echo "$@: exit $$status in \
+	$$(cat .last-test-$@)"; rm -f .last-test-$@; exit $$status; }; rm -f .last-test-$@
 
 test: $(STAMP) $(STAMP_TFMOT) $(STAMP_TORCH)
 	$(MAKE) -j2 --output-sync=target test-legacy-rest test-keras3-rest test-keras3-runs test-legacy-runs \

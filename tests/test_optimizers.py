@@ -52,10 +52,14 @@ def test_the_schedule_is_evaluated_once_per_step():
 
 
 @pytest.mark.skipif(not IS_KERAS_3, reason="on tf_keras, keras_mbv3's AdamW is tf_keras's own")
-def test_the_updates_are_keras_adamws_bit_for_bit_and_the_optimizer_reloads(tmp_path):
+def test_the_updates_are_keras_adamws_and_the_optimizer_reloads(tmp_path):
+    """Bit for bit on TensorFlow and JAX. On torch Keras swaps in its own foreach AdamW, whose fused kernels round
+    as the CPU's vector units do: equal on stop 44's machine, 1 ulp apart in one variable of five on this one (an
+    Intel Xeon with AVX-512, 4 steps), so there the bound is 1 ulp."""
     ours = apply_steps(AdamW(_schedule(1e-2, 10), weight_decay=1e-2), steps=4)
     theirs = apply_steps(keras.optimizers.AdamW(_schedule(1e-2, 10), weight_decay=1e-2), steps=4)
-    assert all(np.array_equal(a, b) for a, b in zip(ours, theirs))
+    for a, b in zip(ours, theirs):
+        np.testing.assert_array_max_ulp(a, b, maxulp=1 if keras.backend.backend() == "torch" else 0)
 
     inputs = keras.Input((3,))
     model = keras.Model(inputs, keras.layers.Dense(2)(inputs))
