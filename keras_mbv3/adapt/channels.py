@@ -147,7 +147,7 @@ def keep(scores, size):
 
 def transfer(source, target, before=None):
     """Copy ``source``'s weights into ``target``, a model of the same layers with fewer channels in some spaces
-    (``before``: ``spaces(source)``, if already known).
+    (``before``: ``spaces(source)`` of this very source, if already known).
 
     Each space that shrank keeps its channels of highest L1 norm (``importance``);
     every weight axis of that space is sliced with the same indices.

@@ -98,8 +98,8 @@ def changes(model, new_widths, setters=None):
 def rebuild(model, new_widths, transfer_weights=True, setters=None, found=None):
     """A new model of ``model``'s layers with ``new_widths`` (``{space: channels}``, each at most the current width),
     the kept channels those of highest L1 norm (``channels.transfer``; random weights without ``transfer_weights``).
-    ``setters`` and ``found``: ``cuttable(model)`` and ``channels.spaces(model)``, if already known (each reading
-    flattens the model: 0.7 s for Small on tf_keras)."""
+    ``setters`` and ``found``: ``cuttable(model)`` and ``channels.spaces(model)`` of this very model, if already
+    known (each reading flattens the model: 0.7 s for Small on tf_keras)."""
     config = model.get_config()
     layers = {entry["config"]["name"]: entry["config"] for entry in config["layers"]}
     for entry in config["layers"]:

@@ -11,8 +11,9 @@ from keras_mbv3.applications.complexity import count_madds
 
 
 # The loop is the same Python on both Keras lines; what differs per line (rebuilding, slicing, flattening) runs on
-# both in test_widths.py and in the first test here. The other searches run on Keras 3 only: on tf_keras they took
-# 544 s of its line (models rebuild about 3x slower there).
+# both in test_widths.py and in the first search test here. The other searches run on Keras 3 only: on tf_keras they
+# took 544 s of its line (models rebuild about 3x slower there; measured when the searches also built a model per
+# width tried, before madds_at).
 same_on_both_lines = pytest.mark.skipif(not IS_KERAS_3, reason="the search loop is line-independent; tf_keras runs "
                                         "the first search test and test_widths.py")  # fmt: skip
 slow = pytest.mark.slow  # whole searches: each rebuilds tens of models
@@ -22,8 +23,9 @@ _UNIT_MADDS = {}  # latency.key(unit): MAdds in millions
 
 
 def madds_ms(model, changes=None):
-    """MAdds in millions standing in for the latency table: the table's own units of ``model`` (with ``changes``,
-    ``{layer name: {argument: value}}``, as ``LatencyTable.latency`` takes them), each counted once per shape.
+    """MAdds in millions standing in for the latency table: the sum over the table's own units of ``model`` (with
+    ``changes``, ``{layer name: {argument: value}}``, as ``LatencyTable.latency`` takes them), each unit key's MAdds
+    computed once.
 
     As the adapt step's table, it prices a width without building the model at that width: the searches here
     built one model per width tried (``search.built_latency``), 31 of the 43 s of the no-cut test on Keras 3.
@@ -58,18 +60,28 @@ def start_model():
     return keras.Model(inputs, keras.layers.Dense(4, name="logits")(x))
 
 
-
 def test_the_tables_unit_madds_are_the_models_madds_at_any_widths():
     """What makes ``madds_ms`` a stand-in for the table: its units sum to the whole model's MAdds, at the start's
     widths and at widths priced without building the model."""
     model = start_model()
     setters, found = widths.cuttable(model), widths.widths(model)
-    new_widths = {space: width - 8 for space, width in found.items() if setters[space][0][1] == "expanded_filters"}
-    new_widths[next(s for s in found if widths.describe(setters[s]) == "conv output")] = 8
+    new_widths = {space: width - 8 for space, width in found.items()}  # every kind: expansions, outputs, the stem
     cut = widths.rebuild(model, new_widths, transfer_weights=False)
     assert madds_ms(model) == pytest.approx(count_madds(model) / 1e6)
     assert madds_at(model, new_widths, setters) == pytest.approx(count_madds(cut) / 1e6)
     assert count_madds(cut) < count_madds(model)
+
+
+def test_the_default_latency_at_builds_each_width_and_finds_the_same_iteration():
+    """``search.search`` without ``latency_at`` prices each width on a model built at it (``built_latency``): its
+    first iteration is the one ``madds_at`` finds without building."""
+    model, limits = start_model(), search.Limits(max_iterations=1)
+    options = dict(step_fraction=0.04, limits=limits, log=lambda line: None)
+    built = search.search(model, 0.9 * madds_ms(model), madds_ms, lambda m: None, lambda m: 0.5, **options)
+    priced = adapt(model, 0.9 * madds_ms(model), madds_ms, lambda m: None, lambda m: 0.5, **options)
+    untimed = lambda iterations: [dataclasses.replace(i, elapsed_s=None, seconds=None) for i in iterations]  # noqa: E731
+    assert len(built.iterations) == 1 and untimed(built.iterations) == untimed(priced.iterations)
+
 
 @slow
 def test_each_iteration_saves_the_step_and_keeps_the_best_score_per_latency_saved():

@@ -34,7 +34,8 @@ def test_feature_shapes(output_stride, channels):
 
 def test_feature_levels_subset_and_expansion_taps():
     model = MobileNetV3Large(weights=None, input_shape=(64, 64, 3))
-    out = feature_model(model, levels=("P3", "P4"), tap="expansion")(np.zeros((1, 64, 64, 3), "float32"), training=False)
+    taps = feature_model(model, levels=("P3", "P4"), tap="expansion")
+    out = taps(np.zeros((1, 64, 64, 3), "float32"), training=False)
     assert sorted(out) == ["P3", "P4"]
     block = model.get_layer("expanded_conv_12")
     # P4 of SSDLite: the expansion of the first stride-32 block, at stride 16.
