@@ -9,8 +9,10 @@ import numpy as np
 DELEGATE = "DELEGATE"
 
 
-def interpreter(model_content, num_threads=1, disable_delegate_fusion=False, xnnpack=True):
-    """An allocated ``ai_edge_litert`` interpreter (XNNPACK on unless ``xnnpack=False``) for ``model_content`` bytes."""
+def interpreter(model_content, num_threads=1, disable_delegate_fusion=False, xnnpack=True, keep_tensors=False):
+    """An allocated ``ai_edge_litert`` interpreter (XNNPACK on unless ``xnnpack=False``) for ``model_content`` bytes;
+    ``keep_tensors``: every intermediate tensor stays readable after ``invoke`` (with ``xnnpack=False``: a delegated
+    partition hides its inner tensors)."""
     from ai_edge_litert.interpreter import Interpreter, OpResolverType
 
     resolver = OpResolverType.AUTO if xnnpack else OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES
@@ -19,6 +21,7 @@ def interpreter(model_content, num_threads=1, disable_delegate_fusion=False, xnn
         num_threads=num_threads,
         experimental_disable_delegate_node_fusion=disable_delegate_fusion,
         experimental_op_resolver_type=resolver,
+        experimental_preserve_all_tensors=keep_tensors,
     )
     runner.allocate_tensors()
     return runner

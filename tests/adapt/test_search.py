@@ -49,6 +49,11 @@ def adapt(model, target_ms, latency_of, finetune, score, **options):
     return search.search(model, target_ms, latency_of, finetune, score, **{"latency_at": madds_at, **options})
 
 
+def untimed(iterations):
+    """``iterations`` without their times (``elapsed_s``, ``seconds``), which differ from one run to the next."""
+    return [dataclasses.replace(i, elapsed_s=None, seconds=None) for i in iterations]
+
+
 def start_model():
     """Three bnecks between a stem and a dense top: the kinds of widths of a MobileNetV3, quick to rebuild."""
     inputs = keras.Input((32, 32, 3))
@@ -79,7 +84,6 @@ def test_the_default_latency_at_builds_each_width_and_finds_the_same_iteration()
     options = dict(step_fraction=0.04, limits=limits, log=lambda line: None)
     built = search.search(model, 0.9 * madds_ms(model), madds_ms, lambda m: None, lambda m: 0.5, **options)
     priced = adapt(model, 0.9 * madds_ms(model), madds_ms, lambda m: None, lambda m: 0.5, **options)
-    untimed = lambda iterations: [dataclasses.replace(i, elapsed_s=None, seconds=None) for i in iterations]  # noqa: E731
     assert len(built.iterations) == 1 and untimed(built.iterations) == untimed(priced.iterations)
 
 
@@ -170,7 +174,6 @@ def test_a_stopped_search_resumes_from_its_last_iteration():
                  save=lambda m, i: saved.append((m, list(i))), **options)  # fmt: skip
     assert len(saved) == len(full.iterations) >= 2
     resumed = adapt(model, target, madds_ms, lambda m: None, channels_kept, resume=saved[0], **options)
-    untimed = lambda iterations: [dataclasses.replace(i, elapsed_s=None, seconds=None) for i in iterations]  # noqa: E731
     assert untimed(resumed.iterations) == untimed(full.iterations)
     assert widths.widths(resumed.model) == widths.widths(full.model)
 

@@ -39,11 +39,7 @@ def detect_and_decode(content, model, qat, images):
 
     One conversion: a second export without the post-process, for the network's own outputs, took 4 s on Keras 3
     and 8 s on tf_keras per test."""
-    from ai_edge_litert.interpreter import Interpreter, OpResolverType
-
-    runner = Interpreter(model_content=content, num_threads=1, experimental_preserve_all_tensors=True,
-                         experimental_op_resolver_type=OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES)  # fmt: skip
-    runner.allocate_tensors()
+    runner = interpreter(content, xnnpack=False, keep_tensors=True)
     ops = runner._get_ops_details()
     (post,) = [op for op in ops if op["op_name"] == CUSTOM_OP]
     (softmax,) = [op for op in ops if list(op["outputs"]) == [post["inputs"][1]]]
