@@ -17,7 +17,7 @@ the same computation (``keras_mbv3.layers.fake_quant``).
 
 from keras_mbv3 import checks
 from keras_mbv3.backend import keras, register
-from keras_mbv3.layers.fake_quant import fake_quant
+from keras_mbv3.layers.fake_quant import batch_range, fake_quant
 
 ops = keras.ops
 EMA_DECAY = 0.999  # tfmot's
@@ -29,9 +29,8 @@ def fake_quant_kernel(kernel, axis):
     Symmetric and narrow range: scale max|w| / 127, zero point 0.
     """
     rank = len(kernel.shape)
-    if axis is not None and axis % rank != rank - 1:
-        # TensorFlow's per-channel op quantizes the last axis (Keras' non-TensorFlow path broadcast a range against
-        # it whatever ``axis`` was: a depthwise kernel (1, 1, 12, 1) came out (1, 1, 12, 12) on JAX)
+    if axis is not None and axis % rank != rank - 1 and keras.backend.backend() == "tensorflow":
+        # TensorFlow's per-channel op quantizes the last axis (``fake_quant`` on JAX and PyTorch takes any axis)
         return ops.swapaxes(fake_quant_kernel(ops.swapaxes(kernel, axis, -1), -1), axis, -1)
     reduce = None if axis is None else [a for a in range(rank) if a != axis % rank]
     bound = ops.maximum(ops.max(ops.abs(kernel), axis=reduce), 1e-8)  # an all-zero channel still has a scale
@@ -84,12 +83,11 @@ class FakeQuant(keras.layers.Layer):
 
     def call(self, inputs, training=None):
         if training and self.fixed_range is None:
-            values = ops.cast(inputs, "float32")
-            low = ops.minimum(ops.min(values), -self.floor)
-            high = ops.maximum(ops.max(values), self.floor)
-            decay = self.ema_decay
-            self.range_min.assign(decay * self.range_min + (1.0 - decay) * ops.minimum(low, 0.0))
-            self.range_max.assign(decay * self.range_max + (1.0 - decay) * ops.maximum(high, 0.0))
+            batch_min, batch_max = batch_range(ops.cast(inputs, "float32"))
+            low, high = ops.minimum(batch_min, -self.floor), ops.maximum(batch_max, self.floor)
+            decay = self.ema_decay  # low <= -floor <= 0 <= floor <= high: the range holds 0
+            self.range_min.assign(decay * self.range_min + (1.0 - decay) * low)
+            self.range_max.assign(decay * self.range_max + (1.0 - decay) * high)
         return fake_quant(inputs, self.range_min, self.range_max)
 
     def compute_output_shape(self, input_shape):
