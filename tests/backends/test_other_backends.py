@@ -305,9 +305,12 @@ def test_fake_quant_gives_tensorflows_values_per_tensor_and_per_channel(low, hig
         np.testing.assert_array_equal(a, b)
 
 
-@pytest.mark.parametrize("low, high, per_channel", [(-1.0, 1.5, False), (-0.37, 0.81, False), (None, None, True)])
+@pytest.mark.parametrize(
+    "low, high, per_channel", [(-1.0, 1.5, False), (-0.37, 0.81, False), (0.0, 6.0, False), (None, None, True)]
+)
 def test_fake_quant_gradients_are_tensorflows_for_the_input_and_the_range(low, high, per_channel):
-    """Inside the nudged range the input's; beyond it, the range's (summed per channel), as TensorFlow's op gives."""
+    """Inside the nudged range the input's (its bounds included: values on them, as a ReLU's zeros on a range from 0);
+    beyond it, the range's (summed per channel), as TensorFlow's op gives."""
     import tensorflow as tf
 
     from conftest import backend_gradients
@@ -321,6 +324,12 @@ def test_fake_quant_gradients_are_tensorflows_for_the_input_and_the_range(low, h
         high = np.array([0.5, 1.0, 2.0, 3.0], "float32")
         low = -high
     low, high = np.asarray(low, "float32"), np.asarray(high, "float32")
+    extremes = np.stack([np.full(x.shape[-1], -1e9, "float32"), np.full(x.shape[-1], 1e9, "float32")])
+    if per_channel:
+        nudged = tf.quantization.fake_quant_with_min_max_vars_per_channel(extremes, low, high, narrow_range=True)
+    else:
+        nudged = tf.quantization.fake_quant_with_min_max_vars(extremes, low, high)
+    x[0, 0, :2] = nudged.numpy()  # values on the nudged bounds
     variables = [tf.Variable(v) for v in (x, low, high)]
     with tf.GradientTape() as tape:
         if per_channel:
@@ -333,6 +342,7 @@ def test_fake_quant_gradients_are_tensorflows_for_the_input_and_the_range(low, h
     ours = backend_gradients(lambda a, b, c: fake_quant(a, b, c, narrow_range=per_channel,
                                                      axis=-1 if per_channel else None) * weighted, x, low, high)  # fmt: skip
     np.testing.assert_array_equal(ours[0], theirs[0])
+    np.testing.assert_array_equal(theirs[0][0, 0, :2], weights[0, 0, :2])  # the bounds pass the gradient
     assert np.all(theirs[1] != 0) and np.all(theirs[2] != 0)  # values beyond both bounds (of each channel)
     np.testing.assert_allclose(ours[1], theirs[1], rtol=1e-5)  # sums: their order may differ
     np.testing.assert_allclose(ours[2], theirs[2], rtol=1e-5)
