@@ -297,10 +297,12 @@ def test_fake_quant_gives_tensorflows_values_per_tensor_and_per_channel(low, hig
     x = np.random.default_rng(0).normal(0, 3, (4, 6, 6, 3)).astype("float32")
     lows, highs = np.array([low, -1.0, -0.5], "float32"), np.array([high, 1.0, 3.0], "float32")
     ours = [to_numpy(fake_quant(x, low, high)), to_numpy(fake_quant(x, lows, highs, axis=-1)),
-            to_numpy(fake_quant(x, -highs, highs, narrow_range=True, axis=-1))]  # fmt: skip
+            to_numpy(fake_quant(x, -highs, highs, narrow_range=True, axis=-1)),
+            to_numpy(fake_quant(x, -high, high, narrow_range=True))]  # fmt: skip
     theirs = [tf.quantization.fake_quant_with_min_max_vars(x, low, high).numpy(),
               tf.quantization.fake_quant_with_min_max_vars_per_channel(x, lows, highs).numpy(),
-              tf.quantization.fake_quant_with_min_max_vars_per_channel(x, -highs, highs, narrow_range=True).numpy()]
+              tf.quantization.fake_quant_with_min_max_vars_per_channel(x, -highs, highs, narrow_range=True).numpy(),
+              tf.quantization.fake_quant_with_min_max_vars(x, -high, high, narrow_range=True).numpy()]
     for a, b in zip(ours, theirs):
         np.testing.assert_array_equal(a, b)
 
@@ -343,6 +345,15 @@ def test_fake_quant_gradients_are_tensorflows_for_the_input_and_the_range(low, h
                                                      axis=-1 if per_channel else None) * weighted, x, low, high)  # fmt: skip
     np.testing.assert_array_equal(ours[0], theirs[0])
     np.testing.assert_array_equal(theirs[0][0, 0, :2], weights[0, 0, :2])  # the bounds pass the gradient
+    if keras.backend.backend() == "torch" and low.ndim == 0 and low == 0:  # a bound of 0 under flush-to-zero too
+        import torch
+
+        assert torch.set_flush_denormal(True)
+        try:
+            flushed = backend_gradients(lambda a, b, c: fake_quant(a, b, c) * weighted, x, low, high)
+        finally:
+            torch.set_flush_denormal(False)
+        np.testing.assert_array_equal(flushed[0], theirs[0])
     assert np.all(theirs[1] != 0) and np.all(theirs[2] != 0)  # values beyond both bounds (of each channel)
     np.testing.assert_allclose(ours[1], theirs[1], rtol=1e-5)  # sums: their order may differ
     np.testing.assert_allclose(ours[2], theirs[2], rtol=1e-5)
