@@ -20,8 +20,8 @@ call), per tensor with the nudged range as numbers, and the input's gradient in 
 can be -0.0). Forward + backward from a layer's range variables on one core, side by side with the
 0-d-tensor version before it: 44.6 against 75.8 ms on (32, 112, 112, 16), 46.6 against 68.9 ms on
 (32, 56, 56, 72). The QAT train step of Small at 224 took 2.47x the float one with Keras' path; on
-this machine 1.40x with that version and 1.11x with this one (4 interleaved steps each, medians; 1.11x
-too in benchmarks/train_speed.py's run of the three backends).
+this machine 1.40x with that version and 1.07-1.11x with this one (interleaved steps in one process,
+medians; benchmarks/train_speed.py: 1.11x and 1.15x in two runs).
 """
 
 import functools
