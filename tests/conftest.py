@@ -33,9 +33,15 @@ def randomize_batchnorm(model, seed=0, batchnorm_class=None):
 
 
 def outputs(model, x):
-    """The inference output of a one-output ``model`` on ``x``, called eagerly, as numpy: ``predict`` traces a function first, 0.5-0.9 s
-    for each new 32-64 px model (measured on Small, Large and LR-ASPP), where the call takes 0.1-0.2 s."""
-    return to_numpy(model(x, training=False))
+    """The inference outputs of ``model`` on ``x``, called eagerly, as numpy (a list or dict of arrays for a model of
+    several outputs): ``predict`` traces a function first, 0.5-0.9 s for each new 32-64 px model (measured on Small,
+    Large and LR-ASPP), where the call takes 0.1-0.2 s."""
+    result = model(x, training=False)
+    if isinstance(result, dict):
+        return {name: to_numpy(value) for name, value in result.items()}
+    if isinstance(result, (list, tuple)):
+        return [to_numpy(value) for value in result]
+    return to_numpy(result)
 
 
 def fit_batchnorm_statistics(model, images):

@@ -131,10 +131,8 @@ def batch_range(values):
 def _torch_fake_quant(inputs, low, high, quant_range, axis):
     """``fake_quant`` on PyTorch, in torch: Keras' ops cost 10-20 microseconds a call on top of torch's (a kernel's
     fake quantization, forward and backward, took 0.6 ms through them)."""
-    import torch
-
     inputs = ops.convert_to_tensor(inputs)
-    low, high = (torch.as_tensor(ops.convert_to_tensor(bound), dtype=torch.float32) for bound in (low, high))
+    low, high = ops.convert_to_tensor(low, "float32"), ops.convert_to_tensor(high, "float32")
     if axis is not None:
         shape = [1] * inputs.dim()
         shape[axis % inputs.dim()] = -1

@@ -11,7 +11,7 @@ from keras_mbv3.applications import (
     feature_info,
     feature_model,
 )
-from keras_mbv3.backend import keras, to_numpy
+from keras_mbv3.backend import keras
 from keras_mbv3.fit_state import build_fit_state
 from conftest import NO_XLA, outputs
 
@@ -23,7 +23,7 @@ def test_feature_shapes(output_stride, channels):
     model = MobileNetV3Small(weights=None, input_shape=(64, 64, channels), include_top=False,
                              output_stride=output_stride)  # fmt: skip
     features = feature_model(model)
-    out = features(np.zeros((1, 64, 64, channels), "float32"), training=False)  # eager: predict traces first
+    out = outputs(features, np.zeros((1, 64, 64, channels), "float32"))
     info = {i.level: i for i in feature_info(model)}
     assert sorted(out) == ["P1", "P2", "P3", "P4", "P5"]
     for k, level in enumerate(["P1", "P2", "P3", "P4", "P5"], start=1):
@@ -34,8 +34,7 @@ def test_feature_shapes(output_stride, channels):
 
 def test_feature_levels_subset_and_expansion_taps():
     model = MobileNetV3Large(weights=None, input_shape=(64, 64, 3))
-    taps = feature_model(model, levels=("P3", "P4"), tap="expansion")
-    out = taps(np.zeros((1, 64, 64, 3), "float32"), training=False)
+    out = outputs(feature_model(model, levels=("P3", "P4"), tap="expansion"), np.zeros((1, 64, 64, 3), "float32"))
     assert sorted(out) == ["P3", "P4"]
     block = model.get_layer("expanded_conv_12")
     # P4 of SSDLite: the expansion of the first stride-32 block, at stride 16.
@@ -49,7 +48,7 @@ def test_feature_levels_subset_and_expansion_taps():
 def test_feature_taps_equal_block_outputs(rng):
     model = MobileNetV3Small(weights=None, input_shape=(64, 64, 3), include_top=False)
     x = rng.uniform(0, 255, (1, 64, 64, 3)).astype("float32")
-    p3 = to_numpy(feature_model(model, levels=("P3",))(x, training=False)["P3"])
+    p3 = outputs(feature_model(model, levels=("P3",)), x)["P3"]
     name = feature_info(model)[2].layer
     direct = outputs(keras.Model(model.inputs, model.get_layer(name).output), x)
     np.testing.assert_array_equal(p3, direct)

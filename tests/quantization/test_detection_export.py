@@ -3,8 +3,8 @@
 import numpy as np
 import pytest
 
+from conftest import outputs
 from keras_mbv3.applications.ssdlite import anchors
-from keras_mbv3.backend import to_numpy
 from keras_mbv3.detection import decode_detections
 from keras_mbv3.quantization import DetectionPostProcess, export_tflite
 from keras_mbv3.quantization.litert import graph_report, interpreter
@@ -53,8 +53,8 @@ def detect_and_decode(content, model, qat, images):
     found = {name: np.concatenate([f[name] for f in found]) for name in OUTPUT_NAMES}
     # untrained random detectors: int8 and fake-quant outputs correlate at 0.79-0.91 (their values drift apart by
     # 6-10% of the range on average), a box head read as the class head at -0.10 to 0.07
-    for read, wanted in zip((boxes, logits), qat(images, training=False)):
-        assert np.corrcoef(np.stack(read).ravel(), to_numpy(wanted).ravel())[0, 1] > 0.5
+    for read, wanted in zip((boxes, logits), outputs(qat, images)):
+        assert np.corrcoef(np.stack(read).ravel(), wanted.ravel())[0, 1] > 0.5
     return found, decode_detections(np.stack(boxes), np.stack(logits), anchors(model), score_threshold=0.3,
                                     max_detections=10)  # fmt: skip
 
