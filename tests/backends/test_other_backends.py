@@ -357,3 +357,31 @@ def test_fake_quant_gradients_are_tensorflows_for_the_input_and_the_range(low, h
     assert np.all(theirs[1] != 0) and np.all(theirs[2] != 0)  # values beyond both bounds (of each channel)
     np.testing.assert_allclose(ours[1], theirs[1], rtol=1e-5)  # sums: their order may differ
     np.testing.assert_allclose(ours[2], theirs[2], rtol=1e-5)
+
+
+def test_a_moving_range_passes_no_gradient_to_the_batch_extremes():
+    """In training the range moves to the batch's extremes and quantizes the batch; the gradient of the inputs is the
+    op's on that range, as on TensorFlow, whose variables cut it (on JAX the updated range passed the range's gradient
+    on to the batch's extremes: 0.001 of it, the moving average's share)."""
+    import tensorflow as tf
+
+    from conftest import backend_gradients
+
+    from keras_mbv3.layers.quantized import FakeQuant
+
+    rng = np.random.default_rng(2)
+    x = rng.normal(0, 4, (2, 6, 6, 3)).astype("float32")
+    x[0, 0, 0, :2] = -30.0, 40.0  # beyond [-6, 6] and the updated range: its gradient is not 0
+    weights = rng.normal(size=x.shape).astype("float32")
+    layer = FakeQuant()
+    layer.build(x.shape)
+    state = [v.value for v in layer.non_trainable_variables]
+    weighted = keras.ops.convert_to_tensor(weights)
+    ours = backend_gradients(lambda a: layer.stateless_call([], state, a, training=True)[0] * weighted, x)[0]
+    _, moved = layer.stateless_call([], state, x, training=True)
+    low, high = (float(to_numpy(v)) for v in moved)
+    assert -6.0 > low > -6.1 and 6.0 < high < 6.1
+    variable = tf.Variable(x)
+    with tf.GradientTape() as tape:
+        total = tf.reduce_sum(tf.quantization.fake_quant_with_min_max_vars(variable, low, high) * weights)
+    np.testing.assert_array_equal(ours, tape.gradient(total, variable).numpy())
