@@ -23,7 +23,7 @@ from keras_mbv3.layers.ssdlite import SSDLiteExtraBlock, SSDLiteHead
 from keras_mbv3.layers.squeeze_excite import SqueezeExcite
 
 if IS_KERAS_3:  # the Keras 3 QAT engine's layers (tfmot's wrappers serve tf_keras)
-    from keras_mbv3.layers.quantized import FakeQuant, QuantConv2D, QuantDense, QuantDepthwiseConv2D
+    from keras_mbv3.layers.quantized import FakeQuant, QuantConv2D, QuantDense, QuantDepthwiseConv2D, QuantHardGate
 
 __all__ = [
     "HardGate",
@@ -39,4 +39,4 @@ __all__ = [
     "CompositeLayer",
 ]
 if IS_KERAS_3:
-    __all__ += ["FakeQuant", "QuantConv2D", "QuantDense", "QuantDepthwiseConv2D"]
+    __all__ += ["FakeQuant", "QuantConv2D", "QuantDense", "QuantDepthwiseConv2D", "QuantHardGate"]

@@ -17,6 +17,8 @@ class HardGate(keras.layers.Layer):
     Input shape: any. Output shape: same as the input.
     """
 
+    OUTPUT_RANGE = (0.0, 6.0)  # relu6's: the fixed int8 range of the output in both QAT engines
+
     def call(self, inputs):
         return relu6(inputs + 3.0)
 

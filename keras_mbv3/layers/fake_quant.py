@@ -27,6 +27,7 @@ medians; benchmarks/train_speed.py: 1.11x and 1.15x in two runs).
 import functools
 
 from keras_mbv3.backend import keras
+from keras_mbv3.ops import relu6
 
 ops = keras.ops
 NUM_BITS = 8
@@ -74,7 +75,8 @@ def _nudged(low, high, quant_min, quant_max, xp=ops):
     Keras' ops on 0-d tensors took 0.2 ms a fake quantization).
     """
     levels = float(quant_max - quant_min)
-    scale, inverse_scale = _divide(high - low, levels), levels / (high - low)
+    scale = _divide(high - low, levels) if xp is ops else (high - low) / levels  # numpy divides as IEEE does
+    inverse_scale = levels / (high - low)
     zero_point_from_min = xp.clip(quant_min - low / scale, quant_min, quant_max)
     # std::round (halves away from zero; here >= 0), exactly: floor(x + 0.5) rounds 0.49999997 up
     whole = xp.floor(zero_point_from_min)
@@ -157,6 +159,14 @@ def _beyond(bound, direction):
     return np.nextafter(np.float32(bound), np.float32(direction)).item()
 
 
+def _torch_quantize_(clamped, nudged_min, scale, quant_zero):
+    """TensorFlow's per-tensor kernel after its clamp, in place on ``clamped`` (the range's numbers as floats)."""
+    import torch
+
+    divisor = torch.tensor(scale, device=clamped.device)  # CUDA divides by a number as a product with 1 / it
+    return clamped.sub_(nudged_min).div_(divisor).sub_(quant_zero).add_(0.5).floor_().mul_(scale)
+
+
 @functools.cache
 def _torch_function():
     import numpy as np
@@ -188,14 +198,14 @@ def _torch_function():
                 )
                 clamped = torch.minimum(x, nudged_max)
                 steps = torch.maximum(clamped, nudged_min, out=clamped).sub_(nudged_min).mul_(inverse_scale)
+                outputs = steps.sub_(quant_zero).add_(0.5).floor_().mul_(scale)
             else:  # float32 numbers, exactly: torch computes with them in float32
                 nudged_min, nudged_max, scale, quant_zero = (
                     float(nudged_min), float(nudged_max), float(scale), float(quant_zero)
                 )
-                divisor = torch.tensor(scale, device=x.device)  # CUDA divides by a number as a product with 1 / it
-                steps = torch.clamp(x, nudged_min, nudged_max).sub_(nudged_min).div_(divisor)
+                outputs = _torch_quantize_(torch.clamp(x, nudged_min, nudged_max), nudged_min, scale, quant_zero)
             ctx.bounds = nudged_min, nudged_max
-            return steps.sub_(quant_zero).add_(0.5).floor_().mul_(scale)
+            return outputs
 
         @staticmethod
         def backward(ctx, upstream):
@@ -218,3 +228,78 @@ def _torch_function():
             return x_gradient, low_gradient, high_gradient, None, None
 
     return FakeQuant
+
+
+def gate_fake_quant(inputs, low, high):
+    """``fake_quant(relu6(inputs + 3), low, high)``: a ``HardGate`` and its output's int8 range, TensorFlow's values and
+    gradients (relu6's strictly inside (0, 6), the range's inside it, bounds included).
+
+    On PyTorch one autograd function: one new tensor and eight passes forward (the clamps of relu6 and of the range
+    in one), one pass back, where the two layers took three new tensors and nine passes forward, two back. Small's 19
+    gates at 224, batch 32, forward and backward on one core: 70 against 145 ms.
+    """
+    backend = keras.backend.backend()
+    if backend == "torch" and keras.backend.standardize_dtype(inputs.dtype) == "float32":
+        return _torch_gate(float(low), float(high)).apply(ops.convert_to_tensor(inputs))
+    if backend != "jax":
+        return fake_quant(relu6(inputs + 3.0), low, high)
+    below, above = _gate_input_bounds(low, high)
+
+    @ops.custom_gradient
+    def gate(x):
+        def grad(*args, upstream=None):
+            upstream = args[0] if upstream is None else upstream
+            return ops.where(ops.logical_and(ops.greater(x, below), ops.less(x, above)), upstream, 0.0)
+
+        return fake_quant(relu6(x + 3.0), low, high), grad
+
+    return gate(inputs)
+
+
+@functools.cache
+def _gate_input_bounds(low, high):
+    """``(a, b)``, numbers: the gradient of ``gate_fake_quant`` on [low, high] passes for float32 ``x`` exactly where
+    ``a < x < b``. relu6's passes where ``0 < fl(x + 3) < 6``, the range's where relu6 is at most the nudged maximum: one
+    interval of ``fl(x + 3)``, which grows with x."""
+    import numpy as np
+
+    f32 = np.float32
+    nudged_max = _nudged(f32(low), f32(high), 0, 2**NUM_BITS - 1, xp=np)[1]
+    top = min(f32(6), np.nextafter(f32(nudged_max), f32(np.inf)))
+
+    def first_reaching(target):  # the smallest float32 x with fl(x + 3) >= target
+        x = f32(target) - f32(3)
+        while f32(x + f32(3)) >= target:
+            x = np.nextafter(x, f32(-np.inf))
+        while f32(x + f32(3)) < target:
+            x = np.nextafter(x, f32(np.inf))
+        return x
+
+    smallest_positive = np.nextafter(f32(0), f32(1))
+    return np.nextafter(first_reaching(smallest_positive), f32(-np.inf)).item(), first_reaching(top).item()
+
+
+@functools.cache
+def _torch_gate(low, high):
+    import numpy as np
+    import torch
+
+    nudged_min, nudged_max, scale, _, quant_zero = (
+        float(v) for v in _nudged(np.float32(low), np.float32(high), 0, 2**NUM_BITS - 1, xp=np)
+    )
+    # relu6 then the range's clamp is one clamp: the nudged range holds 0, so nudged_min <= 0 <= nudged_max
+    lowest, highest = max(0.0, nudged_min), min(6.0, nudged_max)
+    below, above = _gate_input_bounds(low, high)
+
+    class HardGateFakeQuant(torch.autograd.Function):
+        @staticmethod
+        def forward(ctx, x):
+            ctx.save_for_backward(x)
+            return _torch_quantize_(torch.add(x, 3.0).clamp_(lowest, highest), nudged_min, scale, quant_zero)
+
+        @staticmethod
+        def backward(ctx, upstream):
+            (x,) = ctx.saved_tensors
+            return torch.ops.aten.hardtanh_backward(upstream, x, below, above)
+
+    return HardGateFakeQuant

@@ -10,6 +10,7 @@ the same computation (``keras_mbv3.layers.fake_quant``).
 
 * ``FakeQuant``: a per-tensor int8 range for an activation, moving with the
   data in training (or fixed, for a gate whose range is known).
+* ``QuantHardGate``: a ``HardGate`` and its output's fixed int8 range [0, 6].
 * ``QuantConv2D``, ``QuantDepthwiseConv2D``, ``QuantDense``: the Keras layers
   with their kernel fake-quantized symmetric and narrow range ([-127, 127]),
   as TFLite stores int8 weights: per output channel (per tensor for dense).
@@ -17,7 +18,8 @@ the same computation (``keras_mbv3.layers.fake_quant``).
 
 from keras_mbv3 import checks
 from keras_mbv3.backend import keras, register
-from keras_mbv3.layers.fake_quant import batch_range, fake_quant
+from keras_mbv3.layers.activations import HardGate
+from keras_mbv3.layers.fake_quant import batch_range, fake_quant, gate_fake_quant
 
 ops = keras.ops
 EMA_DECAY = 0.999  # tfmot's
@@ -99,6 +101,19 @@ class FakeQuant(keras.layers.Layer):
         config = super().get_config()
         config.update(fixed_range=self.fixed_range, floor=self.floor, ema_decay=self.ema_decay)
         return config
+
+
+@register
+class QuantHardGate(HardGate):
+    """``HardGate`` with its output fake-quantized on its fixed int8 range [0, 6] (``gate_fake_quant``).
+
+    One layer where a ``HardGate`` and a ``FakeQuant`` of fixed range [0, 6] gave
+    the same values and gradients: it converts to the same int8 ``ADD`` with a
+    fused ``RELU6``, and on PyTorch takes half the time (``gate_fake_quant``).
+    """
+
+    def call(self, inputs):
+        return gate_fake_quant(inputs, *self.OUTPUT_RANGE)
 
 
 @register

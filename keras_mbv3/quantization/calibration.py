@@ -20,7 +20,7 @@ CALIBRATION_SAMPLES = 256  # QAT: the starting activation ranges
 # int8 ADD accepts (a near-silent channel of an untrained model otherwise gets a
 # range so narrow that XNNPACK rejects the ADD and splits the graph).
 GATE_INPUT_RANGE = 3.0
-GATE_OUTPUT_RANGE = (0.0, 6.0)  # a HardGate's output, relu6: fixed in both engines
+GATE_OUTPUT_RANGE = HardGate.OUTPUT_RANGE  # a HardGate's output, relu6: fixed in both engines
 
 
 def representative_images(dataset, limit=REPRESENTATIVE_SAMPLES):

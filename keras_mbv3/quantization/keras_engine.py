@@ -10,8 +10,9 @@ will be int8 in TFLite is fake-quantized once, where it is made:
   ``FakeQuant`` of the result;
 * the model inputs, and the outputs of ``Add``, ``Multiply``, pooling to a
   mean, ``Rescaling``, ``Concatenate`` and standalone activations, get a
-  ``FakeQuant``; a ``HardGate`` output has the fixed range [0, 6], a sigmoid's
-  [0, 255/256] (TFLite's fixed int8 ``LOGISTIC`` output);
+  ``FakeQuant``; a ``HardGate`` becomes ``QuantHardGate``, its output on the
+  fixed range [0, 6], a sigmoid's output gets [0, 255/256] (TFLite's fixed int8
+  ``LOGISTIC`` output);
 * ops that keep their input's scale in TFLite (padding, max and average
   pooling, reshapes, ``SpaceToDepth``, resizing, dropout) and softmax (a fixed
   output scale) get none: a range of their own would add a requantize op;
@@ -32,10 +33,10 @@ from keras_mbv3 import checks
 from keras_mbv3.backend import keras
 from keras_mbv3.graph import Graph, only_feeds_a_concat
 from keras_mbv3.layers.activations import HardGate
-from keras_mbv3.layers.quantized import FakeQuant, QuantConv2D, QuantDense, QuantDepthwiseConv2D
+from keras_mbv3.layers.quantized import FakeQuant, QuantConv2D, QuantDense, QuantDepthwiseConv2D, QuantHardGate
 from keras_mbv3.layers.space_to_depth import SpaceToDepth
 from keras_mbv3.quantization import xnnpack_limits
-from keras_mbv3.quantization.calibration import GATE_INPUT_RANGE, GATE_OUTPUT_RANGE, activation_ranges
+from keras_mbv3.quantization.calibration import GATE_INPUT_RANGE, activation_ranges
 
 layers = keras.layers
 SIGMOID_RANGE = (0.0, 255.0 / 256.0)
@@ -185,8 +186,8 @@ def _output_range(node, args, kwargs, fake_quant):
     return fake_quant(node.layer(*args, **kwargs), node)
 
 
-def _gate_range(node, args, kwargs, fake_quant):
-    return fake_quant(node.layer(*args, **kwargs), node, fixed_range=GATE_OUTPUT_RANGE)
+def _gate(node, args, kwargs, fake_quant):
+    return QuantHardGate(name=node.layer.name)(*args, **kwargs)
 
 
 def _batchnorm(node, args, kwargs, fake_quant):
@@ -214,7 +215,7 @@ RULES = {
     **dict.fromkeys(_OUTPUT_QUANTIZED, _output_range),
     **dict.fromkeys((layers.ReLU, layers.Softmax, layers.Activation), _activation),
     layers.BatchNormalization: _batchnorm,
-    HardGate: _gate_range,
+    HardGate: _gate,
 }
 SUPPORTED = (
     "layers that have an int8 TFLite form: " + ", ".join(sorted({c.__name__ for c in RULES} | {"Conv2D",
@@ -289,11 +290,14 @@ def range_constraints(qat_model):
     g = Graph(qat_model)
 
     def range_of(tensor):
-        """Where the tensor is fake-quantized: by a ``FakeQuant`` that reads it, or before same-scale ops."""
+        """Where the tensor is fake-quantized: by a ``FakeQuant`` that reads it, by the ``QuantHardGate`` that makes it,
+        or before same-scale ops."""
         node = next((n for n in g.consumers(tensor) if isinstance(n.layer, FakeQuant)), g.producer(tensor))
         while isinstance(node.layer, _SAME_SCALE) and node.inputs:
             node = g.producer(node.inputs[0])
         layer = node.layer
+        if isinstance(layer, QuantHardGate):
+            return xnnpack_limits.Range(*layer.OUTPUT_RANGE, fixed=True)
         if not isinstance(layer, FakeQuant):
             return None
         if layer.fixed_range is not None:

@@ -385,3 +385,34 @@ def test_a_moving_range_passes_no_gradient_to_the_batch_extremes():
     with tf.GradientTape() as tape:
         total = tf.reduce_sum(tf.quantization.fake_quant_with_min_max_vars(variable, low, high) * weights)
     np.testing.assert_array_equal(ours, tape.gradient(total, variable).numpy())
+
+
+def test_a_quantized_gate_gives_tensorflows_values_and_gradients():
+    """``QuantHardGate`` is a ``HardGate`` and a ``FakeQuant`` of range [0, 6] in one layer: TensorFlow's relu6 and
+    fake-quantization ops give its values and gradients, also for the inputs on either side of relu6's bounds (the
+    gradient passes strictly inside them; near 3, x + 3 rounds)."""
+    import tensorflow as tf
+
+    from conftest import backend_gradients
+
+    from keras_mbv3.layers.quantized import QuantHardGate
+
+    rng = np.random.default_rng(3)
+    x = rng.normal(0, 3, (2, 5, 5, 8)).astype("float32")
+    edges = [-3.0, 3.0, -30.0, 30.0, 0.0, 1.5]
+    for bound in (-3.0, 3.0):
+        edges += [np.nextafter(np.float32(bound), np.float32(sign * np.inf), dtype=np.float32) for sign in (-1, 1)]
+    edges += [np.float32(3.0) - np.float32(2**-22), np.float32(3.0) - np.float32(2**-21)]  # fl(x + 3) rounds
+    x.reshape(-1)[: len(edges)] = edges
+    weights = rng.normal(size=x.shape).astype("float32")
+    layer = QuantHardGate()
+    ours = to_numpy(layer(x))
+    gradient = backend_gradients(lambda a: layer(a) * keras.ops.convert_to_tensor(weights), x)[0]
+    variable = tf.Variable(x)
+    with tf.GradientTape() as tape:
+        theirs = tf.quantization.fake_quant_with_min_max_vars(tf.nn.relu6(variable + 3.0), 0.0, 6.0)
+        total = tf.reduce_sum(theirs * weights)
+    expected = tape.gradient(total, variable).numpy()
+    np.testing.assert_array_equal(ours, theirs.numpy())
+    np.testing.assert_array_equal(gradient, expected)
+    assert np.sum(expected.reshape(-1)[: len(edges)] == 0) >= 6  # the bounds and beyond pass nothing

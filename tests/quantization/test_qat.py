@@ -7,7 +7,7 @@ import pytest
 from keras_mbv3.applications import LRASPPMobileNetV3Small, MobileNetV3Large, MobileNetV3Small
 from keras_mbv3.backend import IS_KERAS_3, keras
 from keras_mbv3.fit_state import build_fit_state
-from keras_mbv3.layers import HardSigmoid, HardSwish, InvertedResidual, SpaceToDepth, SqueezeExcite
+from keras_mbv3.layers import HardGate, HardSigmoid, HardSwish, InvertedResidual, SpaceToDepth, SqueezeExcite
 from keras_mbv3.layers.flatten import flatten_model
 from keras_mbv3.quantization import export_tflite, keep_xnnpack_limits, quantize_model, quantize_scope
 from keras_mbv3.quantization.canonical import canonical_form
@@ -138,7 +138,7 @@ def test_qat_model_has_no_lambda_and_trains(qat_small):
     qat = qat_small["qat"]
     if IS_KERAS_3:  # our layers; convs and dense layers fake-quantize their kernels, FakeQuant the activations
         names = {type(layer).__name__ for layer in qat.layers}
-        assert {"FakeQuant", "QuantConv2D", "QuantDepthwiseConv2D", "HardGate", "Multiply"} <= names
+        assert {"FakeQuant", "QuantConv2D", "QuantDepthwiseConv2D", "QuantHardGate", "Multiply"} <= names
         assert not names & {"Conv2D", "DepthwiseConv2D", "Dense", "BatchNormalization", "HardSwish"}
     else:
         assert {type(layer).__name__ for layer in qat.layers} <= {"InputLayer", "QuantizeLayer", "QuantizeWrapperV2"}
@@ -299,6 +299,7 @@ def test_keras_engine_without_rounding_is_the_float_model(kind, rng, monkeypatch
     fit_batchnorm_statistics(model, x)
     monkeypatch.setattr(quantized, "fake_quant_kernel", lambda kernel, axis: kernel)
     monkeypatch.setattr(quantized.FakeQuant, "call", lambda self, inputs, training=None: inputs)
+    monkeypatch.setattr(quantized.QuantHardGate, "call", HardGate.call)  # the gate without its output's range
     qat = quantize_model(model, representative_dataset=x)
     expected = outputs(model, x)
     # float32 rounding, amplified by the near-zero variances of BN statistics fitted to 4 images; a wrong fold is O(1)
