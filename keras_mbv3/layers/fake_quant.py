@@ -236,30 +236,19 @@ def gate_fake_quant(inputs, low, high):
 
     On PyTorch one autograd function: one new tensor and eight passes forward (the clamps of relu6 and of the range
     in one), one pass back, where the two layers took three new tensors and nine passes forward, two back. Small's 19
-    gates at 224, batch 32, forward and backward on one core: 70 against 145 ms.
+    gates at 224, batch 32, forward and backward on one core: 70 against 145 ms. On JAX XLA fuses the two layers'
+    ops as well: a custom gradient from the input alone measured the same (QAT / float 1.058 against 1.056, one
+    process, 5 interleaved steps; the two layers 1.042).
     """
-    backend = keras.backend.backend()
-    if backend == "torch" and keras.backend.standardize_dtype(inputs.dtype) == "float32":
+    if keras.backend.backend() == "torch" and keras.backend.standardize_dtype(inputs.dtype) == "float32":
         return _torch_gate(float(low), float(high)).apply(ops.convert_to_tensor(inputs))
-    if backend != "jax":
-        return fake_quant(relu6(inputs + 3.0), low, high)
-    below, above = _gate_input_bounds(low, high)
-
-    @ops.custom_gradient
-    def gate(x):
-        def grad(*args, upstream=None):
-            upstream = args[0] if upstream is None else upstream
-            return ops.where(ops.logical_and(ops.greater(x, below), ops.less(x, above)), upstream, 0.0)
-
-        return fake_quant(relu6(x + 3.0), low, high), grad
-
-    return gate(inputs)
+    return fake_quant(relu6(inputs + 3.0), low, high)
 
 
 @functools.cache
 def _gate_input_bounds(low, high):
     """``(a, b)``, numbers: the gradient of ``gate_fake_quant`` on [low, high] passes for float32 ``x`` exactly where
-    ``a < x < b``. relu6's passes where ``0 < fl(x + 3) < 6``, the range's where relu6 is at most the nudged maximum: one
+    ``a < x < b`` (PyTorch's ``hardtanh_backward`` then computes it in one pass). relu6's passes where ``0 < fl(x + 3) < 6``, the range's where relu6 is at most the nudged maximum: one
     interval of ``fl(x + 3)``, which grows with x."""
     import numpy as np
 
