@@ -248,8 +248,9 @@ def gate_fake_quant(inputs, low, high):
 @functools.cache
 def _gate_input_bounds(low, high):
     """``(a, b)``, numbers: the gradient of ``gate_fake_quant`` on [low, high] passes for float32 ``x`` exactly where
-    ``a < x < b`` (PyTorch's ``hardtanh_backward`` then computes it in one pass). relu6's passes where ``0 < fl(x + 3) < 6``, the range's where relu6 is at most the nudged maximum: one
-    interval of ``fl(x + 3)``, which grows with x."""
+    ``a < x < b`` (PyTorch's ``hardtanh_backward`` then computes it in one pass). relu6's passes where
+    ``0 < fl(x + 3) < 6``, the range's where relu6 is at most the nudged maximum: one interval of ``fl(x + 3)``, which
+    grows with x."""
     import numpy as np
 
     f32 = np.float32
