@@ -271,6 +271,7 @@ def _gate_input_bounds(low, high):
 
 @functools.cache
 def _torch_gate(low, high):
+    """The autograd function of ``gate_fake_quant`` on ``[low, high]`` (numbers), its nudge and bounds computed once."""
     import numpy as np
     import torch
 
