@@ -159,12 +159,18 @@ def _beyond(bound, direction):
     return np.nextafter(np.float32(bound), np.float32(direction)).item()
 
 
+def _torch_to_grid_(steps, quant_zero, scale):
+    """TensorFlow's kernels after their steps, in place: ``floor(steps - quant_zero + 0.5) * scale``, two roundings
+    (one add of ``0.5 - quant_zero`` rounds differently: steps 0.49999997 with zero point 1)."""
+    return steps.sub_(quant_zero).add_(0.5).floor_().mul_(scale)
+
+
 def _torch_quantize_(clamped, nudged_min, scale, quant_zero):
     """TensorFlow's per-tensor kernel after its clamp, in place on ``clamped`` (the range's numbers as floats)."""
     import torch
 
     divisor = torch.tensor(scale, device=clamped.device)  # CUDA divides by a number as a product with 1 / it
-    return clamped.sub_(nudged_min).div_(divisor).sub_(quant_zero).add_(0.5).floor_().mul_(scale)
+    return _torch_to_grid_(clamped.sub_(nudged_min).div_(divisor), quant_zero, scale)
 
 
 @functools.cache
@@ -198,7 +204,7 @@ def _torch_function():
                 )
                 clamped = torch.minimum(x, nudged_max)
                 steps = torch.maximum(clamped, nudged_min, out=clamped).sub_(nudged_min).mul_(inverse_scale)
-                outputs = steps.sub_(quant_zero).add_(0.5).floor_().mul_(scale)
+                outputs = _torch_to_grid_(steps, quant_zero, scale)
             else:  # float32 numbers, exactly: torch computes with them in float32
                 nudged_min, nudged_max, scale, quant_zero = (
                     float(nudged_min), float(nudged_max), float(scale), float(quant_zero)
@@ -245,17 +251,13 @@ def gate_fake_quant(inputs, low, high):
     return fake_quant(relu6(inputs + 3.0), low, high)
 
 
-@functools.cache
-def _gate_input_bounds(low, high):
-    """``(a, b)``, numbers: the gradient of ``gate_fake_quant`` on [low, high] passes for float32 ``x`` exactly where
-    ``a < x < b`` (PyTorch's ``hardtanh_backward`` then computes it in one pass). relu6's passes where
-    ``0 < fl(x + 3) < 6``, the range's where relu6 is at most the nudged maximum: one interval of ``fl(x + 3)``, which
-    grows with x."""
+def _gate_input_bounds(nudged_max):
+    """``(a, b)``, numbers: for float32 ``x``, relu6's gradient (``0 < fl(x + 3) < 6``) and the range's (relu6 at most
+    ``nudged_max``) pass together exactly where ``a < x < b``, one interval since ``fl(x + 3)`` grows with x (PyTorch's
+    ``hardtanh_backward`` then computes the gate's gradient in one pass)."""
     import numpy as np
 
     f32 = np.float32
-    nudged_max = _nudged(f32(low), f32(high), 0, 2**NUM_BITS - 1, xp=np)[1]
-    top = min(f32(6), np.nextafter(f32(nudged_max), f32(np.inf)))
 
     def first_reaching(target):  # the smallest float32 x with fl(x + 3) >= target
         x = f32(target) - f32(3)
@@ -265,8 +267,8 @@ def _gate_input_bounds(low, high):
             x = np.nextafter(x, f32(np.inf))
         return x
 
-    smallest_positive = np.nextafter(f32(0), f32(1))
-    return np.nextafter(first_reaching(smallest_positive), f32(-np.inf)).item(), first_reaching(top).item()
+    top = f32(min(6.0, _beyond(nudged_max, np.inf)))
+    return np.nextafter(first_reaching(f32(_beyond(0.0, np.inf))), f32(-np.inf)).item(), first_reaching(top).item()
 
 
 @functools.cache
@@ -280,7 +282,7 @@ def _torch_gate(low, high):
     )
     # relu6 then the range's clamp is one clamp: the nudged range holds 0, so nudged_min <= 0 <= nudged_max
     lowest, highest = max(0.0, nudged_min), min(6.0, nudged_max)
-    below, above = _gate_input_bounds(low, high)
+    below, above = _gate_input_bounds(nudged_max)
 
     class HardGateFakeQuant(torch.autograd.Function):
         @staticmethod
