@@ -95,6 +95,23 @@ def backend_gradients(function, *arrays):
     return [g.numpy() for g in tape.gradient(total, tensors)]
 
 
+def fake_quant_edge_inputs(low, high, nan=False):
+    """``(x, weights)``, float32 vectors: the nudged bounds of ``[low, high]``, ``low``, ``high`` and 0, a float step
+    either side of each, the infinities (and NaN), then 200 values over twice the range; negative weights on the
+    edges (a gradient beyond the range is then -0.0 on TensorFlow)."""
+    from keras_mbv3.layers.fake_quant import _nudged
+
+    bounds = [np.float32(v) for v in _nudged(np.float32(low), np.float32(high), 0, 255, xp=np)[:2]]
+    bounds += [np.float32(v) for v in (low, high, 0.0)]
+    edges = [np.nextafter(b, np.float32(sign * np.inf)) for b in bounds for sign in (-1, 1)] + bounds
+    edges += [np.float32(np.inf), np.float32(-np.inf)] + ([np.float32(np.nan)] if nan else [])
+    rng = np.random.default_rng(4)
+    x = np.concatenate([np.asarray(edges, "float32"), rng.uniform(2 * low - 0.1, 2 * high + 0.1, 200).astype("float32")])
+    weights = rng.normal(size=x.shape).astype("float32")
+    weights[: len(edges)] = -np.abs(weights[: len(edges)])
+    return x, weights
+
+
 def assert_clear_error(call, error, argument, value):
     """``call()`` raises ``error`` whose message names ``argument``, its ``value`` (unless None) and what is allowed."""
     with pytest.raises(error) as info:

@@ -92,7 +92,7 @@ class FakeQuant(keras.layers.Layer):
             decay = self.ema_decay  # low <= -floor <= 0 <= floor <= high: the range holds 0
             self.range_min.assign(decay * self.range_min + (1.0 - decay) * low)
             self.range_max.assign(decay * self.range_max + (1.0 - decay) * high)
-        return fake_quant(inputs, self.range_min, self.range_max)
+        return fake_quant(inputs, self.range_min, self.range_max, input_gradient_only=bool(training))
 
     def compute_output_shape(self, input_shape):
         return input_shape
@@ -112,8 +112,8 @@ class QuantHardGate(HardGate):
     fused ``RELU6``, and on PyTorch takes half the time (``gate_fake_quant``).
     """
 
-    def call(self, inputs):
-        return gate_fake_quant(inputs, *self.OUTPUT_RANGE)
+    def call(self, inputs, training=None):
+        return gate_fake_quant(inputs, *self.OUTPUT_RANGE, training=bool(training))
 
 
 @register

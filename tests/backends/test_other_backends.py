@@ -359,6 +359,28 @@ def test_fake_quant_gradients_are_tensorflows_for_the_input_and_the_range(low, h
     np.testing.assert_allclose(ours[2], theirs[2], rtol=1e-5)
 
 
+@pytest.mark.parametrize("low, high", [(-1.0, 1.5), (0.0, 6.0), (-0.123, 7.77), (-1e-3, 2e-3)])
+def test_the_input_gradient_alone_is_tensorflows_on_the_bounds_and_beyond(low, high):
+    """A range that is a statistic or a constant takes no gradient in training (``input_gradient_only``): the input's
+    is the op's on the nudged bounds, a float step either side of them and at the infinities (on TensorFlow, bit for
+    bit and in a graph too: tests/quantization/test_ranges.py)."""
+    import tensorflow as tf
+
+    from conftest import backend_gradients, fake_quant_edge_inputs
+
+    from keras_mbv3.layers.fake_quant import fake_quant
+
+    x, weights = fake_quant_edge_inputs(low, high)
+    variable = tf.Variable(x)
+    with tf.GradientTape() as tape:
+        total = tf.reduce_sum(tf.quantization.fake_quant_with_min_max_vars(variable, low, high) * weights)
+    theirs = tape.gradient(total, variable).numpy()
+    weighted = keras.ops.convert_to_tensor(weights)
+    ours = backend_gradients(lambda a: fake_quant(a, low, high, input_gradient_only=True) * weighted, x)[0]
+    np.testing.assert_array_equal(ours, theirs)
+    assert np.sum(theirs[:-200] == 0) >= 4  # a float step beyond each nudged bound, and the infinities
+
+
 def test_a_moving_range_passes_no_gradient_to_the_batch_extremes():
     """In training the range moves to the batch's extremes and quantizes the batch; the gradient of the inputs is the
     op's on that range, as on TensorFlow, whose variables cut it (on JAX the updated range passed the range's gradient
@@ -387,7 +409,8 @@ def test_a_moving_range_passes_no_gradient_to_the_batch_extremes():
     np.testing.assert_array_equal(ours, tape.gradient(total, variable).numpy())
 
 
-def test_a_quantized_gate_gives_tensorflows_values_and_gradients():
+@pytest.mark.parametrize("training", [False, True])
+def test_a_quantized_gate_gives_tensorflows_values_and_gradients(training):
     """``QuantHardGate`` is a ``HardGate`` and a ``FakeQuant`` of range [0, 6] in one layer: TensorFlow's relu6 and
     fake-quantization ops give its values and gradients, also for the inputs on either side of relu6's bounds (the
     gradient passes strictly inside them; near 3, x + 3 rounds)."""
@@ -406,8 +429,8 @@ def test_a_quantized_gate_gives_tensorflows_values_and_gradients():
     x.reshape(-1)[: len(edges)] = edges
     weights = rng.normal(size=x.shape).astype("float32")
     layer = QuantHardGate()
-    ours = to_numpy(layer(x))
-    gradient = backend_gradients(lambda a: layer(a) * keras.ops.convert_to_tensor(weights), x)[0]
+    ours = to_numpy(layer(x, training=training))
+    gradient = backend_gradients(lambda a: layer(a, training=training) * keras.ops.convert_to_tensor(weights), x)[0]
     variable = tf.Variable(x)
     with tf.GradientTape() as tape:
         theirs = tf.quantization.fake_quant_with_min_max_vars(tf.nn.relu6(variable + 3.0), 0.0, 6.0)

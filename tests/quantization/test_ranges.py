@@ -101,3 +101,30 @@ def test_range_constraints_of_a_qat_model_name_its_adds_and_muls():
     # One constraint per int8 ADD and MUL of Small's export (test_qat.SMALL_INT8_OPS: ADD 25, MUL 28).
     assert ops.count("MUL") == 28 and ops.count("ADD") == 25
     assert all(isinstance(c.output, xnnpack_limits.Range) for c in constraints)
+
+
+@keras_3_only
+@pytest.mark.parametrize("low, high", [(-1.0, 1.5), (0.0, 6.0), (-0.123, 7.77), (-1e-3, 2e-3)])
+def test_in_training_the_input_gradient_alone_is_the_ops_bit_for_bit(low, high):
+    """On TensorFlow a range that takes no gradient (``input_gradient_only``: a moving range in training, a gate's
+    constant one) gives the input's in one pass compiled by XLA, where the op's kernel takes three (its range's sums
+    too). It is the op's bit for bit (NaN, and -0.0 beyond the range), eager and in a graph (whose optimizer made the
+    nudge's division by 255 a product: a step off the kernel's scale on [0, 6], and a gradient passed at 6.0000005)."""
+    from conftest import fake_quant_edge_inputs
+
+    from keras_mbv3.layers.fake_quant import fake_quant
+
+    x, weights = fake_quant_edge_inputs(low, high, nan=True)
+
+    def gradient(a, function):
+        with tf.GradientTape() as tape:
+            tape.watch(a)
+            total = tf.reduce_sum(function(a) * weights)
+        return tape.gradient(total, a)
+
+    theirs = gradient(tf.constant(x), lambda a: tf.quantization.fake_quant_with_min_max_vars(a, low, high)).numpy()
+    variables = tf.Variable(low), tf.Variable(high)  # as in training (constants the optimizer folds exactly)
+    ours = lambda a: gradient(a, lambda v: fake_quant(v, *variables, input_gradient_only=True))  # noqa: E731
+    for result in (ours(tf.constant(x)), tf.function(ours)(tf.constant(x))):
+        np.testing.assert_array_equal(result.numpy().view(np.int32), theirs.view(np.int32))
+    assert np.sum(np.signbit(theirs) & (theirs == 0)) >= 3  # -0.0 beyond the range
