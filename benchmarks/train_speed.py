@@ -1,8 +1,9 @@
 """Train step times on TensorFlow, JAX and PyTorch, in one run: keras.applications' MobileNetV3Small, ours, ours QAT.
 
 MobileNetV3Small at 224x224, batch 32, ``train_on_batch`` on random images, the
-compile settings of the recipe (Keras' default ``jit_compile``: XLA on TensorFlow
-and JAX, eager on PyTorch). One worker process per backend (one process has one
+compile settings of the recipe (Keras' default ``jit_compile``: XLA on JAX; on
+TensorFlow only where it has a GPU, so here TensorFlow's graph without XLA;
+eager on PyTorch). One worker process per backend (one process has one
 backend), each pinned to the same single core with one thread; all compile first,
 then the workers alternate for
 ``--rounds`` rounds, and in each a worker times its three models' steps
