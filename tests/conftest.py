@@ -101,7 +101,8 @@ def fake_quant_edge_inputs(low, high, nan=False):
     edges (a gradient beyond the range is then -0.0 on TensorFlow)."""
     from keras_mbv3.layers.fake_quant import _nudged
 
-    bounds = [np.float32(v) for v in _nudged(np.float32(low), np.float32(high), 0, 255, xp=np)[:2]]
+    with np.errstate(divide="ignore", invalid="ignore"):  # [0, 0]: no nudged bounds (NaN)
+        bounds = [np.float32(v) for v in _nudged(np.float32(low), np.float32(high), 0, 255, xp=np)[:2]]
     bounds += [np.float32(v) for v in (low, high, 0.0)]
     edges = [np.nextafter(b, np.float32(sign * np.inf)) for b in bounds for sign in (-1, 1)] + bounds
     edges += [np.float32(np.inf), np.float32(-np.inf)] + ([np.float32(np.nan)] if nan else [])

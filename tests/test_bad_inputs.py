@@ -32,6 +32,15 @@ def small():
     return MobileNetV3Small(weights=None, input_shape=(32, 32, 3), include_top=False)
 
 
+def diverged():
+    """A model whose training went to NaN: the TFLite converter crashed on one (segmentation fault)."""
+    inputs = keras.Input((8, 8, 3))
+    dense = keras.layers.Dense(2, name="head")
+    model = keras.Model(inputs, dense(keras.layers.GlobalAveragePooling2D()(inputs)))
+    dense.kernel.assign(np.full(dense.kernel.shape, np.nan, "float32"))
+    return model
+
+
 # (call, error types, argument, value or None when the value has no short repr)
 BAD = [
     (lambda: feature_model(small(), levels=("P6",)), ValueError, "levels", "P6"),
@@ -49,6 +58,7 @@ BAD = [
     (lambda: export_tflite(tiny(), quantization="float32", input_type="int16"), ValueError, "input_type", "int16"),
     (lambda: export_tflite(tiny(), quantization="float32", output_type="bf16"), ValueError, "output_type", "bf16"),
     (lambda: export_tflite(tiny(), quantization="int8"), ValueError, "representative_dataset", None),
+    (lambda: export_tflite(diverged(), quantization="float32"), ValueError, "model", None),
     (lambda: make_divisible(10, divisor=-8), ValueError, "divisor", -8),
     (lambda: InvertedResidual(16, se_ratio="x"), TypeError, "se_ratio", "x"),
     (lambda: InvertedResidual(16, bn_momentum="0.9"), TypeError, "bn_momentum", "0.9"),

@@ -8,7 +8,7 @@ import inspect
 import os
 
 from keras_mbv3 import checks
-from keras_mbv3.backend import IS_KERAS_3, keras
+from keras_mbv3.backend import IS_KERAS_3, keras, to_numpy
 from keras_mbv3.files import refuse_existing, write_atomically
 from keras_mbv3.graph import input_name
 from keras_mbv3.quantization.converter import IO_TYPES, NOTICES, QUANTIZATIONS, check_calibration, convert  # noqa: F401
@@ -117,6 +117,18 @@ def _check_arguments(model, *, quantization, representative_dataset, input_type,
     if postprocess is not None and not isinstance(postprocess, DetectionPostProcess):
         checks.fail("postprocess", postprocess, "None or a keras_mbv3.quantization.DetectionPostProcess", TypeError)
     check_calibration(model, quantization, representative_dataset)
+    _check_finite(model)
+
+
+def _check_finite(model):
+    """A model whose weights or ranges hold NaN or infinity (a training that diverged) is refused by name: the TFLite
+    converter crashed on one (segmentation fault) instead of saying so."""
+    import numpy as np
+
+    broken = [getattr(w, "path", w.name) for w in model.weights if not np.all(np.isfinite(to_numpy(w)))]
+    if broken:
+        checks.fail("model", f"a model with NaN or infinite values in {broken[:5]}" + (" ..." if len(broken) > 5 else ""),
+                    "finite weights and ranges")  # fmt: skip
 
 
 _DEFAULTS = {name: parameter.default for name, parameter in inspect.signature(export_tflite).parameters.items()

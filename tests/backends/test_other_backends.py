@@ -381,6 +381,39 @@ def test_the_input_gradient_alone_is_tensorflows_on_the_bounds_and_beyond(low, h
     assert np.sum(theirs[:-200] == 0) >= 4  # a float step beyond each nudged bound, and the infinities
 
 
+def test_a_zero_range_gives_zeros_and_passes_the_gradient_as_on_tensorflow():
+    """A range of [0, 0] (a ReLU that gave only zeros in calibration): TensorFlow's kernels output 0 and pass the whole
+    gradient to the input, per tensor and per channel; the nudge divides by a scale of 0 (it gave NaN here, and a QAT
+    model trained to NaN then crashed the TFLite converter)."""
+    import tensorflow as tf
+
+    from conftest import backend_gradients
+
+    from keras_mbv3.layers.fake_quant import fake_quant
+
+    rng = np.random.default_rng(5)
+    x = rng.normal(0, 2, (2, 3, 3, 3)).astype("float32")
+    weights = rng.normal(size=x.shape).astype("float32")
+    lows, highs = np.array([0.0, -1.0, 0.0], "float32"), np.array([0.0, 1.0, 2.0], "float32")
+    cases = [(np.float32(0), np.float32(0), None), (lows, highs, -1)]
+    for low, high, axis in cases:
+        variables = [tf.Variable(v) for v in (x, low, high)]
+        with tf.GradientTape() as tape:
+            if axis is None:
+                y = tf.quantization.fake_quant_with_min_max_vars(*variables)
+            else:
+                y = tf.quantization.fake_quant_with_min_max_vars_per_channel(*variables)
+            total = tf.reduce_sum(y * weights)
+        theirs = [g.numpy() for g in tape.gradient(total, variables)]
+        np.testing.assert_array_equal(to_numpy(fake_quant(x, low, high, axis=axis)), y.numpy())
+        weighted = keras.ops.convert_to_tensor(weights)
+        ours = backend_gradients(lambda a, b, c: fake_quant(a, b, c, axis=axis) * weighted, x, low, high)
+        np.testing.assert_array_equal(ours[0], theirs[0])
+        for a, b in zip(ours[1:], theirs[1:]):  # the range's: sums, whose order may differ
+            np.testing.assert_allclose(a, b, rtol=1e-5)
+    assert np.all(theirs[0][..., 0] == weights[..., 0])  # the [0, 0] channel passes it all
+
+
 def test_a_moving_range_passes_no_gradient_to_the_batch_extremes():
     """In training the range moves to the batch's extremes and quantizes the batch; the gradient of the inputs is the
     op's on that range, as on TensorFlow, whose variables cut it (on JAX the updated range passed the range's gradient
