@@ -49,7 +49,8 @@ def fake_quant(inputs, low, high, narrow_range=False, axis=None, input_gradient_
     Args:
         inputs: a float tensor.
         low, high: the range, scalars (per tensor) or vectors of ``inputs.shape[axis]`` values, with
-            ``low <= 0 <= high`` and ``low < high``.
+            ``low <= 0 <= high`` and ``low < high``, or ``[0, 0]`` (as on TensorFlow: outputs 0, the input's gradient
+            whole).
         narrow_range: quantize to [1, 255] instead of [0, 255] (symmetric int8 weights).
         axis: None, or the channel axis of a per-channel range.
         input_gradient_only: True in training where the range is a statistic or a constant (no gradient reaches

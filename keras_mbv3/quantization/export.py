@@ -58,6 +58,9 @@ def export_tflite(model, path=None, *, quantization="int8", representative_datas
         The ``.tflite`` bytes, with a ``serving_default`` signature (inputs named
         after the Keras ``Input`` layers, outputs ``output_0``, ...).
 
+    A model with NaN or infinite weights or ranges (a training that diverged) raises
+    ``ValueError`` naming them; the converter crashed on one.
+
     On a Keras 3 backend other than TensorFlow (JAX, PyTorch), the conversion runs in
     a TensorFlow worker process that loads the model from its ``.keras`` file
     (``tensorflow_worker``): the same bytes, about 6 s more for the worker's start (measured), once for all
