@@ -171,10 +171,11 @@ def _divide(a, b):
     return a / b
 
 
-def _unset(low, high):
+def _unset(low, high, xp=ops):
     """Where the range is [0, 0]: TensorFlow's kernels give 0 there and pass the whole gradient to the input (a ReLU
-    that gave only zeros in calibration leaves its range so; the nudge divides by a scale of 0)."""
-    return ops.logical_and(ops.equal(low, 0.0), ops.equal(high, 0.0))
+    that gave only zeros in calibration leaves its range so; the nudge divides by a scale of 0). ``xp``: as
+    ``_nudged``'s."""
+    return xp.logical_and(xp.equal(low, 0.0), xp.equal(high, 0.0))
 
 
 def _fake_quant_by_ops(x, low, high, quant_range, per_channel):
@@ -271,7 +272,7 @@ def _torch_function():
                 nudged_min, nudged_max, scale, inverse_scale, quant_zero = _nudged(
                     low_values, high_values, *quant_range, xp=np
                 )
-            unset = (low_values == 0) & (high_values == 0)  # TensorFlow's [0, 0]: outputs 0, passes the gradient
+            unset = _unset(low_values, high_values, xp=np)
             ctx.save_for_backward(x, low, high)
             ctx.per_channel = per_channel
             ctx.unset = not per_channel and bool(unset)
@@ -285,7 +286,9 @@ def _torch_function():
                 )
                 clamped = torch.minimum(x, nudged_max)
                 steps = torch.maximum(clamped, nudged_min, out=clamped).sub_(nudged_min).mul_(inverse_scale)
-                outputs = _torch_to_grid_(steps, quant_zero, scale).masked_fill_(torch.from_numpy(unset).to(x.device), 0)
+                outputs = _torch_to_grid_(steps, quant_zero, scale)
+                if unset.any():  # a kernel's range never is ([-max|w|, max|w|], at least 1e-8): no copy to the device
+                    outputs.masked_fill_(torch.from_numpy(unset).to(x.device), 0)
             else:  # float32 numbers, exactly: torch computes with them in float32
                 nudged_min, nudged_max, scale, quant_zero = (
                     float(nudged_min), float(nudged_max), float(scale), float(quant_zero)
