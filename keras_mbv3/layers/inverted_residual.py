@@ -5,6 +5,7 @@ from keras_mbv3.backend import keras, register
 from keras_mbv3.layers.activations import ACTIVATIONS
 from keras_mbv3.layers.composite import CompositeLayer
 from keras_mbv3.layers.conv_bn import conv_bn_act
+from keras_mbv3.layers.depthwise import DepthwiseConv2D
 from keras_mbv3.layers.squeeze_excite import SqueezeExcite
 
 BN_MOMENTUM = 0.999
@@ -105,7 +106,7 @@ class InvertedResidual(CompositeLayer):
         if self.strides == 2:
             padding = correct_pad(tuple(input_shape[1:3]), self.kernel_size)
             self.depthwise_pad = layers.ZeroPadding2D(padding, **self._part("depthwise_pad"))
-        depthwise = layers.DepthwiseConv2D(
+        depthwise = DepthwiseConv2D(
             self.kernel_size,
             strides=self.strides,
             padding="valid" if self.strides == 2 else "same",

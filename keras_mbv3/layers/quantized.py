@@ -19,6 +19,7 @@ the same computation (``keras_mbv3.layers.fake_quant``).
 from keras_mbv3 import checks
 from keras_mbv3.backend import keras, register
 from keras_mbv3.layers.activations import HardGate
+from keras_mbv3.layers.depthwise import DepthwiseConv2D
 from keras_mbv3.layers.fake_quant import batch_range, fake_quant, gate_fake_quant
 
 ops = keras.ops
@@ -125,7 +126,7 @@ class QuantConv2D(keras.layers.Conv2D):
 
 
 @register
-class QuantDepthwiseConv2D(keras.layers.DepthwiseConv2D):
+class QuantDepthwiseConv2D(DepthwiseConv2D):
     """``keras.layers.DepthwiseConv2D`` (depth multiplier 1) with its kernel fake-quantized per channel.
 
     The kernel ``(k, k, channels, 1)`` is quantized along its channel axis, as
@@ -137,14 +138,8 @@ class QuantDepthwiseConv2D(keras.layers.DepthwiseConv2D):
         if self.depth_multiplier != 1:
             checks.fail("depth_multiplier", self.depth_multiplier, "1 (per-channel int8 depthwise weights)")
 
-    def call(self, inputs):
-        outputs = ops.depthwise_conv(
-            inputs, fake_quant_kernel(self.kernel, axis=2), strides=self.strides, padding=self.padding,
-            dilation_rate=self.dilation_rate, data_format=self.data_format,
-        )  # fmt: skip
-        if self.use_bias:
-            outputs = ops.add(outputs, self.bias)
-        return outputs if self.activation is None else self.activation(outputs)
+    def depthwise_op(self, inputs, kernel):
+        return super().depthwise_op(inputs, fake_quant_kernel(kernel, axis=2))
 
 
 @register

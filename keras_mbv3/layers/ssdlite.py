@@ -9,6 +9,7 @@ from keras_mbv3 import checks
 from keras_mbv3.backend import keras, register
 from keras_mbv3.layers.composite import CompositeLayer
 from keras_mbv3.layers.conv_bn import conv_bn_act
+from keras_mbv3.layers.depthwise import DepthwiseConv2D
 
 BN_MOMENTUM = 0.97  # torchvision's SSDLite: BatchNorm2d momentum 0.03 in the torch convention
 INIT_STDDEV = 0.03
@@ -29,8 +30,8 @@ class _SeparableParts(CompositeLayer):
         return self._conv_bn_relu6(conv)
 
     def _depthwise(self, part, strides):
-        conv = keras.layers.DepthwiseConv2D(3, strides=strides, padding="same", use_bias=False,
-                                            depthwise_initializer=_normal(), **self._part(part))  # fmt: skip
+        conv = DepthwiseConv2D(3, strides=strides, padding="same", use_bias=False,
+                               depthwise_initializer=_normal(), **self._part(part))  # fmt: skip
         return self._conv_bn_relu6(conv)
 
     def call(self, inputs):

@@ -33,6 +33,7 @@ from keras_mbv3 import checks
 from keras_mbv3.backend import keras
 from keras_mbv3.graph import Graph, only_feeds_a_concat
 from keras_mbv3.layers.activations import HardGate
+from keras_mbv3.layers.depthwise import DepthwiseConv2D
 from keras_mbv3.layers.quantized import FakeQuant, QuantConv2D, QuantDense, QuantDepthwiseConv2D, QuantHardGate
 from keras_mbv3.layers.space_to_depth import SpaceToDepth
 from keras_mbv3.quantization import xnnpack_limits
@@ -48,7 +49,10 @@ _OUTPUT_QUANTIZED = (
     layers.Add, layers.Subtract, layers.Multiply, layers.Concatenate, layers.GlobalAveragePooling2D,
     layers.Rescaling,
 )  # fmt: skip
-_QUANT_TWINS = {layers.Conv2D: QuantConv2D, layers.DepthwiseConv2D: QuantDepthwiseConv2D, layers.Dense: QuantDense}
+_QUANT_TWINS = {
+    layers.Conv2D: QuantConv2D, layers.DepthwiseConv2D: QuantDepthwiseConv2D, DepthwiseConv2D: QuantDepthwiseConv2D,
+    layers.Dense: QuantDense,
+}  # fmt: skip
 _FUSABLE = ("relu", "relu6")
 
 

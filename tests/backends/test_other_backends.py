@@ -287,6 +287,40 @@ def test_the_fit_routine_takes_whole_batches_on_jax_and_every_batch_on_torch(ima
     assert made == [2 * steps] and len(batches) == 2 * steps
 
 
+@pytest.mark.parametrize(
+    "size, kernel, strides, padding", [(16, 3, 2, "valid"), (17, 3, 2, "valid"), (14, 5, 2, "same"), (15, 5, 2, "same"),
+                                       (15, 3, 3, "same"), (13, 5, 2, "valid")]
+)  # fmt: skip
+def test_a_strided_depthwise_conv_has_keras_values_and_gradients_without_lhs_dilation(size, kernel, strides, padding):
+    """On JAX's CPU the input gradient of a strided depthwise convolution is a stride-1 convolution of the
+    zero-interleaved upstream gradient (XLA runs the ``lhs_dilation`` convolution of JAX's own transpose as a generic
+    loop, 4x slower): Keras' values and gradients, and no ``lhs_dilate`` left in the compiled gradient."""
+    from conftest import backend_gradients
+
+    from keras_mbv3.ops import depthwise_conv
+
+    rng = np.random.default_rng(size)
+    x = rng.normal(0, 1, (2, size, size + 1, 6)).astype("float32")
+    w = rng.normal(0, 1, (kernel, kernel, 6, 1)).astype("float32")
+
+    def ours(x, w):
+        return keras.ops.sin(depthwise_conv(x, w, strides=strides, padding=padding))
+
+    def keras_op(x, w):
+        return keras.ops.sin(keras.ops.depthwise_conv(x, w, strides=strides, padding=padding))
+
+    np.testing.assert_allclose(to_numpy(ours(x, w)), to_numpy(keras_op(x, w)), rtol=1e-6, atol=1e-6)
+    for a, b in zip(backend_gradients(ours, x, w), backend_gradients(keras_op, x, w)):
+        np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-5)
+    if BACKEND == "jax":
+        import jax
+
+        def compiled(function):
+            return jax.jit(jax.grad(lambda x, w: function(x, w).sum(), (0, 1))).lower(x, w).compile().as_text()
+
+        assert "lhs_dilate" in compiled(keras_op) and "lhs_dilate" not in compiled(ours)
+
+
 @pytest.mark.parametrize("low, high", [(-2.5, 4.0), (-6.0, 6.0), (0.0, 6.0), (-0.37, 0.81)])
 def test_fake_quant_gives_tensorflows_values_per_tensor_and_per_channel(low, high):
     """TensorFlow's op is the reference (the converter reads it): JAX and PyTorch compute it step for step."""

@@ -71,6 +71,26 @@ def test_dilation_keeps_resolution_and_widens_receptive_field(rng):
     assert delta_plain[7, 8] > 0 and delta_plain[7, 9] == 0
 
 
+@pytest.mark.parametrize("strides, padding, use_bias", [(2, "valid", False), (2, "same", True), (1, "same", False)])
+def test_our_depthwise_conv_gives_keras_outputs_and_gradients(rng, strides, padding, use_bias):
+    """``layers.depthwise.DepthwiseConv2D`` (on JAX's CPU a strided one has its own input gradient) is Keras' layer."""
+    from conftest import backend_gradients
+
+    from keras_mbv3.layers.depthwise import DepthwiseConv2D
+
+    x = rng.normal(0, 1, (2, 9, 10, 4)).astype("float32")
+    ours = DepthwiseConv2D(3, strides=strides, padding=padding, use_bias=use_bias, activation="relu")
+    theirs = keras.layers.DepthwiseConv2D(3, strides=strides, padding=padding, use_bias=use_bias, activation="relu")
+    ours.build(x.shape)
+    theirs.build(x.shape)
+    weights = [rng.normal(0, 1, w.shape).astype("float32") for w in theirs.get_weights()]
+    ours.set_weights(weights)
+    theirs.set_weights(weights)
+    np.testing.assert_allclose(to_numpy(ours(x)), to_numpy(theirs(x)), rtol=1e-6, atol=1e-6)
+    for a, b in zip(backend_gradients(ours, x), backend_gradients(theirs, x)):
+        np.testing.assert_allclose(a, b, rtol=1e-6, atol=1e-6)
+
+
 def test_squeeze_excite_gates_channels(rng):
     layer = SqueezeExcite(se_ratio=0.25)
     x = rng.uniform(0, 1, (2, 6, 6, 32)).astype("float32")
