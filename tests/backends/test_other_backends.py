@@ -321,6 +321,23 @@ def test_a_strided_depthwise_conv_has_keras_values_and_gradients_without_lhs_dil
         assert "lhs_dilate" in compiled(keras_op) and "lhs_dilate" not in compiled(ours)
 
 
+@pytest.mark.parametrize("with_nan", [False, True])
+def test_the_batch_range_is_the_min_and_max_in_one_pass(with_nan):
+    """A moving range's batch statistics: ``min`` and ``max`` (NaN where there is one), one reduce on JAX."""
+    from keras_mbv3.layers.fake_quant import batch_range
+
+    x = np.random.default_rng(0).normal(0, 3, (4, 7, 7, 5)).astype("float32")
+    if with_nan:
+        x[1, 2, 3, 4] = np.nan
+    low, high = (to_numpy(v) for v in batch_range(keras.ops.convert_to_tensor(x)))
+    np.testing.assert_array_equal([low, high], [np.min(x), np.max(x)])
+    if BACKEND == "jax":
+        import jax
+
+        text = jax.jit(batch_range).lower(x).as_text()
+        assert text.count("stablehlo.reduce") == 1, text
+
+
 @pytest.mark.parametrize("low, high", [(-2.5, 4.0), (-6.0, 6.0), (0.0, 6.0), (-0.37, 0.81)])
 def test_fake_quant_gives_tensorflows_values_per_tensor_and_per_channel(low, high):
     """TensorFlow's op is the reference (the converter reads it): JAX and PyTorch compute it step for step."""
