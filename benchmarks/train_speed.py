@@ -7,7 +7,8 @@ eager on PyTorch). One worker process per backend (one process has one
 backend), each pinned to the same single core with one thread; all compile first,
 then the workers alternate for
 ``--rounds`` rounds, and in each a worker times its three models' steps
-interleaved. Prints the medians and the ratios, and writes
+interleaved. Prints the medians and the ratios (QAT / float also as the median
+of each QAT step over the float step just before it), and writes
 ``benchmarks/results/train_speed.md``.
 
 Targets (issue 22): ours on JAX (and PyTorch) within 1.1x of keras.applications'
@@ -113,15 +114,18 @@ def main():
     from common import markdown_table, write_result
 
     medians = {b: {name: statistics.median(s[name]) for name in MODELS} for b, s in samples.items()}
+    paired = {b: statistics.median(q / f for q, f in zip(s["ours QAT"], s["ours"])) for b, s in samples.items()}
     rows = [[backend, *(f"{m[name]:.3f}" for name in MODELS), f"{m['ours'] / m['keras.applications']:.2f}",
-             f"{m['ours QAT'] / m['ours']:.2f}"] for backend, m in medians.items()]  # fmt: skip
-    rows += [[f"{b} / tensorflow", *(f"{medians[b][n] / medians['tensorflow'][n]:.2f}x" for n in MODELS), "", ""]
+             f"{m['ours QAT'] / m['ours']:.2f}", f"{paired[backend]:.2f}"] for backend, m in medians.items()]  # fmt: skip
+    rows += [[f"{b} / tensorflow", *(f"{medians[b][n] / medians['tensorflow'][n]:.2f}x" for n in MODELS), "", "", ""]
              for b in medians if b != "tensorflow" and "tensorflow" in medians]  # fmt: skip
-    header = ["backend", *(f"{name} step (s)" for name in MODELS), "ours / keras.applications", "QAT / float"]
+    header = ["backend", *(f"{name} step (s)" for name in MODELS), "ours / keras.applications", "QAT / float",
+              "QAT / float, paired"]  # fmt: skip
     body = markdown_table(header, rows)
     body += (f"\n\nMobileNetV3Small {args.size}x{args.size}, batch {args.batch}, train_on_batch, one core "
              f"(sched_setaffinity, one XLA thread), medians of {args.rounds} x {args.steps} steps, backends "
-             "alternating, models interleaved.")  # fmt: skip
+             "alternating, models interleaved. Paired: the median of each QAT step's time over the float step just "
+             "before it (this machine's speed drifts by up to 30% within a minute; a pair is 10 s apart at most).")  # fmt: skip
     print(body)
     print("written to", write_result("train_speed.md", "Train step time on each backend", body))
 
