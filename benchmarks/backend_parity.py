@@ -34,24 +34,14 @@ def worker(folder):
         np.savez(os.path.join(folder, f"{name}.{backend}.npz"), *[keras.ops.convert_to_numpy(o) for o in outputs])
 
 
-def randomize_batchnorm(model, rng):
-    from keras_mbv3 import keras
-    from keras_mbv3.layers.composite import sublayers
-
-    for layer in [model] + sublayers(model):
-        if isinstance(layer, keras.layers.BatchNormalization):
-            gamma, beta, mean, variance = (w.shape for w in layer.get_weights())
-            values = [rng.uniform(0.5, 1.5, gamma), rng.normal(0, 0.1, beta), rng.normal(0, 0.1, mean),
-                      rng.uniform(0.5, 1.5, variance)]  # fmt: skip
-            layer.set_weights([v.astype("float32") for v in values])
-
-
 def make_models(folder, size):
     """Save the models and their images into ``folder``; return ``{name: outputs on TensorFlow}``."""
     from keras_mbv3 import keras
     from keras_mbv3.applications import (LRASPPMobileNetV3Small, MobileNetV3Large, MobileNetV3Small,
                                          SSDLiteMobileNetV3Small)  # fmt: skip
     from keras_mbv3.quantization import quantize_model
+
+    from common import randomize_batchnorm
 
     keras.utils.set_random_seed(0)
     rng = np.random.default_rng(0)

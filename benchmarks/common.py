@@ -28,3 +28,16 @@ def write_result(name, title, body):
     with open(path, "w") as f:
         f.write(f"# {title}\n\n{machine}\n\n{body}\n")
     return path
+
+
+def randomize_batchnorm(model, rng):
+    """Give every BatchNormalization (nested ones too) random statistics and affine weights, so that float
+    differences between two computations of the same model show (fresh BN is the identity)."""
+    from keras_mbv3 import keras
+    from keras_mbv3.layers.composite import sublayers
+
+    for layer in sublayers(model):
+        if isinstance(layer, keras.layers.BatchNormalization):
+            gamma, beta, mean, var = layer.get_weights()
+            layer.set_weights([rng.uniform(0.5, 1.5, gamma.shape), rng.normal(0, 0.1, beta.shape),
+                               rng.normal(0, 0.1, mean.shape), rng.uniform(0.5, 1.5, var.shape)])  # fmt: skip

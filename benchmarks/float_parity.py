@@ -13,25 +13,16 @@ import statistics
 import time
 
 import numpy as np
-from common import markdown_table, single_thread, write_result
+from common import markdown_table, randomize_batchnorm, single_thread, write_result
 
 from keras_mbv3 import FLAVOUR, keras
 from keras_mbv3.applications import MobileNetV3Large, MobileNetV3Small
 from keras_mbv3.applications.weights import copy_from_keras_applications
-from keras_mbv3.layers.composite import sublayers
 from keras_mbv3.quantization.export import export_tflite
 from keras_mbv3.quantization.litert import interleaved_latency_ms
 
 MODELS = {"Large": (MobileNetV3Large, keras.applications.MobileNetV3Large),
           "Small": (MobileNetV3Small, keras.applications.MobileNetV3Small)}  # fmt: skip
-
-
-def randomize_batchnorm(model, rng):
-    for layer in sublayers(model):
-        if isinstance(layer, keras.layers.BatchNormalization):
-            gamma, beta, mean, var = layer.get_weights()
-            layer.set_weights([rng.uniform(0.5, 1.5, gamma.shape), rng.normal(0, 0.1, beta.shape),
-                               rng.normal(0, 0.1, mean.shape), rng.uniform(0.5, 1.5, var.shape)])  # fmt: skip
 
 
 def predict_throughput(models, images, rounds):
