@@ -36,14 +36,14 @@ $(STAMP_TFMOT): setup.cfg pyproject.toml constraints-tfmot.txt
 	touch $(STAMP_TFMOT)
 
 # Four lines: Keras 3 and tf_keras (every test), and Keras 3 on the JAX and PyTorch backends
-# (tests/backends, written for them, the detection library and the optimizer; the layers on
+# (tests/backends, written for them, the detection library, the optimizer and host memory; the layers on
 # PyTorch). The long lines run as two pytest processes each, their end-to-end runs (the CLI,
 # the README, the adapt CLI) apart from the rest, so that the seven share the two cores
 # evenly: make starts them in the order below, the longest first, each on the core that
 # frees first. Each prints its own pytest summary when it is done.
 RUNS := tests/test_cli.py tests/test_readme.py tests/adapt/test_adapt_cli.py
 JAX_RUNS := tests/backends/test_jax_cli.py
-NEUTRAL := tests/backends tests/detection tests/test_optimizers.py
+NEUTRAL := tests/backends tests/detection tests/test_optimizers.py tests/test_host_memory.py
 PYTEST := -m pytest -q -p no:cacheprovider --durations=10
 # One TensorFlow intra-op thread per pytest process: two processes share the two cores, and a second thread each
 # only contends for them. tests/quantization/test_qat.py on both lines side by side took 249 s of process time with

@@ -4,7 +4,8 @@ MobileNetV3Small at 224x224, batch 32, ``train_on_batch`` on random images, the
 compile settings of the recipe (Keras' default ``jit_compile``: XLA on JAX; on
 TensorFlow only where it has a GPU, so here TensorFlow's graph without XLA;
 eager on PyTorch). One worker process per backend (one process has one
-backend), each pinned to the same single core with one thread; all compile first,
+backend), each pinned to the same single core with one thread (on JAX with freed
+memory retained, as ``mbv3`` does: ``keras_mbv3/host_memory.py``); all compile first,
 then the workers alternate for
 ``--rounds`` rounds, and in each a worker times its three models' steps
 interleaved. Prints the medians and the ratios (QAT / float also as the median
@@ -28,8 +29,14 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 MODELS = ("keras.applications", "ours", "ours QAT")
 
 
-def worker(steps, batch, size):
-    """Compile the three models, print READY, then time ``steps`` steps of each per line read; print the times."""
+def worker(steps, batch, size, retain_memory):
+    """Compile the three models, print READY, then time ``steps`` steps of each per line read; print the times (and
+    the round's minor page faults, and the process's peak resident memory)."""
+    if retain_memory:  # first, before the backend starts its threads
+        from keras_mbv3.host_memory import retain_freed_memory
+
+        assert retain_freed_memory(), "glibc did not take the malloc settings"
+    import resource
     import time
 
     import numpy as np
@@ -54,19 +61,24 @@ def worker(steps, batch, size):
     print("READY", flush=True)
     for _ in sys.stdin:
         times = {name: [] for name in models}
+        faults = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
         for _ in range(steps):
             for name, model in models.items():
                 start = time.perf_counter()
                 model.train_on_batch(x, y)
                 times[name].append(time.perf_counter() - start)
+        usage = resource.getrusage(resource.RUSAGE_SELF)
+        times["minor page faults"], times["peak MB"] = usage.ru_minflt - faults, usage.ru_maxrss / 1024
         print("RESULT " + json.dumps(times), flush=True)
 
 
-def start_worker(backend, steps, batch, size):
+def start_worker(backend, steps, batch, size, retain_memory=None):
+    """A worker process on ``backend``; ``retain_memory`` (default: on JAX, as ``mbv3`` does) keeps freed memory."""
+    retain_memory = backend == "jax" if retain_memory is None else retain_memory
     env = {**os.environ, "KERAS_BACKEND": backend, "TF_USE_LEGACY_KERAS": "0", "TF_CPP_MIN_LOG_LEVEL": "3",
            "XLA_FLAGS": "--xla_cpu_multi_thread_eigen=false", "OMP_NUM_THREADS": "1"}  # fmt: skip
     command = [sys.executable, os.path.abspath(__file__), "--worker", "--steps", str(steps), "--batch", str(batch),
-               "--size", str(size)]  # fmt: skip
+               "--size", str(size)] + ["--retain-memory"] * retain_memory  # fmt: skip
     process = subprocess.Popen(command, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, env=env,
                                preexec_fn=lambda: os.sched_setaffinity(0, {0}))  # fmt: skip
     for line in process.stdout:
@@ -92,9 +104,10 @@ def main():
     parser.add_argument("--size", type=int, default=224)
     parser.add_argument("--backends", default="tensorflow,jax,torch", help="comma-separated; tensorflow first")
     parser.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument("--retain-memory", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.worker:
-        return worker(args.steps, args.batch, args.size)
+        return worker(args.steps, args.batch, args.size, args.retain_memory)
     workers = {}
     for backend in args.backends.split(","):  # one after the other: compilation is timed by nobody
         print(f"compiling on {backend} ...", flush=True)
@@ -123,7 +136,8 @@ def main():
               "QAT / float, paired"]  # fmt: skip
     body = markdown_table(header, rows)
     body += (f"\n\nMobileNetV3Small {args.size}x{args.size}, batch {args.batch}, train_on_batch, one core "
-             f"(sched_setaffinity, one XLA thread), medians of {args.rounds} x {args.steps} steps, backends "
+             f"(sched_setaffinity, one XLA thread; JAX with freed memory retained), medians of {args.rounds} x "
+             f"{args.steps} steps, backends "
              "alternating, models interleaved. Paired: the median of each QAT step's time over the float step just "
              "before it (this machine's speed drifts by up to 30% within a minute; a pair is 10 s apart at most).")  # fmt: skip
     print(body)
