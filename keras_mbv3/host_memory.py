@@ -9,7 +9,10 @@ MobileNetV3Small at 224 px, batch 32, one core, JAX: 246,718 minor page faults
 (1.0 GB) and 0.36-0.41 s of kernel time per float step, 334,144 (1.4 GB) and
 0.45-0.51 s per QAT step; after :func:`retain_freed_memory` none and no kernel
 time, and the steps took 3.77-3.97 s against 4.27-4.88 s (QAT 3.92-4.20 s
-against 4.43-4.98 s). glibc's huge pages (``GLIBC_TUNABLES=glibc.malloc.hugetlb=1``)
+against 4.43-4.98 s). Two JAX workers side by side (``benchmarks/host_memory.py``,
+4 rounds of 3 steps): 278,384 faults a step against 261; ours float 4.662 s
+against 4.208 s retained, QAT 5.682 s against 4.499 s (QAT / float 1.22
+against 1.07). glibc's huge pages (``GLIBC_TUNABLES=glibc.malloc.hugetlb=1``)
 cut the faults to 3K but not the time: the QAT step then spent 0.8-1.1 s in
 the kernel.
 
