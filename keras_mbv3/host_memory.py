@@ -17,9 +17,10 @@ cut the faults to 3K but not the time: the QAT step then spent 0.8-1.1 s in
 the kernel.
 
 The ``mbv3`` command line calls it on the JAX backend. TensorFlow's CPU steps
-fault too (about 280K a step in the same benchmark), but their time did not
-change with it, so the command line leaves TensorFlow's and PyTorch's memory
-as it is.
+fault too (about 280K a step in ``benchmarks/train_speed.py``), but were no
+faster with it (medians 0.79-0.88 s in two runs with it, one of them
+disturbed, against 0.76-0.80 s in two without; not side by side), so the
+command line leaves TensorFlow's and PyTorch's memory as it is.
 """
 
 import ctypes

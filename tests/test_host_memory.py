@@ -4,6 +4,7 @@ Each case runs in a process of its own: the setting is the process's, for good.
 """
 
 import json
+import platform
 import subprocess
 import sys
 
@@ -44,7 +45,7 @@ def faults_of(mode):
     return json.loads(result.stdout.splitlines()[-1])
 
 
-@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="glibc's malloc (Linux)")
+@pytest.mark.skipif(platform.libc_ver()[0] != "glibc", reason="glibc's malloc")
 def test_a_freed_chunk_is_used_again_without_page_faults_on_any_thread():
     pages = CHUNK // 4096
     control, retained = faults_of("control"), faults_of("retain")
