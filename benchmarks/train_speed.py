@@ -35,7 +35,8 @@ def worker(steps, batch, size, retain_memory):
     if retain_memory:  # first, before the backend starts its threads
         from keras_mbv3.host_memory import retain_freed_memory
 
-        assert retain_freed_memory(), "glibc did not take the malloc settings"
+        if not retain_freed_memory():
+            raise RuntimeError("--retain-memory: glibc did not take the malloc settings (or this is not glibc)")
     import resource
     import time
 

@@ -4,6 +4,7 @@ Each case runs in a process of its own: the setting is the process's, for good.
 """
 
 import json
+import os
 import platform
 import subprocess
 import sys
@@ -39,20 +40,29 @@ print(json.dumps({{"retained": retained, **faults}}))
 
 
 def faults_of(mode):
+    env = {k: v for k, v in os.environ.items() if k != "GLIBC_TUNABLES"}  # glibc's defaults, then ours
     result = subprocess.run([sys.executable, "-c", ALLOCATE_AND_FREE, mode], capture_output=True, text=True,
-                            timeout=120)  # fmt: skip
+                            timeout=120, env=env)  # fmt: skip
     assert result.returncode == 0, result.stderr
     return json.loads(result.stdout.splitlines()[-1])
 
 
+def huge_pages_always():
+    try:
+        return "[always]" in open("/sys/kernel/mm/transparent_hugepage/enabled").read()
+    except OSError:
+        return False
+
+
 @pytest.mark.skipif(platform.libc_ver()[0] != "glibc", reason="glibc's malloc")
+@pytest.mark.skipif(huge_pages_always(), reason="transparent huge pages for all memory: a fault maps 2 MB")
 def test_a_freed_chunk_is_used_again_without_page_faults_on_any_thread():
     pages = CHUNK // 4096
     control, retained = faults_of("control"), faults_of("retain")
     assert retained["retained"] is True
     for where in ("main", "thread"):
         assert min(control[where]) >= pages, control  # glibc maps and faults the chunk in every time
-    assert retained["main"][0] >= pages, retained  # the first time the heap grows
+    assert retained["main"][0] >= pages - 64, retained  # the first time the heap grows (its top may hold a few)
     assert max(retained["main"][1:]) < pages // 100, retained  # then the same pages are used again,
     assert max(retained["thread"]) < pages // 100, retained  # by another thread too (one arena)
 
