@@ -18,7 +18,7 @@ import sys
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
 
-from train_speed import MODELS, one_round, start_worker  # noqa: E402
+from train_speed import MODELS, pooled_steps, run_rounds, start_worker  # noqa: E402
 
 WORKERS = {"default malloc": False, "freed memory retained": True}
 
@@ -34,21 +34,11 @@ def main():
     for name, retain in WORKERS.items():
         print(f"compiling ({name}) ...", flush=True)
         workers[name] = start_worker("jax", args.steps, args.batch, args.size, retain_memory=retain)
-    samples = {name: {model: [] for model in MODELS} for name in workers}
-    faults = {name: [] for name in workers}
-    peak = {}
-    for round_ in range(args.rounds):
-        for name, process in workers.items():
-            times = one_round(process)
-            faults[name].append(times.pop("minor page faults") / (args.steps * len(MODELS)))
-            peak[name] = times.pop("peak MB")
-            for model in MODELS:
-                samples[name][model] += times[model]
-            print(f"round {round_ + 1}/{args.rounds} {name}: " + ", ".join(
-                f"{model} {statistics.median(times[model]):.3f} s" for model in MODELS), flush=True)  # fmt: skip
-    for process in workers.values():
-        process.stdin.close()
-        process.wait()
+    results = run_rounds(workers, args.rounds)
+    samples = pooled_steps(results)
+    faults = {name: [r["minor page faults"] / (args.steps * len(MODELS)) for r in rounds]
+              for name, rounds in results.items()}  # fmt: skip
+    peak = {name: rounds[-1]["peak MB"] for name, rounds in results.items()}
     from common import markdown_table, write_result
 
     medians = {name: {model: statistics.median(s[model]) for model in MODELS} for name, s in samples.items()}

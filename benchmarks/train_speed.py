@@ -97,6 +97,31 @@ def one_round(process):
     raise RuntimeError(f"a worker ended (exit code {process.wait()})")
 
 
+def run_rounds(workers, rounds):
+    """Alternate ``workers`` ({name: process}) for ``rounds`` rounds, printing each round's medians, then end them.
+
+    Returns {name: [each round's result]}; a result maps each model to its step times, and "minor page faults"
+    (the round's) and "peak MB" (the process's so far) to numbers.
+    """
+    results = {name: [] for name in workers}
+    for round_ in range(rounds):
+        for name, process in workers.items():
+            result = one_round(process)
+            results[name].append(result)
+            print(f"round {round_ + 1}/{rounds} {name}: " + ", ".join(
+                f"{model} {statistics.median(result[model]):.3f} s" for model in MODELS), flush=True)  # fmt: skip
+    for process in workers.values():
+        process.stdin.close()
+        process.wait()
+    return results
+
+
+def pooled_steps(results):
+    """{name: {model: every step time of every round}} of ``run_rounds``' results."""
+    return {name: {model: [t for result in rounds for t in result[model]] for model in MODELS}
+            for name, rounds in results.items()}  # fmt: skip
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--rounds", type=int, default=3)
@@ -113,17 +138,7 @@ def main():
     for backend in args.backends.split(","):  # one after the other: compilation is timed by nobody
         print(f"compiling on {backend} ...", flush=True)
         workers[backend] = start_worker(backend, args.steps, args.batch, args.size)
-    samples = {backend: {name: [] for name in MODELS} for backend in workers}
-    for round_ in range(args.rounds):
-        for backend, process in workers.items():
-            times = one_round(process)
-            for name in MODELS:
-                samples[backend][name] += times[name]
-            print(f"round {round_ + 1}/{args.rounds} {backend}: " + ", ".join(
-                f"{name} {statistics.median(times[name]):.3f} s" for name in MODELS), flush=True)  # fmt: skip
-    for process in workers.values():
-        process.stdin.close()
-        process.wait()
+    samples = pooled_steps(run_rounds(workers, args.rounds))
     sys.path.insert(0, HERE)
     from common import markdown_table, write_result
 
